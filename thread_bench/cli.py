@@ -1,0 +1,110 @@
+"""Command-line options generated from the configuration dataclasses.
+
+Each option defaults to ``None`` ("not given"), so that the profile supplies the value; the default itself
+lives only in :mod:`thread_bench.config`. MLflow passes an unset parameter as an empty string, which also
+means "not given".
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from thread_bench.config import DEFAULT_PROFILE, profile_names
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _optional(convert: Any) -> Any:
+    """Wrap a converter so that an empty string (MLflow's unset parameter) means "not given"."""
+
+    def parse(text: str) -> Any:
+        if text.strip() == "":
+            return None
+        try:
+            return convert(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"expected {convert.__name__}, got {text!r}") from error
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+_CONVERTERS: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": parse_bool}
+
+
+def add_profile_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        default=DEFAULT_PROFILE,
+        choices=profile_names(),
+        help=f"named set of defaults (default: {DEFAULT_PROFILE})",
+    )
+
+
+def add_dataclass_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    prefix: str = "",
+) -> list[str]:
+    """Add ``--<prefix><field>`` for each field of ``cls``; returns the destination names added."""
+    wanted = set(include) if include is not None else None
+    skipped = set(exclude)
+    added = []
+    for field in dataclasses.fields(cls):
+        if (wanted is not None and field.name not in wanted) or field.name in skipped:
+            continue
+        type_name = field.type if isinstance(field.type, str) else field.type.__name__
+        if type_name not in _CONVERTERS:
+            raise TypeError(f"{cls.__name__}.{field.name}: unsupported option type {type_name}")
+        dest = f"{prefix}{field.name}"
+        parser.add_argument(
+            f"--{dest}",
+            dest=dest,
+            type=_optional(_CONVERTERS[type_name]),
+            default=None,
+            help=f"{cls.__name__}.{field.name} ({type_name}; default from the profile: {field.default!r})",
+        )
+        added.append(dest)
+    return added
+
+
+def pick(namespace: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
+    """The options of ``namespace`` that belong to ``cls`` (``None`` = not given), without the prefix."""
+    values = vars(namespace)
+    return {f.name: values[f"{prefix}{f.name}"] for f in dataclasses.fields(cls) if f"{prefix}{f.name}" in values}
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def fail(parser: argparse.ArgumentParser, error: Exception) -> None:
+    """Report a user error as one clear line and exit with status 2 (no traceback)."""
+    parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    return parser.parse_args(list(argv) if argv is not None else None)

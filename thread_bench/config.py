@@ -1,0 +1,169 @@
+"""Configuration: one frozen dataclass per concern, and the named profiles.
+
+Every default is defined here exactly once. The dataclass defaults are the reference ("paper") protocol;
+a profile is a named set of overrides on top of them, and any explicit parameter overrides the profile.
+The MLproject parameters and the command-line options are checked against these classes by a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+#: The profile used when none is given (fast enough for a laptop CPU).
+DEFAULT_PROFILE = "laptop"
+
+#: Fraction of sub-patches per split in the reference study (24,360 / 4,368 / 1,512 of 30,240).
+PAPER_SPLIT_FRACTIONS = (24360 / 30240, 4368 / 30240, 1512 / 30240)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the prepared dataset is made from and how; all of it enters the dataset's cache key."""
+
+    #: ``"synthetic"`` (the built-in corpus generator) or a directory in the raw-corpus format.
+    source: str = "synthetic"
+    #: Seeds the synthetic corpus, the augmentation draws and the split by painting.
+    seed: int = 0
+    #: Synthetic corpus size (ignored for a user-supplied ``source``).
+    n_paintings: int = 36
+    n_patches: int = 240
+    #: Side of a sub-patch in source pixels before resizing (1 cm at the synthetic 200 px/cm).
+    crop_px: int = 200
+    #: Sub-patches drawn from each patch (the reference: 30,240 from 240 patches).
+    subpatches_per_patch: int = 126
+    #: Largest small rotation applied in augmentation, degrees (the reference: 1 to 6 degrees).
+    max_rotation_deg: float = 6.0
+    #: Side of the stored images, pixels; ``crop_px`` is resized to it (area interpolation).
+    input_size: int = 200
+    #: Validation and test fractions of the patches, assigned whole paintings at a time.
+    val_fraction: float = PAPER_SPLIT_FRACTIONS[1]
+    test_fraction: float = PAPER_SPLIT_FRACTIONS[2]
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("n_paintings", "n_patches", "crop_px", "subpatches_per_patch", "input_size"))
+        if self.n_patches < self.n_paintings:
+            raise ValueError(f"n_patches={self.n_patches} must be >= n_paintings={self.n_paintings}")
+        if not 0.0 <= self.max_rotation_deg <= 45.0:
+            raise ValueError(f"max_rotation_deg must be in [0, 45], got {self.max_rotation_deg}")
+        if self.input_size > self.crop_px:
+            raise ValueError(f"input_size={self.input_size} must be <= crop_px={self.crop_px} (no upsampling)")
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must leave room for a training split")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The RegVGG network (DESIGN.md section 3). Defaults reproduce the reference's 10,166,505 parameters."""
+
+    base_filters: int = 8
+    input_size: int = 200
+    dropout: float = 0.1
+    #: BatchNorm momentum in the Keras convention (running = m * running + (1 - m) * batch).
+    batchnorm_momentum: float = 0.99
+    batchnorm_eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("base_filters", "input_size"))
+        if self.input_size < 32:
+            raise ValueError(f"input_size must be >= 32 (five 2x2 poolings), got {self.input_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.batchnorm_momentum < 1.0:
+            raise ValueError(f"batchnorm_momentum must be in [0, 1), got {self.batchnorm_momentum}")
+
+    @property
+    def torch_batchnorm_momentum(self) -> float:
+        """The same momentum in PyTorch's convention (running = (1 - m) * running + m * batch)."""
+        return 1.0 - self.batchnorm_momentum
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training protocol shared by both frameworks (DESIGN.md section 4)."""
+
+    seed: int = 0
+    epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    #: ``"none"`` or ``"inverse_time"`` (learning_rate / (1 + epoch / 10)).
+    lr_schedule: str = "none"
+    patience: int = 20
+    min_delta: float = 0.0
+    adam_epsilon: float = 1e-7
+    #: Deterministic kernels and seeded shuffling: the same seed on the same machine gives the same losses.
+    deterministic: bool = True
+    #: Also trace Python-heap allocations (tracemalloc; slows training, sees no native memory).
+    tracemalloc: bool = False
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("epochs", "batch_size", "patience"))
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {sorted(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0, got {self.min_delta}")
+
+
+LR_SCHEDULES = ("none", "inverse_time")
+
+#: Profile overrides, keyed by dataclass name. ``paper`` is the reference protocol (meant for a GPU);
+#: ``laptop`` finishes in minutes on a CPU; ``smoke`` finishes in seconds (tests).
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {"DataConfig": {}, "ModelConfig": {}, "TrainConfig": {}},
+    "laptop": {
+        "DataConfig": {"subpatches_per_patch": 32, "input_size": 96},
+        "ModelConfig": {"base_filters": 4, "input_size": 96, "batchnorm_momentum": 0.9},
+        "TrainConfig": {"epochs": 30, "patience": 8},
+    },
+    "smoke": {
+        "DataConfig": {
+            "n_paintings": 6,
+            "n_patches": 12,
+            "subpatches_per_patch": 4,
+            "input_size": 32,
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+        },
+        "ModelConfig": {"base_filters": 2, "input_size": 32, "batchnorm_momentum": 0.9},
+        "TrainConfig": {"epochs": 2, "batch_size": 8, "patience": 2},
+    },
+}
+
+
+def profile_names() -> list[str]:
+    return sorted(PROFILES)
+
+
+def resolve(cls: type, profile: str, overrides: Mapping[str, Any] | None = None) -> Any:
+    """Build ``cls`` from its defaults, then the profile's overrides, then explicit ``overrides``.
+
+    ``None`` values in ``overrides`` mean "not given" and are ignored. Unknown keys raise ``ValueError``.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {profile_names()}")
+    names = {f.name for f in fields(cls)}
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(given) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} parameter(s): {sorted(unknown)}")
+    values = {**PROFILES[profile].get(cls.__name__, {}), **given}
+    return cls(**values)
+
+
+def as_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _check_positive(config: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
