@@ -1,0 +1,60 @@
+"""Configuration: profiles resolve in order (dataclass defaults < profile < explicit), bad values are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from thread_bench.config import DEFAULT_PROFILE, PROFILES, DataConfig, ModelConfig, TrainConfig, resolve
+
+
+def test_paper_profile_is_the_dataclass_defaults() -> None:
+    assert resolve(DataConfig, "paper") == DataConfig()
+    assert resolve(ModelConfig, "paper") == ModelConfig()
+    assert resolve(TrainConfig, "paper") == TrainConfig()
+    assert DataConfig().n_patches == 240 and DataConfig().n_paintings == 36
+    assert TrainConfig().epochs == 100 and TrainConfig().patience == 20 and TrainConfig().batch_size == 32
+
+
+def test_explicit_values_override_the_profile_and_none_means_not_given() -> None:
+    config = resolve(DataConfig, "smoke", {"seed": 7, "input_size": None})
+    assert config.seed == 7
+    assert config.input_size == PROFILES["smoke"]["DataConfig"]["input_size"]
+
+
+def test_every_profile_builds_consistent_configs() -> None:
+    assert DEFAULT_PROFILE in PROFILES
+    for name in PROFILES:
+        data, model = resolve(DataConfig, name), resolve(ModelConfig, name)
+        resolve(TrainConfig, name)
+        assert data.input_size == model.input_size, name
+
+
+def test_unknown_profile_and_parameter() -> None:
+    with pytest.raises(ValueError, match="unknown profile 'huge'; expected one of"):
+        resolve(DataConfig, "huge")
+    with pytest.raises(ValueError, match=r"unknown DataConfig parameter\(s\): \['colour'\]"):
+        resolve(DataConfig, "paper", {"colour": 1})
+
+
+@pytest.mark.parametrize(
+    ("cls", "values", "message"),
+    [
+        (DataConfig, {"n_patches": 0}, "n_patches must be a positive integer"),
+        (DataConfig, {"n_paintings": 10, "n_patches": 5}, "n_patches=5 must be >= n_paintings=10"),
+        (DataConfig, {"input_size": 300}, "input_size=300 must be <= crop_px=200"),
+        (DataConfig, {"val_fraction": 0.6, "test_fraction": 0.5}, "must leave room for a training split"),
+        (DataConfig, {"max_rotation_deg": 90.0}, r"max_rotation_deg must be in \[0, 45\]"),
+        (ModelConfig, {"input_size": 16}, "input_size must be >= 32"),
+        (ModelConfig, {"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        (TrainConfig, {"epochs": -1}, "epochs must be a positive integer, got -1"),
+        (TrainConfig, {"learning_rate": 0.0}, "learning_rate must be > 0"),
+        (TrainConfig, {"lr_schedule": "cosine"}, "lr_schedule must be one of"),
+    ],
+)
+def test_invalid_values_are_refused(cls: type, values: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        cls(**values)
+
+
+def test_batchnorm_momentum_converts_between_conventions() -> None:
+    assert ModelConfig(batchnorm_momentum=0.99).torch_batchnorm_momentum == pytest.approx(0.01)
