@@ -1,0 +1,62 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+
+
+@pytest.fixture
+def tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private MLflow store (SQLite + artifacts under tmp_path); the working directory is tmp_path too."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def make_fake_prepared(tmp_path: Path, n_train: int, n_val: int, n_test: int, size: int) -> Path:
+    """A tiny prepared dataset in the layout of ``thread_bench.data.prepared`` (random stripes whose
+    frequency is the label, so a model can learn something); returns its directory."""
+    import json
+
+    import numpy as np
+
+    from thread_bench.data import prepared
+
+    directory = tmp_path / "fake-prepared"
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    columns = np.arange(size)
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        labels = rng.uniform(6.0, 23.0, n).astype(np.float32)
+        phases = rng.uniform(0, 2 * np.pi, n)
+        waves = np.sin(2 * np.pi * labels[:, None] * columns[None, :] / (4.0 * size) * 4 + phases[:, None])
+        images = np.repeat(((waves + 1) * 127.5).astype(np.uint8)[:, None, :], size, axis=1)
+        arrays = {
+            "images": images,
+            "labels": labels,
+            "density_h": rng.uniform(6.0, 23.0, n).astype(np.float32),
+            "patch_index": np.arange(n, dtype=np.int32),
+        }
+        for name, array in arrays.items():
+            np.save(directory / prepared.array_filename(split, name), array)
+    manifest = {
+        "format_version": prepared.FORMAT_VERSION,
+        "key": "fake",
+        "seed": 0,
+        "settings": {"seed": 0, "input_size": size, "subpatches_per_patch": 1},
+        "splits": {"train": {"n": n_train}, "val": {"n": n_val}, "test": {"n": n_test}},
+    }
+    manifest["content_digest"] = prepared.content_digest(directory, manifest)
+    (directory / prepared.MANIFEST).write_text(json.dumps(manifest))
+    return directory

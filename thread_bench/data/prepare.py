@@ -1,0 +1,489 @@
+"""Preprocessing (DESIGN.md section 2.3): raw corpus -> prepared dataset.
+
+Per patch: histogram equalisation; ``subpatches_per_patch`` augmented sub-patches (crop position, small
+rotation, one of the eight flips/90-degree rotations), the masks getting the identical geometric transform
+with nearest-neighbour interpolation; the label of each sub-patch is counted on its transformed masks by
+:func:`thread_bench.counting.count_threads`. Paintings, not patches, are assigned to train/val/test.
+
+Everything random is drawn from ``numpy.random.default_rng((seed, stream, row))``, so the result does not
+depend on the number of worker processes or on their scheduling: same corpus + same settings + same seed
+=> the same bytes and the same content digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from thread_bench.config import DataConfig
+from thread_bench.counting import CountingError, count_threads
+from thread_bench.data import corpus, synthetic
+from thread_bench.data.prepared import (
+    FORMAT_VERSION,
+    MANIFEST,
+    SPLITS,
+    PreparedDataset,
+    array_filename,
+    canonical_json,
+    content_digest,
+    load_prepared,
+)
+
+log = logging.getLogger(__name__)
+
+#: Where prepared datasets (and the generated synthetic corpus) live unless told otherwise; relative to the
+#: working directory, overridable with the ``THREAD_BENCH_DATA`` environment variable.
+DATA_ROOT_ENV = "THREAD_BENCH_DATA"
+DEFAULT_DATA_ROOT = Path("data")
+
+# Independent random streams per purpose (see module docstring).
+_SPLIT_STREAM = 1
+_AUGMENT_STREAM = 2
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    dataset: PreparedDataset
+    built: bool
+    """False when an existing dataset with the same key was reused."""
+    corpus_dir: Path
+    stats: dict[str, float | int] = field(default_factory=dict)
+    """Timings (seconds) and counts of this call."""
+
+
+@dataclass(frozen=True)
+class _Augmentation:
+    centre_xy: tuple[float, float]
+    angle_deg: float
+    dihedral: int
+    """0-3: number of 90-degree rotations; 4-7: the same after a left-right flip."""
+
+
+@dataclass
+class _PatchOutput:
+    images: np.ndarray
+    labels: np.ndarray
+    density_h: np.ndarray
+    skip_reasons: Counter[str]
+    patch_skipped: str | None = None
+
+
+def data_root(root: str | Path | None = None) -> Path:
+    if root is not None and str(root) != "":
+        return Path(root)
+    return Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
+
+
+def synthetic_corpus_dir(config: DataConfig, root: Path) -> Path:
+    return root / "raw" / f"synthetic-seed{config.seed}-{config.n_paintings}x{config.n_patches}"
+
+
+def ensure_prepared(config: DataConfig, root: str | Path | None = None, *, workers: int | None = None) -> PrepareResult:
+    """Return the prepared dataset for ``config``, building it only if none with the same key exists.
+
+    The key is a hash of the source digest (the bytes of the corpus), the seed and every preparation setting.
+    """
+    root_dir = data_root(root)
+    started = time.perf_counter()
+    corpus_dir = _resolve_source(config, root_dir)
+    corpus_time_s = time.perf_counter() - started
+    records = corpus.read_index(corpus_dir)
+    source_digest = corpus.source_digest(corpus_dir, records)
+    key = dataset_key(config, source_digest)
+    target = root_dir / "prepared" / key
+    if (target / MANIFEST).is_file():
+        log.info("reusing prepared dataset %s", target)
+        stats = {"corpus_time_s": corpus_time_s, "total_time_s": time.perf_counter() - started}
+        return PrepareResult(load_prepared(target), built=False, corpus_dir=corpus_dir, stats=stats)
+
+    log.info("preparing dataset %s from %s (%d patches)", key, corpus_dir, len(records))
+    build_started = time.perf_counter()
+    manifest = _build(config, corpus_dir, records, source_digest, key, target, workers=workers)
+    stats = {
+        "corpus_time_s": corpus_time_s,
+        "prep_time_s": time.perf_counter() - build_started,
+        "total_time_s": time.perf_counter() - started,
+        "skipped_patches": len(manifest["skipped"]["patches"]),
+        "skipped_subpatches": manifest["skipped"]["subpatches"],
+    }
+    return PrepareResult(load_prepared(target), built=True, corpus_dir=corpus_dir, stats=stats)
+
+
+def dataset_key(config: DataConfig, source_digest: str) -> str:
+    settings = _settings(config)
+    payload = canonical_json({"format_version": FORMAT_VERSION, "source": source_digest, "settings": settings})
+    tag = "synthetic" if config.source == "synthetic" else "corpus"
+    return f"{tag}-seed{config.seed}-{config.input_size}px-{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+
+
+def _settings(config: DataConfig) -> dict[str, Any]:
+    """The settings that shape the prepared data (the source enters through its digest, not its path)."""
+    settings = asdict(config)
+    settings.pop("source")
+    if config.source != "synthetic":
+        # The synthetic corpus size does not apply to a user's corpus.
+        settings.pop("n_paintings")
+        settings.pop("n_patches")
+    return settings
+
+
+def _resolve_source(config: DataConfig, root: Path) -> Path:
+    if config.source == "synthetic":
+        return synthetic.write_corpus(
+            synthetic_corpus_dir(config, root),
+            n_paintings=config.n_paintings,
+            n_patches=config.n_patches,
+            seed=config.seed,
+        )
+    directory = Path(config.source)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"source {config.source!r}: no such directory (expected 'synthetic' or a corpus dir)")
+    return directory
+
+
+# --------------------------------------------------------------------------------------------- the split
+
+
+def split_paintings(records: Sequence[corpus.PatchRecord], config: DataConfig) -> dict[str, list[str]]:
+    """Assign whole paintings to test, then validation, until each holds its fraction of the patches."""
+    patches_per_painting = Counter(r.painting_id for r in records)
+    paintings = sorted(patches_per_painting)
+    if len(paintings) < 3:
+        raise ValueError(f"the corpus has {len(paintings)} painting(s); a split by painting needs at least 3")
+    order = np.random.default_rng((config.seed, _SPLIT_STREAM)).permutation(len(paintings))
+    shuffled = [paintings[i] for i in order]
+    total = len(records)
+    assignment: dict[str, list[str]] = {"test": [], "val": [], "train": []}
+    position = 0
+    for split, fraction in (("test", config.test_fraction), ("val", config.val_fraction)):
+        taken = 0
+        # Always at least one painting; stop before the remaining paintings could not fill train.
+        while position < len(shuffled) - 1 and (
+            not assignment[split] or taken + 0.5 * patches_per_painting[shuffled[position]] <= fraction * total
+        ):
+            assignment[split].append(shuffled[position])
+            taken += patches_per_painting[shuffled[position]]
+            position += 1
+    assignment["train"] = shuffled[position:]
+    if not assignment["train"]:
+        raise ValueError("no painting left for the training split; lower val_fraction/test_fraction")
+    return {split: sorted(names) for split, names in assignment.items()}
+
+
+# ---------------------------------------------------------------------------------------- augmentation
+
+
+def equalize_histogram(image: np.ndarray) -> np.ndarray:
+    """Histogram equalisation of an 8- or 16-bit image to uint8 (one formula for both bit depths)."""
+    levels = 256 if image.dtype == np.uint8 else 65536
+    histogram = np.bincount(image.ravel(), minlength=levels)
+    cdf = np.cumsum(histogram)
+    cdf_min = cdf[np.flatnonzero(histogram)[0]]
+    span = max(int(cdf[-1] - cdf_min), 1)
+    lut = np.clip(np.round((cdf - cdf_min) * 255.0 / span), 0, 255).astype(np.uint8)
+    equalized: np.ndarray = lut[image]
+    return equalized
+
+
+def draw_augmentations(rng: np.random.Generator, shape: tuple[int, int], config: DataConfig) -> list[_Augmentation]:
+    """Crop centres, small rotations (half of the sub-patches, 1 to max degrees) and the eight dihedral
+    transforms in equal shares. The crop stays inside the patch after rotation (no padded corners)."""
+    height, width = shape
+    draws = []
+    for index in range(config.subpatches_per_patch):
+        rotate = config.max_rotation_deg >= 1.0 and rng.random() < 0.5
+        angle = float(rng.uniform(1.0, config.max_rotation_deg) * rng.choice((-1.0, 1.0))) if rotate else 0.0
+        radians = math.radians(abs(angle))
+        half_extent = 0.5 * config.crop_px * (math.cos(radians) + math.sin(radians))
+        low_x, high_x = half_extent, width - half_extent
+        low_y, high_y = half_extent, height - half_extent
+        if low_x > high_x or low_y > high_y:
+            # Too small to rotate: fall back to an unrotated crop (checked to fit by the caller).
+            angle, low_x, high_x, low_y, high_y = (
+                0.0,
+                config.crop_px / 2,
+                width - config.crop_px / 2,
+                config.crop_px / 2,
+                height - config.crop_px / 2,
+            )
+        if angle == 0.0:
+            # Unrotated crops start on a whole pixel, so that cutting them is exact slicing (no resampling).
+            half = (config.crop_px - 1) / 2
+            centre = (
+                float(rng.integers(0, width - config.crop_px + 1)) + half,
+                float(rng.integers(0, height - config.crop_px + 1)) + half,
+            )
+        else:
+            centre = (float(rng.uniform(low_x, high_x)), float(rng.uniform(low_y, high_y)))
+        draws.append(_Augmentation(centre_xy=centre, angle_deg=angle, dihedral=index % 8))
+    return draws
+
+
+def apply_augmentation(array: np.ndarray, augmentation: _Augmentation, crop_px: int, *, nearest: bool) -> np.ndarray:
+    """Rotate about the crop centre, cut ``crop_px`` x ``crop_px`` around it, then flip/rotate by 90 degrees.
+
+    ``nearest`` selects nearest-neighbour interpolation (masks) instead of bilinear (images).
+    """
+    source = array.view(np.uint8) if array.dtype == bool else array
+    centre = np.asarray(augmentation.centre_xy)
+    left, top = centre - (crop_px - 1) / 2
+    if augmentation.angle_deg == 0.0 and left.is_integer() and top.is_integer():
+        out = source[int(top) : int(top) + crop_px, int(left) : int(left) + crop_px]
+    else:
+        matrix = cv2.getRotationMatrix2D(augmentation.centre_xy, augmentation.angle_deg, 1.0)
+        # Move the crop centre onto the output's centre pixel ((crop_px - 1) / 2 in cv2's pixel coordinates).
+        matrix[:, 2] += (crop_px - 1) / 2 - centre
+        # The crop never leaves the patch (draw_augmentations); should it, a mask gets no mirrored threads.
+        if nearest:
+            out = cv2.warpAffine(source, matrix, (crop_px, crop_px), flags=cv2.INTER_NEAREST, borderValue=0)
+        else:
+            out = cv2.warpAffine(
+                source, matrix, (crop_px, crop_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
+    if augmentation.dihedral >= 4:
+        out = out[:, ::-1]
+    out = np.rot90(out, augmentation.dihedral % 4)
+    return np.ascontiguousarray(out.view(bool) if array.dtype == bool else out)
+
+
+def prepare_patch(task: tuple[Path, corpus.PatchRecord, DataConfig]) -> _PatchOutput:
+    """All sub-patches of one patch (runs in a worker process)."""
+    corpus_dir, record, config = task
+    patch = corpus.load_patch(corpus_dir, record)
+    height, width = patch.image.shape
+    size = config.input_size
+    empty = _PatchOutput(
+        images=np.empty((0, size, size), np.uint8),
+        labels=np.empty(0, np.float32),
+        density_h=np.empty(0, np.float32),
+        skip_reasons=Counter(),
+    )
+    if min(height, width) < config.crop_px:
+        empty.patch_skipped = f"{width}x{height} px is smaller than crop_px={config.crop_px}"
+        return empty
+    try:
+        count_threads(patch.h_mask, patch.v_mask, record.px_per_cm)
+    except CountingError as error:
+        empty.patch_skipped = str(error)
+        return empty
+
+    equalized = equalize_histogram(patch.image)
+    rng = np.random.default_rng((config.seed, _AUGMENT_STREAM, record.row))
+    images, labels, density_h = [], [], []
+    reasons: Counter[str] = Counter()
+    # Both masks in one image (bit 0: horizontal, bit 1: vertical): one warp instead of two per sub-patch.
+    masks = patch.h_mask.view(np.uint8) | (patch.v_mask.view(np.uint8) << 1)
+    for augmentation in draw_augmentations(rng, (height, width), config):
+        warped = apply_augmentation(masks, augmentation, config.crop_px, nearest=True)
+        h_mask, v_mask = (warped & 1).view(bool), (warped >> 1).view(bool)
+        try:
+            density = count_threads(h_mask, v_mask, record.px_per_cm)
+        except CountingError as error:
+            reasons[_reason_kind(error)] += 1
+            continue
+        image = apply_augmentation(equalized, augmentation, config.crop_px, nearest=False)
+        if size != config.crop_px:
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        images.append(image)
+        labels.append(density.vertical)
+        density_h.append(density.horizontal)
+    if not images:
+        empty.skip_reasons = reasons
+        return empty
+    return _PatchOutput(
+        images=np.stack(images),
+        labels=np.asarray(labels, np.float32),
+        density_h=np.asarray(density_h, np.float32),
+        skip_reasons=reasons,
+    )
+
+
+def _reason_kind(error: CountingError) -> str:
+    # Keep the first clause of the message so that reasons aggregate into a few kinds.
+    return str(error).split(":")[0].split(";")[0][:80]
+
+
+# ------------------------------------------------------------------------------------------ the writing
+
+
+def _build(
+    config: DataConfig,
+    corpus_dir: Path,
+    records: list[corpus.PatchRecord],
+    source_digest: str,
+    key: str,
+    target: Path,
+    *,
+    workers: int | None,
+) -> dict[str, Any]:
+    assignment = split_paintings(records, config)
+    split_of = {painting: split for split, paintings in assignment.items() for painting in paintings}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{key}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        manifest = _write_splits(config, corpus_dir, records, split_of, staging, workers)
+        manifest.update(
+            {
+                "format_version": FORMAT_VERSION,
+                "key": key,
+                "seed": config.seed,
+                "source": {
+                    "kind": "synthetic" if config.source == "synthetic" else "directory",
+                    "digest": source_digest,
+                    "n_patches": len(records),
+                    "n_paintings": len(split_of),
+                },
+                "settings": _settings(config),
+                "paintings": assignment,
+            }
+        )
+        manifest["content_digest"] = content_digest(staging, manifest)
+        # The manifest is the completeness marker: written last, then the directory appears atomically.
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / MANIFEST).is_file():
+                raise
+            log.info("another process prepared %s meanwhile; using it", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _write_splits(
+    config: DataConfig,
+    corpus_dir: Path,
+    records: list[corpus.PatchRecord],
+    split_of: dict[str, str],
+    staging: Path,
+    workers: int | None,
+) -> dict[str, Any]:
+    size = config.input_size
+    rows = {split: [r for r in records if split_of[r.painting_id] == split] for split in SPLITS}
+    capacity = {split: len(rows[split]) * config.subpatches_per_patch for split in SPLITS}
+    writers = {split: _SplitWriter(staging, split, capacity[split], size) for split in SPLITS}
+    skipped_patches: list[dict[str, str]] = []
+    reasons: Counter[str] = Counter()
+    ordered = [(split, record) for split in SPLITS for record in rows[split]]
+    tasks = [(corpus_dir, record, config) for _, record in ordered]
+    for (split, record), output in zip(ordered, _map(prepare_patch, tasks, workers), strict=True):
+        if output.patch_skipped is not None:
+            skipped_patches.append({"patch_id": record.patch_id, "reason": output.patch_skipped})
+            log.warning(
+                "skipped patch %s (%s row %d): %s",
+                record.patch_id,
+                corpus.INDEX,
+                record.row,
+                output.patch_skipped,
+            )
+            continue
+        reasons.update(output.skip_reasons)
+        writers[split].append(output, record.row)
+    splits = {split: writer.close() for split, writer in writers.items()}
+    for split, summary in splits.items():
+        if summary["n"] == 0:
+            raise ValueError(f"the {split} split is empty after skipping uncountable patches; check the corpus")
+    return {
+        "splits": splits,
+        "skipped": {
+            "patches": skipped_patches,
+            "subpatches": sum(reasons.values()),
+            "reasons": dict(reasons),
+        },
+    }
+
+
+def _map(function: Any, tasks: list[Any], workers: int | None) -> Iterator[_PatchOutput]:
+    count = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    if count <= 1 or len(tasks) < 4:
+        yield from map(function, tasks)
+        return
+    # spawn, not fork: the caller may hold OpenCV, BLAS or framework thread pools, which a forked child
+    # inherits in a locked state (a fork here deadlocked in cv2). imap keeps the patch order: deterministic bytes.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(count, initializer=_init_worker) as pool:
+        yield from pool.imap(function, tasks, chunksize=2)
+
+
+def _init_worker() -> None:
+    # The pool already uses every core; OpenCV's own threads would only contend with it (~20 % CPU measured).
+    cv2.setNumThreads(1)
+
+
+class _SplitWriter:
+    """Streams sub-patches into memory-mapped ``.npy`` files, so the dataset never sits in RAM whole."""
+
+    def __init__(self, directory: Path, split: str, capacity: int, size: int) -> None:
+        self.directory = directory
+        self.split = split
+        self.count = 0
+        self.capacity = capacity
+        self.images = np.lib.format.open_memmap(
+            directory / array_filename(split, "images"),
+            mode="w+",
+            dtype=np.uint8,
+            shape=(capacity, size, size),
+        )
+        self.labels = np.empty(capacity, np.float32)
+        self.density_h = np.empty(capacity, np.float32)
+        self.patch_index = np.empty(capacity, np.int32)
+
+    def append(self, output: _PatchOutput, row: int) -> None:
+        n = len(output.labels)
+        if not np.all(np.isfinite(output.labels)) or not np.all(np.isfinite(output.density_h)):
+            raise AssertionError("count_threads returned a non-finite density")  # counting must raise instead
+        end = self.count + n
+        self.images[self.count : end] = output.images
+        self.labels[self.count : end] = output.labels
+        self.density_h[self.count : end] = output.density_h
+        self.patch_index[self.count : end] = row
+        self.count = end
+
+    def close(self) -> dict[str, Any]:
+        images_path = self.directory / array_filename(self.split, "images")
+        self.images.flush()
+        if self.count < self.capacity:
+            # Some sub-patches were skipped: rewrite at the exact size (rare; streamed in blocks).
+            trimmed_path = images_path.with_suffix(".trim")
+            trimmed = np.lib.format.open_memmap(
+                trimmed_path, mode="w+", dtype=np.uint8, shape=(self.count, *self.images.shape[1:])
+            )
+            for start in range(0, self.count, 4096):
+                stop = min(start + 4096, self.count)
+                trimmed[start:stop] = self.images[start:stop]
+            trimmed.flush()
+            del trimmed
+            del self.images
+            os.replace(trimmed_path, images_path)
+        else:
+            del self.images
+        labels = self.labels[: self.count]
+        np.save(self.directory / array_filename(self.split, "labels"), labels)
+        np.save(self.directory / array_filename(self.split, "density_h"), self.density_h[: self.count])
+        np.save(self.directory / array_filename(self.split, "patch_index"), self.patch_index[: self.count])
+        summary: dict[str, Any] = {"n": self.count}
+        if self.count:
+            summary.update(
+                label_mean=round(float(labels.mean()), 6),
+                label_std=round(float(labels.std()), 6),
+                label_min=round(float(labels.min()), 6),
+                label_max=round(float(labels.max()), 6),
+            )
+        return summary

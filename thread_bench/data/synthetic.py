@@ -1,0 +1,850 @@
+"""Synthetic canvas radiographs with exact thread-density ground truth (DESIGN.md section 2.2).
+
+A radiograph of a painting on canvas shows how much radio-opaque material the beam crosses. The threads
+themselves are nearly transparent; what the film records is the ground layer (lead white, chalk) that fills
+the gaps between them, plus the paint on top. This module builds that picture from its physics:
+
+1. **Two thread families.** Vertical threads (warp) and horizontal threads (weft). Each family is a phase
+   field ``phi(x, y)`` counted in threads: thread centre lines lie where ``phi`` is an integer. The phase
+   integrates a local frequency ``f(u) = f0 * (1 + eps(u))`` along the coordinate ``u`` perpendicular to the
+   family, where ``eps`` is low-pass noise whose standard deviation is the family's *irregularity* (2-8 %,
+   the weft more irregular than the warp). Each family is tilted by up to +-3 degrees and displaced by a
+   smooth 2-D *waviness* field; near a tacking edge, *cusping* bows the threads parallel to the edge.
+2. **Thread bodies.** Each thread has an elliptic cross-section whose width is a random fraction (duty
+   cycle) of the local spacing, varying thread by thread.
+3. **Plain weave.** Thread k of the warp passes over thread n of the weft when ``k + n`` is even, under it
+   otherwise; a thread's height oscillates along its length accordingly, and the canvas surface is the
+   higher of the two families. The ground layer fills everything below a common level, so it is thickest
+   in the interstices (bright), thinner over thread bodies (darker) and thinnest at crossings.
+4. **Paint and objects.** An additive low-frequency paint layer (1/f^2 power spectrum), sparse bright brush
+   strokes, and optionally nails (bright discs), a stretcher bar (a bright band with wood grain).
+5. **Imaging.** Attenuation -> transmitted intensity, Gaussian blur (focal spot, detector), photon noise
+   (Poisson, in its Gaussian approximation) plus Gaussian read noise, back to attenuation, a random window
+   (contrast), gamma, and quantisation to 8 or 16 bits.
+
+Ground truth. For a family with phase ``phi`` the *density* of a patch is::
+
+    density = px_per_cm * mean over all patch pixels of |grad phi|        [threads/cm]
+
+``|grad phi|`` is the local number of thread centre lines crossed per pixel walking perpendicular to the
+threads, so the density is the mean number of centre lines crossed per cm perpendicular to the family,
+averaged over the patch (irregularity, waviness and cusping included). It is computed from the same fields
+that draw the image and the masks, so it is exact up to float32 rounding and a central difference of the
+smooth displacement field, not estimated. ``density_v`` is the vertical family (warp: counted along a
+horizontal line), ``density_h`` the horizontal family (weft). Spatial counting measures distances along the
+other family, which is slightly oblique and wavy, and reads ~0.6 % lower on this corpus.
+
+Masks mark the thread centre lines (``|phi - round(phi)| / |grad phi| <= 1.5`` px, i.e. lines ~3 px wide)
+so that they stay connected after the nearest-neighbour rotations of the augmentation.
+
+A corpus is a set of *paintings*; the patches of one painting share its canvas (base densities,
+irregularity, thread widths, weave), so splitting by painting keeps a canvas out of the training set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: Thread densities of the reference corpus (Delgado et al.): 6 to 23 threads/cm.
+DENSITY_RANGE_THREADS_PER_CM = (6.0, 23.0)
+DEFAULT_SIZE_PX = 300
+DEFAULT_PX_PER_CM = 200.0
+DEFAULT_N_PAINTINGS = 36
+DEFAULT_N_PATCHES = 240
+#: Half width of a drawn centre line: pixels within this distance of the line are set (~3 px lines).
+MASK_HALF_WIDTH_PX = 1.5
+#: Every third painting is "scanned" at 16 bit (stored as TIFF); the others at 8 bit (PNG).
+SIXTEEN_BIT_EVERY = 3
+INDEX_NAME = "index.csv"
+#: Written next to ``index.csv``: the generator settings, so an existing corpus can be checked for reuse.
+SETTINGS_NAME = "synthetic.json"
+#: Bump when the generator's output changes for the same seed (existing corpora are then rejected).
+GENERATOR_VERSION = 1
+INDEX_COLUMNS = ("painting_id", "patch_id", "image", "h_mask", "v_mask", "px_per_cm", "density_h", "density_v")
+
+
+# ------------------------------------------------------------------------------------------ parameters
+
+
+@dataclass(frozen=True)
+class CanvasParams:
+    """The canvas of one painting: shared by all its patches.
+
+    Densities are the base values of the painting; each patch deviates from them by ``density_spread``
+    (relative standard deviation), as the thread count drifts slowly across a real canvas.
+    """
+
+    density_h_threads_per_cm: float
+    density_v_threads_per_cm: float
+    #: Relative standard deviation of the local thread frequency (weft: horizontal, warp: vertical).
+    irregularity_h: float = 0.05
+    irregularity_v: float = 0.03
+    #: Mean thread width as a fraction of the local spacing, and its thread-to-thread standard deviation.
+    duty_cycle_h: float = 0.7
+    duty_cycle_v: float = 0.7
+    duty_cycle_jitter: float = 0.05
+    #: Height modulation of a thread along its length from passing over/under the other family.
+    weave_amplitude: float = 0.4
+    #: Amplitude of the smooth lateral displacement of the threads, as a fraction of the spacing.
+    waviness: float = 0.08
+    #: Attenuation of a full-thickness ground layer (optical depth, natural log units).
+    ground_opacity: float = 1.0
+    #: Relative standard deviation of a patch's densities around the painting's base densities.
+    density_spread: float = 0.015
+    #: Thread families are tilted uniformly within +-this angle, independently per patch and family.
+    max_angle_deg: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("density_h_threads_per_cm", "density_v_threads_per_cm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number (threads/cm), got {value!r}")
+        for name in ("irregularity_h", "irregularity_v", "density_spread"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 0.3:
+                raise ValueError(f"{name} must be a relative deviation in [0, 0.3], got {value!r}")
+        for name in ("duty_cycle_h", "duty_cycle_v"):
+            value = getattr(self, name)
+            if not 0.1 <= value <= 0.95:
+                raise ValueError(f"{name} must be in [0.1, 0.95] (thread width / spacing), got {value!r}")
+        if not 0.0 <= self.duty_cycle_jitter <= 0.2:
+            raise ValueError(f"duty_cycle_jitter must be in [0, 0.2], got {self.duty_cycle_jitter!r}")
+        if not 0.0 <= self.weave_amplitude < 1.0:
+            raise ValueError(f"weave_amplitude must be in [0, 1), got {self.weave_amplitude!r}")
+        if not 0.0 <= self.waviness <= 0.5:
+            raise ValueError(f"waviness must be in [0, 0.5] (fraction of the spacing), got {self.waviness!r}")
+        if not self.ground_opacity > 0:
+            raise ValueError(f"ground_opacity must be > 0, got {self.ground_opacity!r}")
+        if not 0.0 <= self.max_angle_deg <= 15.0:
+            raise ValueError(f"max_angle_deg must be in [0, 15], got {self.max_angle_deg!r}")
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> CanvasParams:
+        """A plausible canvas: warp density uniform in 6-23 threads/cm, weft density near it."""
+        low, high = DENSITY_RANGE_THREADS_PER_CM
+        density_v = rng.uniform(low, high)
+        # Warp and weft counts of real canvases are correlated (often within ~20 % of each other).
+        density_h = float(np.clip(density_v * math.exp(rng.normal(0.0, 0.18)), low, high))
+        irregularity_v = rng.uniform(0.02, 0.05)
+        # The weft is laid by hand, shot by shot, so it is the more irregular family.
+        irregularity_h = rng.uniform(irregularity_v + 0.01, 0.08)
+        return cls(
+            density_h_threads_per_cm=density_h,
+            density_v_threads_per_cm=float(density_v),
+            irregularity_h=float(irregularity_h),
+            irregularity_v=float(irregularity_v),
+            duty_cycle_h=float(rng.uniform(0.5, 0.85)),
+            duty_cycle_v=float(rng.uniform(0.5, 0.85)),
+            duty_cycle_jitter=float(rng.uniform(0.02, 0.08)),
+            weave_amplitude=float(rng.uniform(0.2, 0.6)),
+            waviness=float(rng.uniform(0.03, 0.12)),
+            ground_opacity=float(rng.uniform(0.6, 1.4)),
+        )
+
+
+@dataclass(frozen=True)
+class ImagingParams:
+    """How a patch is imaged: blur, noise, display window and storage."""
+
+    #: Gaussian blur of the transmitted intensity (focal spot + detector), pixels.
+    blur_sigma_px: float = 1.0
+    #: Mean photon count per pixel of an unattenuated beam (Poisson noise; lower is noisier).
+    photons_per_px: float = 1000.0
+    #: Gaussian read noise, as a fraction of the unattenuated intensity.
+    read_noise: float = 0.005
+    #: Display window: attenuation quantiles mapped to black and white (contrast).
+    window_quantiles: tuple[float, float] = (0.005, 0.995)
+    gamma: float = 1.0
+    #: Output levels used, as fractions of the full scale (contrast of the stored image).
+    black_level: float = 0.05
+    white_level: float = 0.95
+    bit_depth: int = 8
+    #: Largest stored value of a 16-bit image (12-, 14- and 16-bit detectors all store 16-bit words).
+    max_level_16bit: int = 65535
+
+    def __post_init__(self) -> None:
+        if self.bit_depth not in (8, 16):
+            raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth!r}")
+        if not 0.0 <= self.blur_sigma_px <= 10.0:
+            raise ValueError(f"blur_sigma_px must be in [0, 10], got {self.blur_sigma_px!r}")
+        if not self.photons_per_px > 0:
+            raise ValueError(f"photons_per_px must be > 0, got {self.photons_per_px!r}")
+        if not self.read_noise >= 0:
+            raise ValueError(f"read_noise must be >= 0, got {self.read_noise!r}")
+        low_q, high_q = self.window_quantiles
+        if not 0.0 <= low_q < high_q <= 1.0:
+            raise ValueError(f"window_quantiles must satisfy 0 <= low < high <= 1, got {self.window_quantiles!r}")
+        if not self.gamma > 0:
+            raise ValueError(f"gamma must be > 0, got {self.gamma!r}")
+        if not 0.0 <= self.black_level < self.white_level <= 1.0:
+            raise ValueError(
+                f"levels must satisfy 0 <= black_level < white_level <= 1, got {self.black_level!r}, "
+                f"{self.white_level!r}"
+            )
+        if not 255 < self.max_level_16bit <= 65535:
+            raise ValueError(f"max_level_16bit must be in (255, 65535], got {self.max_level_16bit!r}")
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, *, bit_depth: int = 8) -> ImagingParams:
+        return cls(
+            blur_sigma_px=float(rng.uniform(0.5, 1.5)),
+            photons_per_px=float(math.exp(rng.uniform(math.log(150.0), math.log(3000.0)))),
+            read_noise=float(rng.uniform(0.0, 0.01)),
+            window_quantiles=(float(rng.uniform(0.0, 0.02)), float(rng.uniform(0.98, 1.0))),
+            gamma=float(math.exp(rng.uniform(math.log(0.7), math.log(1.4)))),
+            black_level=float(rng.uniform(0.0, 0.15)),
+            white_level=float(rng.uniform(0.8, 1.0)),
+            bit_depth=bit_depth,
+            max_level_16bit=int(rng.choice([4095, 16383, 65535])),
+        )
+
+
+@dataclass(frozen=True)
+class ArtefactParams:
+    """How often the non-canvas content appears; set a probability to 0 to switch a kind off."""
+
+    #: Standard deviation of the 1/f^2 paint layer's attenuation is drawn from [0, this].
+    paint_max_std: float = 0.35
+    #: Mean number of bright brush strokes per patch (Poisson).
+    strokes_per_patch: float = 0.6
+    #: Probability that a patch lies at a tacking edge (cusping); such a patch shows a nail half the time.
+    cusping_probability: float = 0.12
+    #: Probability of a nail anywhere in a patch (in addition to those at tacking edges).
+    nail_probability: float = 0.03
+    #: Probability that a stretcher bar covers part of a patch.
+    stretcher_probability: float = 0.07
+
+    def __post_init__(self) -> None:
+        for name in ("cusping_probability", "nail_probability", "stretcher_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+        if not (self.paint_max_std >= 0 and self.strokes_per_patch >= 0):
+            raise ValueError("paint_max_std and strokes_per_patch must be >= 0")
+
+
+NO_ARTEFACTS = ArtefactParams(
+    paint_max_std=0.0,
+    strokes_per_patch=0.0,
+    cusping_probability=0.0,
+    nail_probability=0.0,
+    stretcher_probability=0.0,
+)
+
+
+@dataclass(frozen=True, eq=False)
+class SyntheticPatch:
+    """One generated patch. ``eq=False``: arrays do not compare as a whole; compare fields explicitly."""
+
+    painting_id: str
+    patch_id: str
+    #: uint8 or uint16, H x W; bright = more attenuation (ground layer, lead white, nails).
+    image: np.ndarray
+    #: bool H x W: centre lines of the horizontal (weft) threads.
+    h_mask: np.ndarray
+    #: bool H x W: centre lines of the vertical (warp) threads.
+    v_mask: np.ndarray
+    px_per_cm: float
+    #: Exact ground truth (module docstring): horizontal threads per cm, counted along a vertical line.
+    density_h: float
+    #: Exact ground truth: vertical threads per cm, counted along a horizontal line (the regression target).
+    density_v: float
+    canvas: CanvasParams | None = None
+    imaging: ImagingParams | None = None
+    #: Names of the artefacts present: some of "strokes", "nail", "stretcher", "cusping".
+    artefacts: tuple[str, ...] = field(default=())
+
+
+# ------------------------------------------------------------------------------------------- the patch
+
+
+@dataclass(frozen=True)
+class _Family:
+    """One thread family evaluated on the pixel grid."""
+
+    phase: np.ndarray  # float32, threads; centre lines at integers
+    frequency: np.ndarray  # float32, |grad phase| in threads per pixel
+    index: np.ndarray  # int32, nearest thread index
+    offset: np.ndarray  # float32, phase - index in [-0.5, 0.5)
+
+
+def generate_patch(
+    rng: np.random.Generator,
+    canvas: CanvasParams,
+    *,
+    size_px: int = DEFAULT_SIZE_PX,
+    px_per_cm: float = DEFAULT_PX_PER_CM,
+    imaging: ImagingParams | None = None,
+    artefacts: ArtefactParams | None = None,
+    painting_id: str = "painting_000",
+    patch_id: str = "painting_000_00",
+) -> SyntheticPatch:
+    """Generate one square patch of ``canvas``; all randomness comes from ``rng``.
+
+    Args:
+        rng: consumed; the same generator state gives the same patch.
+        canvas: the painting's canvas; the patch draws its own densities (``density_spread``), angles,
+            irregularity noise, waviness and artefacts around it.
+        size_px: side of the square patch.
+        px_per_cm: resolution; with the default 200, a 300 px patch is 1.5 cm.
+        imaging: imaging settings; drawn at random (8 bit) when omitted.
+        artefacts: artefact rates; :class:`ArtefactParams` defaults when omitted.
+
+    Returns:
+        The patch, its centre-line masks and its exact densities (module docstring).
+    """
+    if not isinstance(size_px, int) or size_px < 16:
+        raise ValueError(f"size_px must be an integer >= 16, got {size_px!r}")
+    if not (math.isfinite(px_per_cm) and px_per_cm > 0):
+        raise ValueError(f"px_per_cm must be a positive finite number, got {px_per_cm!r}")
+    artefacts = artefacts if artefacts is not None else ArtefactParams()
+    imaging = imaging if imaging is not None else ImagingParams.random(rng)
+
+    # Centred pixel coordinates as broadcasting row/column vectors (x: column, y: row).
+    centre = (size_px - 1) / 2.0
+    # float32 throughout: phases of <= ~60 threads keep ~1e-5 px precision, at half the memory traffic.
+    axis = np.arange(size_px, dtype=np.float32) - np.float32(centre)
+    x, y = axis[None, :], axis[:, None]
+
+    density_v, density_h = (
+        float(np.clip(d * (1.0 + canvas.density_spread * rng.standard_normal()), *DENSITY_RANGE_THREADS_PER_CM))
+        for d in (canvas.density_v_threads_per_cm, canvas.density_h_threads_per_cm)
+    )
+    spacing_v_px = px_per_cm / density_v
+    spacing_h_px = px_per_cm / density_h
+    angle_v, angle_h = np.deg2rad(rng.uniform(-canvas.max_angle_deg, canvas.max_angle_deg, size=2))
+
+    # Coordinates perpendicular to each family: u_v grows left to right, u_h top to bottom.
+    u_v = x * math.cos(angle_v) - y * math.sin(angle_v)
+    u_h = y * math.cos(angle_h) + x * math.sin(angle_h)
+    displacement_v = _smooth_field(rng, size_px, correlation_px=2.5 * spacing_h_px) * canvas.waviness * spacing_v_px
+    displacement_h = _smooth_field(rng, size_px, correlation_px=2.5 * spacing_v_px) * canvas.waviness * spacing_h_px
+    present: list[str] = []
+    nail_centre: tuple[float, float] | None = None
+    if rng.random() < artefacts.cusping_probability:
+        cusp_v, cusp_h, nail_centre = _cusping(rng, x, y, size_px, px_per_cm)
+        displacement_v += cusp_v
+        displacement_h += cusp_h
+        present.append("cusping")
+        if rng.random() >= 0.5:
+            nail_centre = None
+
+    warp = _family(
+        rng,
+        u_v + displacement_v,
+        displacement_v,
+        (math.cos(angle_v), -math.sin(angle_v)),
+        density_v / px_per_cm,
+        canvas.irregularity_v,
+        spacing_v_px,
+    )
+    weft = _family(
+        rng,
+        u_h + displacement_h,
+        displacement_h,
+        (math.sin(angle_h), math.cos(angle_h)),
+        density_h / px_per_cm,
+        canvas.irregularity_h,
+        spacing_h_px,
+    )
+
+    ground = _ground_thickness(rng, canvas, warp, weft)
+    attenuation = canvas.ground_opacity * ground
+    attenuation += _paint(rng, size_px, artefacts, present)
+    if nail_centre is None and rng.random() < artefacts.nail_probability:
+        nail_centre = (float(rng.uniform(0, size_px)), float(rng.uniform(0, size_px)))
+    if nail_centre is not None:
+        attenuation += _nail(rng, size_px, nail_centre, px_per_cm)
+        present.append("nail")
+    if rng.random() < artefacts.stretcher_probability:
+        attenuation += _stretcher_bar(rng, x, y, size_px, px_per_cm)
+        present.append("stretcher")
+
+    image = _image(rng, attenuation, imaging)
+    return SyntheticPatch(
+        painting_id=painting_id,
+        patch_id=patch_id,
+        image=image,
+        h_mask=np.abs(weft.offset) <= MASK_HALF_WIDTH_PX * weft.frequency,
+        v_mask=np.abs(warp.offset) <= MASK_HALF_WIDTH_PX * warp.frequency,
+        px_per_cm=float(px_per_cm),
+        density_h=float(px_per_cm * weft.frequency.mean(dtype=np.float64)),
+        density_v=float(px_per_cm * warp.frequency.mean(dtype=np.float64)),
+        canvas=canvas,
+        imaging=imaging,
+        artefacts=tuple(sorted(present)),
+    )
+
+
+def _smooth_field(rng: np.random.Generator, size_px: int, *, correlation_px: float) -> np.ndarray:
+    """Zero-mean, unit-std smooth 2-D noise (float32): a coarse random grid upsampled bicubically."""
+    cells = max(2, math.ceil(size_px / max(correlation_px, 1.0))) + 2
+    coarse = rng.standard_normal((cells, cells)).astype(np.float32)
+    fine = cv2.resize(coarse, (size_px, size_px), interpolation=cv2.INTER_CUBIC)
+    fine -= fine.mean()
+    std = float(fine.std())
+    return fine / np.float32(std) if std > 0 else fine
+
+
+def _family(
+    rng: np.random.Generator,
+    u_eff: np.ndarray,
+    displacement: np.ndarray,
+    grad_u: tuple[float, float],
+    frequency_per_px: float,
+    irregularity: float,
+    spacing_px: float,
+) -> _Family:
+    """Phase of a family: ``phi = Phi(u_eff) + phi0`` with ``Phi' = f0 (1 + eps)`` (module docstring).
+
+    ``grad_u`` is the gradient (d/dx, d/dy) of the undisplaced coordinate; the displacement's gradient is
+    added numerically, so ``|grad phi| = f(u_eff) |grad u_eff|`` is exact up to the finite difference of a
+    field that varies over tens of pixels.
+    """
+    low = float(u_eff.min()) - 2.0
+    n_grid = math.ceil(float(u_eff.max()) + 2.0 - low) + 2
+    # Low-pass noise correlated over ~1.5 threads: neighbouring gaps are alike, distant ones independent.
+    noise = gaussian_filter1d(rng.standard_normal(n_grid), sigma=1.5 * spacing_px, mode="reflect")
+    noise = (noise - noise.mean()) / max(float(noise.std()), 1e-12)
+    local_frequency = frequency_per_px * np.clip(1.0 + irregularity * noise, 0.5, 1.5)
+    step = 0.5 * (local_frequency[1:] + local_frequency[:-1])  # trapezoid rule on the 1 px grid
+    cumulative = (np.concatenate(([0.0], np.cumsum(step))) + rng.uniform(0.0, 1.0)).astype(np.float32)
+    # Linear interpolation on the uniform grid (np.interp's binary search is ~10x slower here).
+    position = u_eff - np.float32(low)
+    cell = position.astype(np.int32)
+    weight = position - cell.astype(np.float32)
+    phase = cumulative[cell] + weight * step.astype(np.float32)[cell]
+    slope = np.diff(local_frequency).astype(np.float32)
+    frequency_along_u = local_frequency.astype(np.float32)[cell] + weight * slope[cell]
+    # Central differences of the (float32, smooth) displacement; Sobel with ksize=1 is [-1, 0, 1].
+    d_dx = cv2.Sobel(displacement, cv2.CV_32F, 1, 0, ksize=1, borderType=cv2.BORDER_REPLICATE)
+    d_dy = cv2.Sobel(displacement, cv2.CV_32F, 0, 1, ksize=1, borderType=cv2.BORDER_REPLICATE)
+    grad_x = np.float32(grad_u[0]) + np.float32(0.5) * d_dx
+    grad_y = np.float32(grad_u[1]) + np.float32(0.5) * d_dy
+    frequency = frequency_along_u * np.sqrt(grad_x * grad_x + grad_y * grad_y)
+    index = np.floor(phase + 0.5)
+    return _Family(
+        phase=phase, frequency=frequency, index=index.astype(np.int32), offset=(phase - index).astype(np.float32)
+    )
+
+
+def _ground_thickness(rng: np.random.Generator, canvas: CanvasParams, warp: _Family, weft: _Family) -> np.ndarray:
+    """Relative ground-layer thickness in [0, 1]: 1 in the interstices, lowest on crossing threads."""
+    heights = []
+    for family, other, duty, sign in ((warp, weft, canvas.duty_cycle_v, 1.0), (weft, warp, canvas.duty_cycle_h, -1.0)):
+        first = int(family.index.min())
+        n_threads = int(family.index.max()) - first + 1
+        # Thread-to-thread variation of width (duty cycle) and of yarn thickness.
+        widths = np.clip(duty + canvas.duty_cycle_jitter * rng.standard_normal(n_threads), 0.2, 0.95)
+        thickness = np.clip(1.0 + 0.1 * rng.standard_normal(n_threads), 0.7, 1.3)
+        local = family.index - first
+        inverse_half_width = (2.0 / widths[local]).astype(np.float32)
+        profile = np.sqrt(np.clip(1.0 - (family.offset * inverse_half_width) ** 2, 0.0, None))
+        # Plain weave: warp k is over weft n where k + n is even. Along warp k the height follows
+        # (-1)^k cos(pi phi_weft) = (-1)^(k + n) cos(pi (phi_weft - n)); the weft has the opposite sign.
+        parity = (1 - 2 * ((family.index + other.index) & 1)).astype(np.float32)
+        undulation = np.float32(sign) * parity * np.cos(np.float32(np.pi) * other.offset)
+        heights.append(thickness[local].astype(np.float32) * profile * (1.0 + canvas.weave_amplitude * undulation))
+    surface = np.maximum(heights[0], heights[1])
+    top = 1.3 * (1.0 + canvas.weave_amplitude)
+    return 1.0 - surface / top
+
+
+def _cusping(
+    rng: np.random.Generator,
+    x: np.ndarray,
+    y: np.ndarray,
+    size_px: int,
+    px_per_cm: float,
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Scalloped distortion near a tacking edge; returns displacements (warp, weft) and a nail position.
+
+    The canvas was pulled towards nails spaced a few cm apart along the edge: threads parallel to the
+    edge are drawn towards it most at the nails (garlands), threads running into the edge fan towards the
+    nails. Both effects decay away from the edge over a few mm.
+    """
+    half = (size_px - 1) / 2.0
+    side = int(rng.integers(4))  # 0 left, 1 right, 2 top, 3 bottom
+    # Distance from the edge (the edge lies at or just outside the patch border) and position along it.
+    edge_offset = rng.uniform(0.0, 0.15) * size_px
+    along = y if side < 2 else x
+    across = (x + half if side == 0 else half - x) if side < 2 else (y + half if side == 2 else half - y)
+    distance = across + edge_offset
+    decay_px = rng.uniform(0.25, 0.5) * px_per_cm
+    nail_spacing_px = rng.uniform(3.0, 6.0) * px_per_cm
+    nail_along = rng.uniform(-half, half)
+    amplitude_px = rng.uniform(0.04, 0.1) * decay_px
+    envelope = np.exp(-distance / decay_px)
+    garland = amplitude_px * envelope * (0.5 + 0.5 * np.cos(2 * np.pi * (along - nail_along) / nail_spacing_px))
+    fan = 0.5 * amplitude_px * envelope * np.sin(2 * np.pi * (along - nail_along) / nail_spacing_px)
+    toward_edge = -1.0 if side in (0, 2) else 1.0
+    parallel = toward_edge * garland
+    if side < 2:  # vertical edge: the warp runs parallel to it
+        displacement_v, displacement_h = parallel, fan
+    else:
+        displacement_v, displacement_h = fan, parallel
+    nail_across = rng.uniform(0.05, 0.3) * px_per_cm - edge_offset
+    if side < 2:
+        col = nail_across if side == 0 else size_px - 1 - nail_across
+        nail = (float(nail_along + half), float(col))
+    else:
+        row = nail_across if side == 2 else size_px - 1 - nail_across
+        nail = (float(row), float(nail_along + half))
+    return displacement_v, displacement_h, nail
+
+
+def _paint(rng: np.random.Generator, size_px: int, artefacts: ArtefactParams, present: list[str]) -> np.ndarray:
+    """Paint attenuation: a 1/f^2 (power) low-frequency layer plus sparse bright brush strokes."""
+    paint = np.zeros((size_px, size_px), np.float32)
+    std = rng.uniform(0.0, artefacts.paint_max_std)
+    if std > 0:
+        # Synthesised on a 4x coarser grid (the field has nothing above 1/40 cycles/px) and upsampled.
+        coarse_px = max(8, size_px // 4)
+        white = rng.standard_normal((coarse_px, coarse_px))
+        ky = np.fft.fftfreq(coarse_px)[:, None]
+        kx = np.fft.rfftfreq(coarse_px)[None, :]
+        radius = np.hypot(ky, kx) * (coarse_px / size_px)  # cycles per full-resolution pixel
+        # Amplitude 1/k (power 1/k^2), rolled off above ~1/40 cycles/px (5 /cm at 200 px/cm) so that the
+        # paint stays mostly below the canvas band; the constant term is dropped.
+        gain = np.where(radius > 0, 1.0 / np.maximum(radius, 1.0 / size_px), 0.0) * np.exp(-((radius * 40.0) ** 2))
+        coarse = np.fft.irfft2(np.fft.rfft2(white) * gain, s=(coarse_px, coarse_px)).astype(np.float32)
+        field_: np.ndarray = cv2.resize(coarse, (size_px, size_px), interpolation=cv2.INTER_CUBIC)
+        field_ = field_ / np.float32(max(float(field_.std()), 1e-12))
+        # Paint thickness is positive; the offset only shifts the attenuation (the display window removes it).
+        paint += np.float32(std) * field_ + np.float32(2.0 * std)
+    n_strokes = int(rng.poisson(artefacts.strokes_per_patch))
+    if n_strokes:
+        strokes: np.ndarray = np.zeros((size_px, size_px), np.float32)
+        for _ in range(n_strokes):
+            start = rng.uniform(-0.2, 1.2, size=2) * size_px
+            direction = rng.uniform(0, 2 * np.pi)
+            length = rng.uniform(0.3, 1.0) * size_px
+            bend = rng.normal(0.0, 0.3)
+            t = np.linspace(0.0, 1.0, 12)[:, None]
+            angles = direction + bend * t
+            points = start + length * t * np.hstack((np.cos(angles), np.sin(angles)))
+            thickness = int(rng.integers(6, 40))
+            cv2.polylines(
+                strokes,
+                [np.round(points).astype(np.int32)],
+                isClosed=False,
+                color=float(rng.uniform(0.2, 0.8)),
+                thickness=thickness,
+                lineType=cv2.LINE_AA,
+            )
+        strokes = cv2.GaussianBlur(strokes, (0, 0), sigmaX=float(rng.uniform(2.0, 6.0)))
+        paint += strokes
+        present.append("strokes")
+    return paint
+
+
+def _nail(rng: np.random.Generator, size_px: int, centre: tuple[float, float], px_per_cm: float) -> np.ndarray:
+    """An iron nail head: a nearly opaque disc with a rust halo."""
+    layer: np.ndarray = np.zeros((size_px, size_px), np.float32)
+    radius = round(rng.uniform(0.05, 0.12) * px_per_cm)
+    point = (round(centre[1]), round(centre[0]))
+    cv2.circle(layer, point, int(radius * rng.uniform(1.3, 1.8)), color=0.6, thickness=-1, lineType=cv2.LINE_AA)
+    layer = cv2.GaussianBlur(layer, (0, 0), sigmaX=radius * 0.4)
+    cv2.circle(layer, point, radius, color=float(rng.uniform(3.0, 5.0)), thickness=-1, lineType=cv2.LINE_AA)
+    return cv2.GaussianBlur(layer, (0, 0), sigmaX=1.0)
+
+
+def _stretcher_bar(
+    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, size_px: int, px_per_cm: float
+) -> np.ndarray:
+    """A wooden stretcher bar behind part of the patch: a soft-edged bright band with wood grain."""
+    vertical = bool(rng.integers(2))
+    across = x if vertical else y
+    along = y if vertical else x
+    edge = rng.uniform(-0.4, 0.3) * size_px * rng.choice([-1.0, 1.0])
+    direction = rng.choice([-1.0, 1.0])
+    # The bar lies a few mm behind the canvas, so its edge is blurred (geometric unsharpness).
+    edge_width_px = rng.uniform(0.03, 0.12) * px_per_cm
+    band = 0.5 * (1.0 + np.tanh(direction * (across - edge) / edge_width_px))
+    # Wood grain: stripes along the bar, a little wavy (growth rings 1-4 mm apart).
+    grain_period = rng.uniform(0.1, 0.4) * px_per_cm
+    grain = np.sin(2 * np.pi * (across + 3.0 * np.sin(along / (0.4 * px_per_cm))) / grain_period)
+    return (rng.uniform(0.4, 1.2) * band * (1.0 + 0.08 * grain)).astype(np.float32)
+
+
+def _image(rng: np.random.Generator, attenuation: np.ndarray, imaging: ImagingParams) -> np.ndarray:
+    """Attenuation -> blurred, noisy transmission -> windowed, gamma-corrected, quantised image."""
+    transmitted = np.exp(-attenuation.astype(np.float32))
+    if imaging.blur_sigma_px > 0:
+        transmitted = cv2.GaussianBlur(transmitted, (0, 0), sigmaX=imaging.blur_sigma_px)
+    # Photon (Poisson) noise in its Gaussian form, variance = expected count: exact enough above ~20
+    # photons and 5x faster than drawing Poisson variates; plus Gaussian read noise.
+    photons = np.float32(imaging.photons_per_px)
+    shot = np.sqrt(transmitted / photons) * rng.standard_normal(transmitted.shape, dtype=np.float32)
+    read = np.float32(imaging.read_noise) * rng.standard_normal(transmitted.shape, dtype=np.float32)
+    measured = transmitted + shot + read
+    # Back to attenuation (what a positive radiograph shows bright); clamp where no photon arrived.
+    shown = -np.log(np.maximum(measured, np.float32(0.5) / photons))
+    low_q, high_q = imaging.window_quantiles
+    # Quantiles of every other pixel in each direction: the same window to ~0.1 %, a quarter of the work.
+    flat = shown[::2, ::2].ravel()
+    n = flat.size
+    ranks = (round(low_q * (n - 1)), round(high_q * (n - 1)))
+    partitioned = np.partition(flat, ranks)
+    low, high = float(partitioned[ranks[0]]), float(partitioned[ranks[1]])
+    scaled = np.clip((shown - np.float32(low)) / np.float32(max(high - low, 1e-9)), 0.0, 1.0)
+    scaled **= np.float32(imaging.gamma)
+    levels = imaging.black_level + (imaging.white_level - imaging.black_level) * scaled
+    if imaging.bit_depth == 8:
+        return np.round(levels * 255.0).astype(np.uint8)
+    return np.round(levels * imaging.max_level_16bit).astype(np.uint16)
+
+
+# ------------------------------------------------------------------------------------------ the corpus
+
+
+def patches_per_painting(rng: np.random.Generator, n_paintings: int, n_patches: int) -> list[int]:
+    """Uneven but deterministic patch counts, each >= 1, summing to ``n_patches``."""
+    if n_paintings < 1 or n_patches < n_paintings:
+        raise ValueError(f"need 1 <= n_paintings <= n_patches, got n_paintings={n_paintings}, n_patches={n_patches}")
+    weights = rng.lognormal(0.0, 0.7, size=n_paintings)
+    extra = n_patches - n_paintings
+    share = extra * weights / weights.sum()
+    counts = np.floor(share).astype(int)
+    # Largest remainder; ties broken by painting order (argsort is stable).
+    order = np.argsort(-(share - counts), kind="stable")
+    counts[order[: extra - int(counts.sum())]] += 1
+    return [int(c) + 1 for c in counts]
+
+
+def generate_corpus(
+    n_paintings: int = DEFAULT_N_PAINTINGS,
+    n_patches: int = DEFAULT_N_PATCHES,
+    seed: int = 0,
+    *,
+    size_px: int = DEFAULT_SIZE_PX,
+    px_per_cm: float = DEFAULT_PX_PER_CM,
+    artefacts: ArtefactParams | None = None,
+) -> Iterator[SyntheticPatch]:
+    """Yield the corpus's patches, painting by painting; the same arguments give identical arrays.
+
+    Each painting draws its canvas from its own child of ``SeedSequence(seed)``, and each patch from a
+    child of its painting's, so a patch does not depend on how many patches came before it.
+    Every ``SIXTEEN_BIT_EVERY``-th painting is imaged at 16 bit, the rest at 8 bit.
+    """
+    root = np.random.SeedSequence(seed)
+    allocation_seq, paintings_seq = root.spawn(2)
+    counts = patches_per_painting(np.random.default_rng(allocation_seq), n_paintings, n_patches)
+    for painting, (painting_seq, count) in enumerate(zip(paintings_seq.spawn(n_paintings), counts, strict=True)):
+        canvas_seq, *patch_seqs = painting_seq.spawn(count + 1)
+        canvas = CanvasParams.random(np.random.default_rng(canvas_seq))
+        bit_depth = 16 if painting % SIXTEEN_BIT_EVERY == SIXTEEN_BIT_EVERY - 1 else 8
+        painting_id = f"painting_{painting:03d}"
+        for number, patch_seq in enumerate(patch_seqs):
+            rng = np.random.default_rng(patch_seq)
+            yield generate_patch(
+                rng,
+                canvas,
+                size_px=size_px,
+                px_per_cm=px_per_cm,
+                imaging=ImagingParams.random(rng, bit_depth=bit_depth),
+                artefacts=artefacts,
+                painting_id=painting_id,
+                patch_id=f"{painting_id}_{number:02d}",
+            )
+
+
+def write_corpus(
+    out_dir: Path,
+    *,
+    n_paintings: int = DEFAULT_N_PAINTINGS,
+    n_patches: int = DEFAULT_N_PATCHES,
+    seed: int = 0,
+) -> Path:
+    """Write the corpus in the raw-corpus format (DESIGN.md section 2.1) to ``out_dir``; return ``out_dir``.
+
+    Atomic: the corpus is built in a hidden sibling directory and renamed into place, so ``out_dir`` either
+    does not exist or holds a complete corpus. If ``out_dir`` already holds a complete corpus written with
+    the same settings it is returned untouched; one with other settings raises ``ValueError``. The same
+    arguments give byte-identical files.
+    """
+    out_dir = Path(out_dir)
+    settings = {
+        "generator_version": GENERATOR_VERSION,
+        "n_paintings": n_paintings,
+        "n_patches": n_patches,
+        "seed": seed,
+        "size_px": DEFAULT_SIZE_PX,
+        "px_per_cm": DEFAULT_PX_PER_CM,
+    }
+    if _existing_corpus(out_dir, settings):
+        return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp makes it private; the corpus is ordinary data
+        _write_files(staging, generate_corpus(n_paintings, n_patches, seed))
+        (staging / SETTINGS_NAME).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        try:
+            os.replace(staging, out_dir)  # atomic; fails if out_dir is a non-empty directory
+        except OSError:
+            # Another process may have finished the same corpus first; that one is as good as ours.
+            if _existing_corpus(out_dir, settings):
+                return out_dir
+            raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out_dir
+
+
+def _existing_corpus(out_dir: Path, settings: Mapping[str, object]) -> bool:
+    """True if ``out_dir`` is a complete corpus with ``settings``; False if it is absent or empty."""
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return False
+    settings_path = out_dir / SETTINGS_NAME
+    if not (settings_path.is_file() and (out_dir / INDEX_NAME).is_file()):
+        raise ValueError(
+            f"{out_dir} exists but is not a complete synthetic corpus (no {INDEX_NAME} / {SETTINGS_NAME}); "
+            "remove it or choose another directory"
+        )
+    existing = json.loads(settings_path.read_text())
+    if existing != settings:
+        raise ValueError(f"{out_dir} holds a synthetic corpus with settings {existing}, expected {settings}")
+    return True
+
+
+def _write_files(directory: Path, patches: Iterator[SyntheticPatch]) -> None:
+    (directory / "images").mkdir()
+    (directory / "masks").mkdir()
+    rows = []
+    for patch in patches:
+        extension = ".png" if patch.image.dtype == np.uint8 else ".tiff"
+        image_path = f"images/{patch.patch_id}{extension}"
+        h_path = f"masks/{patch.patch_id}_h.png"
+        v_path = f"masks/{patch.patch_id}_v.png"
+        _write_image(directory / image_path, patch.image)
+        _write_image(directory / h_path, patch.h_mask.astype(np.uint8) * 255)
+        _write_image(directory / v_path, patch.v_mask.astype(np.uint8) * 255)
+        # repr() is the shortest string that round-trips the float: exact and deterministic.
+        rows.append(
+            (
+                patch.painting_id,
+                patch.patch_id,
+                image_path,
+                h_path,
+                v_path,
+                repr(patch.px_per_cm),
+                repr(patch.density_h),
+                repr(patch.density_v),
+            )
+        )
+    with open(directory / INDEX_NAME, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(INDEX_COLUMNS)
+        writer.writerows(rows)
+
+
+def _write_image(path: Path, array: np.ndarray) -> None:
+    # Encode in memory and write the bytes ourselves: the encoders are deterministic, and a failed encode
+    # raises instead of cv2.imwrite's silent False.
+    ok, encoded = cv2.imencode(path.suffix, array)
+    if not ok:
+        raise OSError(f"could not encode {path.name} ({array.dtype}, {array.shape})")
+    path.write_bytes(encoded.tobytes())
+
+
+# ------------------------------------------------------------------------------------------ the preview
+
+
+def preview_figure(patches: Sequence[SyntheticPatch]) -> Figure:
+    """A figure with each patch's image (top row) and its centre lines overlaid (bottom row)."""
+    from matplotlib.figure import Figure  # keep matplotlib out of the generator's import
+
+    if not patches:
+        raise ValueError("preview_figure needs at least one patch")
+    n = len(patches)
+    figure = Figure(figsize=(3.2 * n, 7.0), layout="constrained")
+    axes = figure.subplots(2, n, squeeze=False)
+    h_colour = np.array([0.0, 0.85, 1.0])  # cyan: horizontal (weft) centre lines
+    v_colour = np.array([1.0, 0.45, 0.0])  # orange: vertical (warp) centre lines
+    for column, patch in enumerate(patches):
+        # Stretched to its own range: a 12-bit scan stored in 16 bits would otherwise look black.
+        low, high = float(patch.image.min()), float(patch.image.max())
+        image = (patch.image.astype(np.float64) - low) / max(high - low, 1.0)
+        top, bottom = axes[0, column], axes[1, column]
+        top.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        extras = ", ".join(patch.artefacts) if patch.artefacts else "canvas + paint"
+        top.set_title(f"{patch.patch_id}\n{patch.image.dtype} (shown min-max), {extras}", fontsize=9)
+        overlay = np.repeat(image[..., None], 3, axis=2)
+        overlay[patch.h_mask] = 0.4 * overlay[patch.h_mask] + 0.6 * h_colour
+        overlay[patch.v_mask] = 0.4 * overlay[patch.v_mask] + 0.6 * v_colour
+        bottom.imshow(overlay, interpolation="nearest")
+        bottom.set_title(
+            f"vertical {patch.density_v:.2f} /cm (orange)\nhorizontal {patch.density_h:.2f} /cm (cyan)", fontsize=9
+        )
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    figure.suptitle(
+        f"Synthetic canvas radiographs, {patches[0].image.shape[1]} px = "
+        f"{patches[0].image.shape[1] / patches[0].px_per_cm:.1f} cm; ground-truth densities in threads/cm"
+    )
+    return figure
+
+
+def _preview_selection(patches: Sequence[SyntheticPatch]) -> list[SyntheticPatch]:
+    """A varied handful: sparsest and densest canvas, a 16-bit scan, and one of each artefact kind."""
+    chosen: list[SyntheticPatch] = [min(patches, key=lambda p: p.density_v), max(patches, key=lambda p: p.density_v)]
+    candidates = [lambda p: p.image.dtype == np.uint16] + [
+        (lambda p, kind=kind: kind in p.artefacts) for kind in ("strokes", "nail", "stretcher", "cusping")
+    ]
+    for wanted in candidates:
+        match = next((p for p in patches if wanted(p) and p not in chosen), None)
+        if match is not None:
+            chosen.append(match)
+    return chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m thread_bench.data.synthetic", description="Generate the synthetic canvas corpus."
+    )
+    parser.add_argument("--preview", type=Path, help="save a figure of a few patches and their masks here")
+    parser.add_argument("--out", type=Path, help="write the corpus (DESIGN.md section 2.1) to this directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-paintings", type=int, default=DEFAULT_N_PAINTINGS)
+    parser.add_argument("--n-patches", type=int, default=DEFAULT_N_PATCHES)
+    args = parser.parse_args(argv)
+    if args.preview is None and args.out is None:
+        parser.error("nothing to do: give --preview PATH and/or --out DIR")
+    if args.out is not None:
+        path = write_corpus(args.out, n_paintings=args.n_paintings, n_patches=args.n_patches, seed=args.seed)
+        print(f"corpus: {path}")
+    if args.preview is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        patches = list(generate_corpus(args.n_paintings, args.n_patches, args.seed))
+        figure = preview_figure(_preview_selection(patches))
+        args.preview.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(args.preview, dpi=90)
+        print(f"preview: {args.preview}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

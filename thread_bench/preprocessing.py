@@ -1,0 +1,119 @@
+"""The ``preprocessing`` entry point: raw corpus -> prepared dataset, logged as an MLflow run.
+
+python -m thread_bench.preprocessing [--source DIR|synthetic] [--seed N] [--profile NAME] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+from collections.abc import Sequence
+from pathlib import Path
+
+import mlflow
+
+from thread_bench import cli, tracking
+from thread_bench.config import DataConfig, resolve
+from thread_bench.data.prepare import PrepareResult, data_root, ensure_prepared
+from thread_bench.data.prepared import MANIFEST, PreparedDataset
+
+log = logging.getLogger(__name__)
+
+
+def prepare_and_log(
+    config: DataConfig,
+    root: str | Path | None = None,
+    experiment: str | None = None,
+    *,
+    profile: str | None = None,
+    always_log: bool = False,
+    workers: int | None = None,
+) -> PreparedDataset:
+    """Reuse or build the prepared dataset for ``config``; log a ``preprocess`` run when one is built.
+
+    Called inside an active run (a training run), the preprocess run is its child.
+    """
+    result = ensure_prepared(config, root, workers=workers)
+    if result.built or always_log:
+        nested = mlflow.active_run() is not None
+        with tracking.tracked_run(experiment, run_name=f"preprocess-{result.dataset.manifest['key']}", nested=nested):
+            _log_result(result, config, profile)
+    return result.dataset
+
+
+def _log_result(result: PrepareResult, config: DataConfig, profile: str | None) -> None:
+    dataset = result.dataset
+    manifest = dataset.manifest
+    mlflow.set_tags(
+        {
+            tracking.TAG_ROLE: tracking.ROLE_PREPROCESS,
+            tracking.TAG_DATASET_DIGEST: dataset.digest,
+        }
+    )
+    params: dict[str, object] = {
+        **{name: value for name, value in vars(config).items()},
+        "profile": profile,
+        "dataset_key": manifest["key"],
+        tracking.PARAM_DATASET_DIGEST: dataset.digest,
+        "source_digest": manifest["source"]["digest"],
+        "reused": not result.built,
+    }
+    tracking.log_params(params)
+    metrics: dict[str, float] = {name: float(value) for name, value in result.stats.items()}
+    for split in ("train", "val", "test"):
+        metrics[f"n_{split}"] = float(manifest["splits"][split]["n"])
+    metrics[tracking.PREP_SKIPPED_PATCHES] = float(len(manifest["skipped"]["patches"]))
+    metrics["skipped_subpatches"] = float(manifest["skipped"]["subpatches"])
+    # ru_maxrss is in KiB on Linux; the workers' peak is reported separately (they run in parallel).
+    metrics[tracking.HOST_RSS_PEAK_BYTES] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    metrics["host_rss_peak_workers_bytes"] = float(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+    mlflow.log_metrics(metrics)
+    mlflow.log_artifact(str(dataset.path / MANIFEST))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m thread_bench.preprocessing",
+        description="Prepare the training dataset (histogram equalisation, augmentation, thread-count labels, "
+        "split by painting) and log it as an MLflow run.",
+    )
+    cli.add_profile_option(parser)
+    cli.add_dataclass_options(parser, DataConfig)
+    parser.add_argument("--out", default=None, help="data root (default: $THREAD_BENCH_DATA or ./data)")
+    parser.add_argument(
+        "--experiment", default=None, help=f"MLflow experiment (default: {tracking.DEFAULT_EXPERIMENT})"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = cli.parse(parser, argv)
+    cli.configure_logging(args.verbose)
+    try:
+        config = resolve(DataConfig, args.profile, cli.pick(args, DataConfig))
+        if config.source != "synthetic" and not Path(config.source).is_dir():
+            raise FileNotFoundError(
+                f"--source {config.source!r}: no such directory (expected 'synthetic' or a corpus dir)"
+            )
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        dataset = prepare_and_log(
+            config, args.out, args.experiment, profile=args.profile, always_log=True, workers=args.workers
+        )
+    except (ValueError, FileNotFoundError) as error:
+        cli.fail(parser, error)
+    splits = dataset.manifest["splits"]
+    print(
+        f"prepared dataset {dataset.path} (digest {dataset.digest[:12]}): "
+        f"train {splits['train']['n']}, val {splits['val']['n']}, test {splits['test']['n']} sub-patches of "
+        f"{dataset.input_size}x{dataset.input_size} px; data root {data_root(args.out)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
