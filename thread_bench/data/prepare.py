@@ -239,12 +239,12 @@ def apply_augmentation(array: np.ndarray, augmentation: _Augmentation, crop_px: 
     ``nearest`` selects nearest-neighbour interpolation (masks) instead of bilinear (images).
     """
     source = array.view(np.uint8) if array.dtype == bool else array
-    centre = np.asarray(augmentation.centre_xy)
+    centre = np.asarray(augmentation.centre_xy, np.float64)
     left, top = centre - (crop_px - 1) / 2
     if augmentation.angle_deg == 0.0 and left.is_integer() and top.is_integer():
         out = source[int(top) : int(top) + crop_px, int(left) : int(left) + crop_px]
     else:
-        matrix = cv2.getRotationMatrix2D(augmentation.centre_xy, augmentation.angle_deg, 1.0)
+        matrix = np.asarray(cv2.getRotationMatrix2D(augmentation.centre_xy, augmentation.angle_deg, 1.0), np.float64)
         # Move the crop centre onto the output's centre pixel ((crop_px - 1) / 2 in cv2's pixel coordinates).
         matrix[:, 2] += (crop_px - 1) / 2 - centre
         # The crop never leaves the patch (draw_augmentations); should it, a mask gets no mirrored threads.
