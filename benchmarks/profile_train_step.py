@@ -1,0 +1,223 @@
+"""Where does a training step spend its time? Per op class, per framework.
+
+    python benchmarks/profile_train_step.py --framework torch-eager
+    python benchmarks/profile_train_step.py --framework keras-tensorflow --onednn
+    python benchmarks/profile_train_step.py --framework torch-channels_last --base-filters 8 --input-size 200 --batch 32
+
+PyTorch (eager, channels_last, and Keras on the torch backend) is profiled with ``torch.profiler`` (self CPU
+time per aten op); Keras on TensorFlow with the TF profiler (op events of the executor threads, read from
+the XPlane it writes). Ops are grouped into the same classes for both. TensorFlow runs independent ops
+(the three branches of a module) concurrently on its inter-op threads, so its op times can add up to more
+than the wall time (``ops / wall``).
+
+``--onednn`` reruns the same steps with ``ONEDNN_VERBOSE=1`` and sums the oneDNN primitives (convolution
+implementation and ISA, layout reorders) — the two frameworks share that library, so this shows whether
+they get the same kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from machine_load import ForeignLoad, wait_until_quiet
+
+FRAMEWORKS = ("torch-eager", "torch-channels_last", "keras-tensorflow", "keras-torch")
+ONEDNN_MARKER = "=== thread_bench profiled steps ==="
+
+#: (class, regular expression on the aten op name or the TF op type), first match wins.
+OP_CLASSES = (
+    ("conv forward", r"mkldnn_convolution$|^aten::_convolution$|^aten::conv2d$|Conv2D$|FusedConv2D"),
+    ("conv backward", r"convolution_backward|Conv2DBackprop"),
+    ("batchnorm", r"batch_norm|BatchNorm|^(Mean|SquaredDifference|Rsqrt|Sum|Square)$"),
+    ("relu", r"relu|clamp_min|threshold_backward|Relu"),
+    ("concat / slice", r"aten::cat|aten::slice|aten::narrow|ConcatV2|^Slice$|ConcatOffset"),
+    ("max-pool", r"max_pool|MaxPool"),
+    ("dense", r"aten::(mm|addmm|linear|matmul)$|MatMul"),
+    ("layout copies", r"aten::(copy_|contiguous|clone|_to_copy|to)$|Transpose|_MklToTf|Reorder"),
+    ("optimizer", r"lerp_|addcmul_|addcdiv_|aten::sqrt$|_foreach|Adam|Assign(Add|Sub)?VariableOp|Pow|Sqrt$"),
+)  # fmt: skip
+
+
+def classify(name: str) -> str:
+    for label, pattern in OP_CLASSES:
+        if re.search(pattern, name):
+            return label
+    return "other elementwise / misc"
+
+
+def build_step(framework: str, base_filters: int, input_size: int, batch: int) -> Callable[[], Any]:
+    from thread_bench.config import ModelConfig
+
+    config = ModelConfig(base_filters=base_filters, input_size=input_size, dropout=0.0)
+    rng = np.random.default_rng(0)
+    images = rng.random((batch, input_size, input_size), np.float32)
+    targets = rng.uniform(6.0, 23.0, batch).astype(np.float32)
+    if framework.startswith("keras"):
+        import keras
+
+        from thread_bench.models import keras_model
+
+        model = keras_model.build_model(config)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-7),
+            loss=lambda y, p: keras.ops.mean(keras.ops.abs(p - y) / y),
+        )
+        x, y = images[..., np.newaxis], targets[:, np.newaxis]
+        return lambda: model.train_on_batch(x, y)
+
+    import torch
+
+    from thread_bench.models import torch_model
+
+    net = torch_model.build_model(config)
+    xt, yt = torch.from_numpy(images).unsqueeze(1), torch.from_numpy(targets)
+    if framework == "torch-channels_last":
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = ((net(xt).reshape(-1) - yt).abs() / yt).mean()
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
+def profile_torch(step: Callable[[], Any], steps: int) -> dict[str, float]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    totals: dict[str, float] = collections.defaultdict(float)
+    for event in prof.key_averages():
+        totals[event.key] += event.self_cpu_time_total / 1e3  # microseconds -> ms
+    return dict(totals)
+
+
+def profile_tensorflow(step: Callable[[], Any], steps: int) -> dict[str, float]:
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(steps):
+            step()
+        tf.profiler.experimental.stop()
+        (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as handle:
+            space.ParseFromString(handle.read())
+    totals: dict[str, float] = collections.defaultdict(float)
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue  # executor threads; 'python' holds the enclosing host events
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and "::" not in name:  # "<node name>:<op type>" are op kernels
+                    totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9
+    return dict(totals)
+
+
+def summarise_onednn(lines: list[str], steps: int) -> str:
+    totals: dict[tuple[str, ...], list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    for line in lines:
+        fields = line.strip().split(",")
+        if len(fields) < 10 or fields[3] != "exec":
+            continue
+        kind, implementation, propagation = fields[5], fields[6], fields[7]
+        layout = re.sub(r"::f0|f32:|:p:|:ap:|:a:", ":", fields[8])[:60] if kind == "reorder" else ""
+        entry = totals[(kind, implementation, propagation, layout)]
+        entry[0] += 1
+        entry[1] += float(fields[-1])
+    rows = [f"{'ms/step':>9} {'calls':>6}  oneDNN primitive"]
+    for key, (count, total_ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:12]:
+        rows.append(f"{total_ms / steps:9.1f} {count // steps:6d}  {' '.join(k for k in key if k)}")
+    return "\n".join(rows)
+
+
+def _cores(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", choices=FRAMEWORKS, default="torch-eager")
+    parser.add_argument("--base-filters", type=int, default=8)
+    parser.add_argument("--input-size", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps (after 2 warm-up steps)")
+    parser.add_argument("--onednn", action="store_true", help="also sum oneDNN primitives (ONEDNN_VERBOSE)")
+    parser.add_argument(
+        "--wait-quiet", type=float, default=0.0, metavar="SECONDS", help="wait for idle cores before each phase"
+    )
+    parser.add_argument("--onednn-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.framework.startswith("keras"):
+        backend = args.framework.removeprefix("keras-")
+        if os.environ.get("KERAS_BACKEND", backend) != backend:
+            raise SystemExit(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']} contradicts --framework {args.framework}")
+        os.environ["KERAS_BACKEND"] = backend  # this is a script, not library code: it picks its own backend
+    step = build_step(args.framework, args.base_filters, args.input_size, args.batch)
+    for _ in range(2):
+        step()
+    if args.wait_quiet > 0:
+        wait_until_quiet(args.wait_quiet)
+    if args.onednn_child:
+        print(ONEDNN_MARKER, flush=True)
+        for _ in range(args.steps):
+            step()
+        return
+
+    with ForeignLoad() as foreign:
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        wall_ms = (time.perf_counter() - start) * 1e3 / args.steps
+    if args.wait_quiet > 0:
+        wait_until_quiet(args.wait_quiet)
+    with ForeignLoad() as foreign_profiled:
+        start = time.perf_counter()
+        per_op = (profile_tensorflow if args.framework == "keras-tensorflow" else profile_torch)(step, args.steps)
+        profiled_wall_ms = (time.perf_counter() - start) * 1e3 / args.steps
+    by_class: dict[str, float] = collections.defaultdict(float)
+    for name, total_ms in per_op.items():
+        by_class[classify(name)] += total_ms / args.steps
+    busy = sum(by_class.values())
+    print(f"{args.framework}: base {args.base_filters}, input {args.input_size}, batch {args.batch}")
+    print(f"wall time {wall_ms:.0f} ms/step ({args.batch / wall_ms * 1e3:.1f} samples/s); other processes used "
+          f"{_cores(foreign.cores)} cores meanwhile")  # fmt: skip
+    print(f"profiled: wall {profiled_wall_ms:.0f} ms/step, op time {busy:.0f} ms/step (ops / wall "
+          f"{busy / profiled_wall_ms:.2f}); other processes used {_cores(foreign_profiled.cores)} cores")  # fmt: skip
+    print(f"{'ms/step':>9} {'share':>6}  op class")
+    for label, ms in sorted(by_class.items(), key=lambda kv: -kv[1]):
+        print(f"{ms:9.1f} {ms / busy:6.1%}  {label}")
+    print(f"\n{'ms/step':>9}  top ops")
+    for name, total_ms in sorted(per_op.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"{total_ms / args.steps:9.1f}  {name}")
+
+    if args.onednn:
+        env = {**os.environ, "ONEDNN_VERBOSE": "1"}
+        child = [sys.executable, __file__, *sys.argv[1:], "--onednn-child"]
+        output = subprocess.run(child, env=env, capture_output=True, text=True, check=True).stdout
+        print("\n" + summarise_onednn(output.split(ONEDNN_MARKER, 1)[-1].splitlines(), args.steps))
+
+
+if __name__ == "__main__":
+    main()
