@@ -1,0 +1,382 @@
+"""keras_train and torch_train: both entry points on the smoke profile against a temporary tracking store.
+
+The end-to-end runs happen once per module (``smoke_runs``): each framework trains twice with the same seed
+(the second run checks determinism), the first one also prepares the smoke dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import make_fake_prepared
+
+from thread_bench import keras_train, torch_train, tracking
+from thread_bench.config import ModelConfig, TrainConfig
+from thread_bench.data.prepare import DATA_ROOT_ENV
+from thread_bench.data.prepared import load_prepared
+from thread_bench.training import common, driver
+from thread_bench.training import torch_train as torch_trainer
+from thread_bench.training.options import KerasOptions, TorchOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRY_POINTS = {"torch": torch_train, "keras": keras_train}
+#: DESIGN.md section 5, plus data_seed.
+DESIGN_PARAMS = {
+    "framework",
+    "backend",
+    "seed",
+    "profile",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "lr_schedule",
+    "patience",
+    "min_delta",
+    "base_filters",
+    "dropout",
+    "input_size",
+    "precision",
+    "deterministic",
+    "dataset_digest",
+    "n_train",
+    "n_val",
+    "n_test",
+    "n_params",
+    "data_seed",
+}
+KNOBS = {"torch": {"torch_compile", "channels_last"}, "keras": {"jit_compile", "tf_memory_growth"}}
+SUMMARY_METRICS = {
+    tracking.BEST_VAL_LOSS,
+    tracking.BEST_EPOCH,
+    tracking.MIN_TRAIN_LOSS,
+    tracking.EPOCHS_TRAINED,
+    tracking.TOTAL_TRAIN_TIME_S,
+    tracking.MEDIAN_EPOCH_TIME_S,
+    tracking.FIRST_EPOCH_TIME_S,
+    tracking.TRAIN_SAMPLES_PER_S,
+    tracking.HOST_RSS_PEAK_BYTES,
+    tracking.HOST_MAXRSS_BYTES,
+    tracking.VAL_MAE_THREADS_PER_CM,
+    tracking.BASELINE_VAL_LOSS,
+    tracking.BASELINE_VAL_MAE_THREADS_PER_CM,
+}
+EPOCH_METRICS = {
+    tracking.TRAIN_LOSS,
+    tracking.VAL_LOSS,
+    tracking.EPOCH_TIME_S,
+    tracking.TRAIN_TIME_S,
+    tracking.VAL_TIME_S,
+    tracking.LEARNING_RATE,
+    tracking.HOST_RSS_PEAK_BYTES,
+}
+SMOKE_ARGS = ["--profile", "smoke", "--seed", "3", "--epochs", "2"]
+
+
+def _use_store(patch: pytest.MonkeyPatch, directory: Path) -> str:
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    patch.chdir(directory)
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    patch.setenv(DATA_ROOT_ENV, str(directory / "data"))
+    patch.delenv("MLFLOW_RUN_ID", raising=False)
+    patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    # The keras entry point sets these for its backend; restore them after the test.
+    patch.setenv("KERAS_BACKEND", "tensorflow")
+    patch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1"))
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _train_runs(experiment: str = tracking.DEFAULT_EXPERIMENT) -> list[mlflow.entities.Run]:
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list", order_by=["start_time ASC"])
+    return [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == tracking.ROLE_TRAIN]
+
+
+def _losses(run_id: str) -> list[tuple[float, float]]:
+    client = mlflow.MlflowClient()
+    train = sorted((m.step, m.value) for m in client.get_metric_history(run_id, tracking.TRAIN_LOSS))
+    val = sorted((m.step, m.value) for m in client.get_metric_history(run_id, tracking.VAL_LOSS))
+    return [(t, v) for (_, t), (_, v) in zip(train, val, strict=True)]
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[mlflow.entities.Run]]]:
+    """Each framework trained twice (same seed) on the smoke profile; the store stays open for the tests."""
+    directory = tmp_path_factory.mktemp("smoke")
+    with pytest.MonkeyPatch.context() as patch:
+        _use_store(patch, directory)
+        for framework, entry in ENTRY_POINTS.items():
+            for _ in range(2):
+                assert entry.main([*SMOKE_ARGS]) == 0, framework
+        runs = _train_runs()
+        yield {fw: [r for r in runs if r.data.params["framework"] == fw] for fw in ENTRY_POINTS}
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.parametrize("framework", sorted(ENTRY_POINTS))
+def test_a_run_logs_params_metrics_artifacts_and_model(
+    smoke_runs: dict[str, list[mlflow.entities.Run]], framework: str
+) -> None:
+    run = smoke_runs[framework][0]
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert DESIGN_PARAMS | KNOBS[framework] <= set(params)
+    assert params["framework"] == framework
+    assert params["backend"] == ("torch" if framework == "torch" else "tensorflow")
+    assert (params["profile"], params["seed"], params["epochs"], params["data_seed"]) == ("smoke", "3", "2", "0")
+    assert params["deterministic"] == "True" and params["precision"] == "float32"
+    assert int(params["n_params"]) > 0 and int(params["n_train"]) > 0
+    if framework == "keras":
+        assert params["jit_compile"] == "False"  # "auto" resolves to False for TensorFlow on a CPU
+    assert set(run.data.metrics) >= SUMMARY_METRICS
+    assert run.data.metrics[tracking.EPOCHS_TRAINED] == 2
+    assert run.data.metrics[tracking.BASELINE_VAL_LOSS] > 0
+    tags = run.data.tags
+    assert tags[tracking.TAG_ROLE] == tracking.ROLE_TRAIN and tags[tracking.TAG_FRAMEWORK] == framework
+    assert tags[tracking.TAG_DATASET_DIGEST] == params["dataset_digest"]
+    assert tags[tracking.TAG_DEVICE] and tags[tracking.TAG_CPU] and tags[tracking.TAG_FRAMEWORK_VERSION]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert params["dataset_digest"].startswith(dataset_input.dataset.digest)
+
+    client = mlflow.MlflowClient()
+    for metric in EPOCH_METRICS:
+        # host_rss_peak_bytes is also a summary (the maximum), logged again at the last step.
+        assert {m.step for m in client.get_metric_history(run.info.run_id, metric)} == {0, 1}, metric
+    history_rss = [m.value for m in client.get_metric_history(run.info.run_id, tracking.HOST_RSS_PEAK_BYTES)]
+    assert run.data.metrics[tracking.HOST_RSS_PEAK_BYTES] == max(history_rss)
+    directory = Path(client.download_artifacts(run.info.run_id, ""))
+    assert {"history.csv", "config.json"} <= {p.name for p in directory.iterdir()}
+    with open(directory / "history.csv") as handle:
+        history = list(csv.DictReader(handle))
+    assert [float(row["train_loss"]) for row in history] == [loss for loss, _ in _losses(run.info.run_id)]
+    config = json.loads((directory / "config.json").read_text())
+    assert config["train"]["seed"] == 3 and config["dataset"]["digest"] == params["dataset_digest"]
+
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    size = int(params["input_size"])
+    shape = (3, 1, size, size) if framework == "torch" else (3, size, size, 1)
+    predictions = np.asarray(model.predict(np.random.default_rng(0).random(shape, dtype=np.float32)))
+    assert predictions.shape in {(3, 1), (3,)} and np.all(np.isfinite(predictions))
+    assert model.metadata.signature is not None
+
+
+def test_both_frameworks_log_the_same_metric_names_on_the_same_dataset(
+    smoke_runs: dict[str, list[mlflow.entities.Run]],
+) -> None:
+    keras_run, torch_run = smoke_runs["keras"][0], smoke_runs["torch"][0]
+    system = {k for k in keras_run.data.metrics if k.startswith("system/")}
+    assert set(keras_run.data.metrics) - system == set(torch_run.data.metrics) - system
+    assert keras_run.data.params["dataset_digest"] == torch_run.data.params["dataset_digest"]
+    assert {p for p in keras_run.data.params if p not in KNOBS["keras"] | {"xla_preallocate"}} == {
+        p for p in torch_run.data.params if p not in KNOBS["torch"]
+    }
+
+
+def test_the_first_run_prepared_the_dataset_in_a_nested_preprocess_run(
+    smoke_runs: dict[str, list[mlflow.entities.Run]],
+) -> None:
+    first = smoke_runs["torch"][0]
+    runs = mlflow.search_runs(experiment_names=[tracking.DEFAULT_EXPERIMENT], output_format="list")
+    preprocess = [r for r in runs if r.data.tags.get(tracking.TAG_ROLE) == tracking.ROLE_PREPROCESS]
+    assert len(preprocess) == 1  # later runs reused the dataset
+    assert preprocess[0].data.tags["mlflow.parentRunId"] == first.info.run_id
+    assert preprocess[0].data.params[tracking.PARAM_DATASET_DIGEST] == first.data.params["dataset_digest"]
+
+
+@pytest.mark.parametrize("framework", sorted(ENTRY_POINTS))
+def test_same_seed_gives_identical_losses(smoke_runs: dict[str, list[mlflow.entities.Run]], framework: str) -> None:
+    first, second = smoke_runs[framework]
+    assert _losses(first.info.run_id) == _losses(second.info.run_id)
+
+
+@pytest.mark.parametrize("framework", sorted(ENTRY_POINTS))
+def test_both_frameworks_train_on_the_same_batches_in_the_same_order(
+    framework: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    dataset = make_fake_prepared(tmp_path, n_train=21, n_val=6, n_test=2, size=32)
+    data = common.TrainingData.from_prepared(load_prepared(dataset))
+    seen: list[list[int]] = []
+
+    class RecordingSplit(common.ArraySplit):
+        def batch(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
+            seen.append(np.arange(len(self))[indices].tolist())
+            return super().batch(indices)
+
+    data = common.TrainingData(RecordingSplit(data.train.images, data.train.labels), data.val)
+    config = TrainConfig(seed=5, epochs=2, batch_size=8, patience=5)
+    if framework == "torch":
+        trainer: Any = torch_trainer
+        options: Any = TorchOptions()
+    else:
+        from thread_bench.training import keras_train as trainer
+
+        options = KerasOptions()
+    model = trainer.build_model(ModelConfig(base_filters=1, input_size=32))
+    trainer.compile_model(model, config, options)
+    trainer.fit(model, data, config, options, on_epoch_end=lambda record: None)
+    sampler = common.BatchSampler(21, 8, seed=5)
+    expected = [b.tolist() for epoch in range(2) for b in sampler.batches(epoch)]
+    # Keras first peeks at a couple of batches to learn their shapes; after that it trains in order.
+    assert seen[-len(expected) :] == expected
+    assert all(batch in expected for batch in seen)
+
+
+# ---------------------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize(
+    ("framework", "argv", "message"),
+    [
+        ("torch", ["--epochs", "-1"], "epochs must be a positive integer"),
+        ("torch", ["--lr_schedule", "cosine"], "lr_schedule must be one of"),
+        ("torch", ["--source", "/no/such/corpus"], "no such directory"),
+        ("torch", ["--compile", "maybe"], "expected a boolean"),
+        ("keras", ["--backend", "theano"], "backend must be one of"),
+        ("keras", ["--jit_compile", "always"], "jit_compile must be one of"),
+        ("keras", ["--input_size", "16"], "input_size"),
+    ],
+)
+def test_invalid_params_exit_2_with_one_line_before_any_run(
+    tracking_store: str, framework: str, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        ENTRY_POINTS[framework].main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "Traceback" not in error
+    assert mlflow.search_experiments(filter_string=f"name = '{tracking.DEFAULT_EXPERIMENT}'") == []
+
+
+def test_a_dataset_of_the_wrong_size_is_refused_up_front(
+    tracking_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = make_fake_prepared(tmp_path, 8, 4, 2, size=40)
+    with pytest.raises(SystemExit):
+        torch_train.main(["--profile", "smoke", "--dataset", str(dataset)])
+    assert "pass --input_size 40" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("error", "status"), [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_an_exception_or_ctrl_c_during_training_ends_the_run(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, status: str
+) -> None:
+    def broken_fit(*args: Any, **kwargs: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(torch_trainer, "fit", broken_fit)
+    dataset = make_fake_prepared(tmp_path, 8, 4, 2, size=32)
+    argv = ["--profile", "smoke", "--dataset", str(dataset)]
+    if isinstance(error, KeyboardInterrupt):
+        assert torch_train.main(argv) == 130
+    else:
+        with pytest.raises(RuntimeError, match="boom"):
+            torch_train.main(argv)
+    (run,) = _train_runs()
+    assert run.info.status == status
+    assert run.data.params["framework"] == "torch"  # the setup was logged before training started
+
+
+def test_under_mlflow_run_the_training_gets_its_own_run_linked_to_the_launch_run(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What `mlflow run` does: create a run, log the MLproject parameters as given ('' = unset), export its id.
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment(tracking.DEFAULT_EXPERIMENT)
+    launch = client.create_run(experiment_id, tags={"mlflow.source.type": "PROJECT"})
+    client.log_param(launch.info.run_id, "epochs", "''")
+    client.log_param(launch.info.run_id, "seed", "3")
+    monkeypatch.setenv("MLFLOW_RUN_ID", launch.info.run_id)
+    dataset = make_fake_prepared(tmp_path, 8, 4, 2, size=32)
+    argv = ["--profile", "smoke", "--dataset", str(dataset), "--seed", "3", "--epochs", "2"]
+    assert torch_train.main([*argv, "--tracemalloc", "true", "--lr_schedule", "inverse_time"]) == 0
+    (run,) = _train_runs()
+    assert run.data.metrics[tracking.HOST_PY_ALLOC_PEAK_BYTES] > 0  # the optional tracemalloc peak
+    assert run.data.metrics[tracking.LEARNING_RATE] == pytest.approx(1e-3 / 1.1)  # epoch 1 of 1/(1 + epoch/10)
+    assert run.info.run_id != launch.info.run_id
+    assert run.data.params["epochs"] == "2" and run.data.params["seed"] == "3"
+    assert run.data.tags[tracking.TAG_LAUNCH_RUN_ID] == launch.info.run_id
+    assert run.data.tags["mlflow.parentRunId"] == launch.info.run_id  # same experiment: nested in the UI
+    assert client.get_run(launch.info.run_id).data.tags[tracking.TAG_TRAINING_RUN_ID] == run.info.run_id
+
+
+def test_keras_refuses_to_switch_backend_in_a_running_process(
+    tracking_store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import keras
+
+    other = "jax" if keras.backend.backend() != "jax" else "torch"
+    with pytest.raises(SystemExit) as exit_info:
+        keras_train.main(["--profile", "smoke", "--backend", other])
+    assert exit_info.value.code == 2
+    assert "start a fresh process" in capsys.readouterr().err
+
+
+def test_keras_on_the_jax_and_torch_backends(tmp_path: Path) -> None:
+    """The non-default backends, each in a fresh process (Keras picks its backend at import)."""
+    dataset = make_fake_prepared(tmp_path, 16, 6, 2, size=32)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_RUN_ID", None)
+    processes = {
+        backend: subprocess.Popen(
+            [sys.executable, "-m", "thread_bench.keras_train", "--profile", "smoke", "--dataset", str(dataset),
+             "--backend", backend, "--epochs", "1", "--experiment", "backends"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for backend in ("jax", "torch")
+    }  # fmt: skip
+    for backend, process in processes.items():
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, f"{backend}: {stderr[-3000:]}"
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    try:
+        runs = _train_runs("backends")
+        assert sorted(r.data.params["backend"] for r in runs) == ["jax", "torch"]
+        assert all(r.info.status == "FINISHED" for r in runs)
+        jax_run = next(r for r in runs if r.data.params["backend"] == "jax")
+        assert jax_run.data.params["xla_preallocate"] == "false"
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_the_entry_points_are_in_mlproject_with_the_issue_parameters() -> None:
+    import yaml
+
+    entry_points = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+    common_params = {
+        "seed",
+        "data_seed",
+        "profile",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "lr_schedule",
+        "patience",
+        "min_delta",
+        "base_filters",
+        "dropout",
+        "source",
+        "experiment",
+        "deterministic",
+    }
+    assert common_params | {"backend", "jit_compile"} <= set(entry_points["keras_train"]["parameters"])
+    assert common_params | {"channels_last", "compile"} <= set(entry_points["torch_train"]["parameters"])
+    # Same protocol parameters in both; only the framework knobs differ.
+    keras_params = set(entry_points["keras_train"]["parameters"]) - {"backend", "jit_compile"}
+    assert keras_params == set(entry_points["torch_train"]["parameters"]) - {"channels_last", "compile"}
+
+
+def test_help_lists_every_option() -> None:
+    out = io.StringIO()
+    driver.build_parser("torch", TorchOptions).print_help(out)
+    assert "--data_seed" in out.getvalue() and "--channels_last" in out.getvalue()

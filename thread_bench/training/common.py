@@ -1,0 +1,393 @@
+"""The training protocol shared by both frameworks (DESIGN.md section 4), in one place.
+
+Both framework modules take from here the batch order, the early-stopping rule, the learning-rate schedule,
+the per-epoch measurements and the result type, so that the only difference between a Keras run and a
+PyTorch run is the framework.
+
+**Loss.** The normalised mean absolute error ``mean(|y_pred - y| / y)`` over samples, where ``y`` is the
+vertical thread density in threads/cm (always > 0: the preparation counts at least two threads). A batch's
+loss is the mean over its samples; an epoch's ``train_loss`` is the sample-weighted mean of the batch losses
+seen while the weights changed (what Keras' ``fit`` reports); ``val_loss`` is the mean over the whole
+validation split in inference mode (BatchNorm running statistics, no dropout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import random
+import statistics
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from thread_bench import tracking
+from thread_bench.config import TrainConfig
+from thread_bench.data.prepared import PreparedDataset
+from thread_bench.measure import PeakGpuMemory, PeakHostMemory, PythonAllocPeak, Sync, Timer
+
+#: The per-epoch metric keys, in the order of ``history.csv``.
+EPOCH_METRICS = (
+    tracking.TRAIN_LOSS,
+    tracking.VAL_LOSS,
+    tracking.EPOCH_TIME_S,
+    tracking.TRAIN_TIME_S,
+    tracking.VAL_TIME_S,
+    tracking.LEARNING_RATE,
+    tracking.HOST_RSS_PEAK_BYTES,
+    tracking.GPU_MEM_PEAK_BYTES,
+    tracking.GPU_MEM_NVML_BYTES,
+)
+
+#: Independent stream of ``numpy.random.default_rng((seed, stream, epoch))`` for the batch order.
+_SHUFFLE_STREAM = 7
+
+
+# ------------------------------------------------------------------------------------------- the data
+
+
+@dataclass(frozen=True)
+class ArraySplit:
+    """One split held in memory: uint8 images ``(N, S, S)`` and float32 labels ``(N,)`` in threads/cm."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, indices: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+        """Images as float32 in [0, 1] ``(B, S, S)`` and labels ``(B, 1)``; the same bytes for both frameworks."""
+        images = self.images[indices].astype(np.float32) / np.float32(255.0)
+        return images, self.labels[indices].reshape(-1, 1)
+
+    def batches_in_order(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(self), batch_size):
+            yield self.batch(slice(start, start + batch_size))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    train: ArraySplit
+    val: ArraySplit
+
+    @classmethod
+    def from_prepared(cls, dataset: PreparedDataset) -> TrainingData:
+        """Read the train and validation splits into memory (uint8; converted to float per batch)."""
+
+        def load(split: str) -> ArraySplit:
+            part = dataset.split(split)
+            return ArraySplit(np.array(part.images, dtype=np.uint8), np.array(part.labels, dtype=np.float32))
+
+        return cls(train=load("train"), val=load("val"))
+
+    @property
+    def input_size(self) -> int:
+        return int(self.train.images.shape[1])
+
+
+class BatchSampler:
+    """The order in which both frameworks see the training samples: a fresh permutation per epoch, drawn
+    from ``(seed, epoch)`` alone, so it does not depend on the framework or on what ran before.
+
+    The last batch may be smaller; a remainder of a single sample joins the previous batch instead, because
+    BatchNorm needs at least two samples in training mode.
+    """
+
+    def __init__(self, n_samples: int, batch_size: int, seed: int) -> None:
+        if n_samples < 2:
+            raise ValueError(f"the training split needs at least 2 samples, got {n_samples}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.n_samples = n_samples
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def __len__(self) -> int:
+        full, remainder = divmod(self.n_samples, self.batch_size)
+        count = full + (1 if remainder else 0)
+        return count - 1 if remainder == 1 and count > 1 else count
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng((self.seed, _SHUFFLE_STREAM, epoch)).permutation(self.n_samples)
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        order = self.order(epoch)
+        batches = [order[start : start + self.batch_size] for start in range(0, self.n_samples, self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches[-2:] = [np.concatenate(batches[-2:])]
+        return batches
+
+
+# ------------------------------------------------------------------------------------- the protocol
+
+
+def normalized_mae(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """``mean(|predictions - targets| / targets)`` (the reference definition both frameworks implement)."""
+    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
+    return float(np.mean(np.abs(predictions - targets) / targets))
+
+
+def mean_predictor_baseline(train_labels: np.ndarray, val_labels: np.ndarray) -> tuple[float, float]:
+    """What predicting the training mean for every validation sample scores: (normalised MAE, MAE in
+    threads/cm). A model that has learned anything beats it clearly."""
+    constant = np.full(len(val_labels), float(np.mean(train_labels)))
+    return normalized_mae(constant, val_labels), float(np.mean(np.abs(constant - val_labels)))
+
+
+def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (from 0): constant, or ``learning_rate / (1 + epoch / 10)``."""
+    if config.lr_schedule == "none":
+        return config.learning_rate
+    if config.lr_schedule == "inverse_time":
+        return config.learning_rate / (1.0 + epoch / 10.0)
+    raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
+
+
+class EarlyStopping:
+    """Stop when ``val_loss`` has not improved by more than ``min_delta`` for ``patience`` epochs; the
+    caller keeps the weights of the epoch for which :meth:`update` returned True (the best so far).
+
+    The same rule as ``keras.callbacks.EarlyStopping(patience, min_delta, restore_best_weights=True)``,
+    implemented once so that both frameworks stop at the same epoch given the same losses. A non-finite
+    ``val_loss`` never counts as an improvement.
+    """
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_val_loss = math.inf
+        self.best_epoch = -1
+        self.epochs_without_improvement = 0
+
+    def update(self, epoch: int, val_loss: float) -> bool:
+        """Record ``epoch``'s validation loss; True when it is the new best."""
+        if math.isfinite(val_loss) and val_loss < self.best_val_loss - self.min_delta:
+            self.best_val_loss = val_loss
+            self.best_epoch = epoch
+            self.epochs_without_improvement = 0
+            return True
+        self.epochs_without_improvement += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.epochs_without_improvement >= self.patience
+
+
+def check_finite_loss(epoch: int, train_loss: float) -> None:
+    if not math.isfinite(train_loss):
+        raise FloatingPointError(
+            f"train_loss is {train_loss} at epoch {epoch}: training diverged (try a lower learning_rate)"
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the frameworks already imported (PyTorch; Keras and its backend)."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - the legacy global RNG, for third-party code that uses it
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+    if "keras" in sys.modules:
+        sys.modules["keras"].utils.set_random_seed(seed)
+
+
+def set_deterministic(enabled: bool, framework: str) -> None:
+    """Deterministic kernels for ``framework`` (``torch``, ``tensorflow`` or ``jax``).
+
+    For JAX on a GPU, ``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` must be set before JAX starts; the
+    ``keras_train`` entry point does that. PyTorch on a GPU needs ``CUBLAS_WORKSPACE_CONFIG`` before CUDA
+    starts, set here (a no-op if CUDA is already running with another value).
+    """
+    if framework == "torch":
+        import torch
+
+        if enabled:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(enabled)
+        torch.backends.cudnn.deterministic = enabled
+        torch.backends.cudnn.benchmark = not enabled
+    elif framework == "tensorflow":
+        import tensorflow as tf
+
+        if enabled:
+            tf.config.experimental.enable_op_determinism()
+        else:
+            with contextlib.suppress(AttributeError):
+                tf.config.experimental.disable_op_determinism()
+    elif framework != "jax":
+        raise ValueError(f"framework must be torch, tensorflow or jax, got {framework!r}")
+
+
+def set_threads(threads: int, framework: str) -> None:
+    """Limit ``framework``'s (``torch`` or ``tensorflow``) kernels to ``threads`` CPU threads; 0 = its default.
+
+    TensorFlow accepts this only before its runtime starts; JAX takes its threads from ``XLA_FLAGS`` at
+    start-up (set by the ``keras_train`` entry point).
+    """
+    if threads == 0 or framework == "jax":
+        return
+    if framework == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    elif framework == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError as error:  # the runtime already started in this process
+            raise RuntimeError(f"cannot set threads={threads}: TensorFlow is already running ({error})") from error
+    else:
+        raise ValueError(f"framework must be torch, tensorflow or jax, got {framework!r}")
+
+
+# -------------------------------------------------------------------------------- measuring an epoch
+
+
+class EpochMeter:
+    """Times one epoch and its training and validation parts (device synced at each edge) and samples the
+    memory peaks over the epoch. Callback-friendly: four calls in this order per epoch."""
+
+    def __init__(self, gpu_framework: str, sync: Sync) -> None:
+        self.epoch_timer = Timer(sync)
+        self.train_timer = Timer(sync)
+        self.val_timer = Timer(sync)
+        self.host_memory = PeakHostMemory()
+        self.gpu_memory = PeakGpuMemory(gpu_framework)
+
+    def begin_epoch(self) -> None:
+        self.host_memory.start()
+        self.gpu_memory.start()
+        self.epoch_timer.start()
+        self.train_timer.start()
+
+    def begin_validation(self) -> None:
+        self.train_timer.stop()
+        self.val_timer.start()
+
+    def end_validation(self) -> None:
+        self.val_timer.stop()
+
+    def end_epoch(self) -> None:
+        self.epoch_timer.stop()
+        self.gpu_memory.stop()
+        self.host_memory.stop()
+
+    def record(self, epoch: int, train_loss: float, val_loss: float, learning_rate: float) -> EpochRecord:
+        return EpochRecord(
+            epoch=epoch,
+            train_loss=float(train_loss),
+            val_loss=float(val_loss),
+            epoch_time_s=self.epoch_timer.elapsed_s,
+            train_time_s=self.train_timer.elapsed_s,
+            val_time_s=self.val_timer.elapsed_s,
+            learning_rate=float(learning_rate),
+            host_rss_peak_bytes=self.host_memory.peak_bytes,
+            gpu_mem_peak_bytes=self.gpu_memory.peak_bytes,
+            gpu_mem_nvml_bytes=self.gpu_memory.nvml_bytes,
+        )
+
+    @property
+    def maxrss_bytes(self) -> int:
+        return self.host_memory.maxrss_bytes
+
+
+def python_alloc_meter(enabled: bool) -> contextlib.AbstractContextManager[PythonAllocPeak | None]:
+    return PythonAllocPeak() if enabled else contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------- the result
+
+
+@dataclass
+class EpochRecord:
+    """One row of the history: the per-epoch metrics of DESIGN.md section 5 (``step`` = ``epoch``)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    epoch_time_s: float
+    train_time_s: float
+    val_time_s: float
+    learning_rate: float
+    host_rss_peak_bytes: int
+    gpu_mem_peak_bytes: int | None = None
+    gpu_mem_nvml_bytes: int | None = None
+    #: Whether this epoch's weights are the best so far (set by the early-stopping rule).
+    improved: bool = False
+
+    def metrics(self) -> dict[str, float]:
+        values: dict[str, float | int | None] = {
+            tracking.TRAIN_LOSS: self.train_loss,
+            tracking.VAL_LOSS: self.val_loss,
+            tracking.EPOCH_TIME_S: self.epoch_time_s,
+            tracking.TRAIN_TIME_S: self.train_time_s,
+            tracking.VAL_TIME_S: self.val_time_s,
+            tracking.LEARNING_RATE: self.learning_rate,
+            tracking.HOST_RSS_PEAK_BYTES: self.host_rss_peak_bytes,
+            tracking.GPU_MEM_PEAK_BYTES: self.gpu_mem_peak_bytes,
+            tracking.GPU_MEM_NVML_BYTES: self.gpu_mem_nvml_bytes,
+        }
+        return {key: float(value) for key, value in values.items() if value is not None}
+
+
+#: Called after each epoch, outside the timed regions (logging, console output).
+EpochCallback = Callable[[EpochRecord], None]
+
+
+@dataclass
+class TrainResult:
+    """What ``fit`` returns in both frameworks; the model itself holds the best-validation weights."""
+
+    history: list[EpochRecord]
+    best_epoch: int
+    best_val_loss: float
+    n_train: int
+    stopped_early: bool
+    #: Kernel-reported lifetime peak RSS of the process at the end of training (cross-check of the samples).
+    maxrss_bytes: int = 0
+    py_alloc_peak_bytes: int | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def summary_metrics(self) -> dict[str, float]:
+        """The summary metrics of DESIGN.md section 5, plus the first epoch apart from the steady state."""
+        times = [r.epoch_time_s for r in self.history]
+        train_times = [r.train_time_s for r in self.history]
+        # The first epoch includes tracing/compilation and warm-up; the steady state is the rest.
+        steady = times[1:] or times
+        steady_train = train_times[1:] or train_times
+        metrics = {
+            tracking.BEST_VAL_LOSS: self.best_val_loss,
+            tracking.BEST_EPOCH: self.best_epoch,
+            tracking.MIN_TRAIN_LOSS: min(r.train_loss for r in self.history),
+            tracking.EPOCHS_TRAINED: len(self.history),
+            tracking.TOTAL_TRAIN_TIME_S: sum(times),
+            tracking.FIRST_EPOCH_TIME_S: times[0],
+            tracking.MEDIAN_EPOCH_TIME_S: statistics.median(steady),
+            tracking.TRAIN_SAMPLES_PER_S: self.n_train / statistics.median(steady_train),
+            tracking.HOST_RSS_PEAK_BYTES: max(r.host_rss_peak_bytes for r in self.history),
+            tracking.HOST_MAXRSS_BYTES: self.maxrss_bytes,
+        }
+        gpu_peaks = [r.gpu_mem_peak_bytes for r in self.history if r.gpu_mem_peak_bytes is not None]
+        if gpu_peaks:
+            metrics[tracking.GPU_MEM_PEAK_BYTES] = max(gpu_peaks)
+        if self.py_alloc_peak_bytes is not None:
+            metrics[tracking.HOST_PY_ALLOC_PEAK_BYTES] = self.py_alloc_peak_bytes
+        metrics.update(self.extra)
+        return {key: float(value) for key, value in metrics.items()}
+
+    def write_history_csv(self, path: Path) -> None:
+        """One row per epoch: ``epoch``, the per-epoch metrics (GPU columns empty on a CPU), ``improved``."""
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["epoch", *EPOCH_METRICS, "improved"], restval="")
+            writer.writeheader()
+            for record in self.history:
+                writer.writerow({"epoch": record.epoch, **record.metrics(), "improved": int(record.improved)})

@@ -1,0 +1,343 @@
+"""The run around ``fit``, shared by both entry points: configs, validation, dataset, MLflow logging.
+
+A framework module (``keras_train`` or ``torch_train`` in this package) is passed in as a plain module; it
+provides ``FRAMEWORK``, ``configure``, ``versions``, ``environment``, ``build_model``, ``count_parameters``,
+``compile_model``, ``fit``, ``predict`` and ``log_model`` with the same meaning in both.
+
+**Seeds.** ``seed`` (TrainConfig) drives initialisation, dropout and the batch order; ``data_seed``
+(DataConfig.seed) drives the prepared dataset (synthetic corpus, augmentation, split). Runs with different
+``seed`` and the same ``data_seed`` share one dataset (one digest), which the analysis requires when it
+compares runs across seeds.
+
+**Under ``mlflow run``.** MLflow creates a run for the launch and logs every MLproject parameter there as
+given, an unset one as ``''``. MLflow params cannot be changed afterwards, so the resolved values cannot be
+logged into that run under the same names. The training is therefore logged in a run of its own in the
+``thread-density`` experiment (or ``-P experiment``), nested under the launch run when both are in the same
+experiment; the two are linked by tags both ways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+
+from thread_bench import cli, tracking
+from thread_bench.config import DataConfig, ModelConfig, TrainConfig, resolve
+from thread_bench.data.prepared import PreparedDataset, load_prepared
+from thread_bench.training.common import (
+    EpochRecord,
+    TrainingData,
+    TrainResult,
+    mean_predictor_baseline,
+    normalized_mae,
+    seed_everything,
+)
+from thread_bench.training.options import KerasOptions, TorchOptions
+
+log = logging.getLogger(__name__)
+
+#: Only float32 training is implemented; logged so that a later mixed-precision run is told apart.
+PRECISION = "float32"
+#: Images used for the model signature and input example.
+_EXAMPLE_IMAGES = 4
+
+FrameworkOptions = KerasOptions | TorchOptions
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything a training run needs, resolved and validated before any work starts."""
+
+    framework: str
+    profile: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    options: FrameworkOptions
+    experiment: str | None = None
+    #: A prepared dataset directory to train on as is, instead of preparing one from ``data``.
+    dataset_dir: Path | None = None
+    run_name: str | None = None
+
+
+# ---------------------------------------------------------------------------------- the command line
+
+
+def build_parser(framework: str, options_cls: type) -> argparse.ArgumentParser:
+    """Options of ``python -m thread_bench.<framework>_train``, generated from the config dataclasses."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m thread_bench.{framework}_train",
+        description=f"Train RegVGG with {framework} under the shared protocol and log the run to MLflow. "
+        "Every option defaults to the profile's value (an empty string also means 'from the profile').",
+    )
+    cli.add_profile_option(parser)
+    cli.add_dataclass_options(parser, TrainConfig)
+    cli.add_dataclass_options(parser, ModelConfig)  # input_size applies to the data and the model alike
+    cli.add_dataclass_options(parser, DataConfig, exclude=("seed", "input_size"))
+    cli.add_dataclass_options(parser, DataConfig, include=("seed",), prefix="data_")
+    cli.add_dataclass_options(parser, options_cls)
+    parser.add_argument(
+        "--experiment", default=None, help=f"MLflow experiment (default: {tracking.DEFAULT_EXPERIMENT})"
+    )
+    parser.add_argument("--run_name", default=None, help="MLflow run name (default: <framework>-<backend>-seed<seed>)")
+    parser.add_argument(
+        "--dataset", default=None, help="train on this prepared dataset directory as is (skips preparation)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def request_from_args(args: argparse.Namespace, framework: str, options_cls: type) -> TrainRequest:
+    """Resolve the profile and the given options; raises ``ValueError``/``FileNotFoundError`` for bad input."""
+    data_overrides = {**cli.pick(args, DataConfig), "seed": args.data_seed}
+    data = resolve(DataConfig, args.profile, data_overrides)
+    model = resolve(ModelConfig, args.profile, cli.pick(args, ModelConfig))
+    train = resolve(TrainConfig, args.profile, cli.pick(args, TrainConfig))
+    options = resolve(options_cls, args.profile, cli.pick(args, options_cls))
+    dataset_dir = Path(args.dataset) if args.dataset else None
+    request = TrainRequest(
+        framework=framework,
+        profile=args.profile,
+        data=data,
+        model=model,
+        train=train,
+        options=options,
+        experiment=args.experiment or None,
+        dataset_dir=dataset_dir,
+        run_name=args.run_name or None,
+    )
+    validate(request)
+    return request
+
+
+def validate(request: TrainRequest) -> None:
+    """Checks that need more than one config (each dataclass validates its own fields)."""
+    if request.dataset_dir is not None:
+        dataset = load_prepared(request.dataset_dir)
+        if dataset.input_size != request.model.input_size:
+            raise ValueError(
+                f"--dataset {request.dataset_dir} holds {dataset.input_size} px images but the model's "
+                f"input_size is {request.model.input_size}; pass --input_size {dataset.input_size}"
+            )
+        return
+    if request.data.input_size != request.model.input_size:
+        raise ValueError(
+            f"profile {request.profile!r}: DataConfig.input_size={request.data.input_size} differs from "
+            f"ModelConfig.input_size={request.model.input_size}; they must be equal"
+        )
+    source = request.data.source
+    if source != "synthetic" and not Path(source).is_dir():
+        raise FileNotFoundError(f"--source {source!r}: no such directory (expected 'synthetic' or a corpus dir)")
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def run(request: TrainRequest, trainer: ModuleType) -> str:
+    """Train and log one run; returns its MLflow run id. The run ends FINISHED, FAILED or KILLED."""
+    tags = {tracking.TAG_ROLE: tracking.ROLE_TRAIN, tracking.TAG_FRAMEWORK: trainer.FRAMEWORK}
+    with tracking.tracked_run(
+        request.experiment,
+        run_name=request.run_name or _run_name(request),
+        tags=tags,
+        log_system_metrics=True,
+        launch_link_tag=tracking.TAG_TRAINING_RUN_ID,
+    ) as active:
+        run_id = active.info.run_id
+        knobs = trainer.configure(request.options, request.train)
+        dataset = _dataset(request)
+        data = TrainingData.from_prepared(dataset)
+        seed_everything(request.train.seed)
+        model = trainer.build_model(request.model)
+        knobs.update(trainer.compile_model(model, request.train, request.options))
+        environment = trainer.environment()
+        _log_setup(request, trainer, dataset, trainer.count_parameters(model), knobs, environment)
+        print(
+            f"{trainer.FRAMEWORK} ({knobs[tracking.PARAM_BACKEND]}) on {environment['device']}: "
+            f"{len(data.train)} train / {len(data.val)} val images of {data.input_size} px, "
+            f"run {run_id}",
+            flush=True,
+        )
+        result = trainer.fit(model, data, request.train, request.options, on_epoch_end=_report_epoch)
+        _add_validation_scores(result, trainer, model, data)
+        _log_result(result, trainer, model, data)
+    _print_summary(result, run_id)
+    return run_id
+
+
+def _run_name(request: TrainRequest) -> str:
+    backend = request.options.backend if isinstance(request.options, KerasOptions) else None
+    return "-".join(part for part in (request.framework, backend, f"seed{request.train.seed}") if part)
+
+
+def _dataset(request: TrainRequest) -> PreparedDataset:
+    if request.dataset_dir is not None:
+        return load_prepared(request.dataset_dir)
+    # Imported here: preparation pulls in OpenCV and the corpus generator, which --dataset runs never need.
+    from thread_bench.preprocessing import prepare_and_log
+
+    # Inside the active training run: a dataset built now gets its own preprocess run, nested under it.
+    return prepare_and_log(request.data, None, request.experiment, profile=request.profile)
+
+
+def _data_params(request: TrainRequest, dataset: PreparedDataset) -> dict[str, Any]:
+    if request.dataset_dir is not None:
+        settings = dict(dataset.manifest.get("settings", {}))
+        settings["source"] = str(request.dataset_dir)
+    else:
+        settings = dataclasses.asdict(request.data)
+    settings.pop("input_size", None)  # logged once, with the model's
+    return {(tracking.PARAM_DATA_SEED if name == "seed" else name): value for name, value in settings.items()}
+
+
+def _log_setup(
+    request: TrainRequest,
+    trainer: ModuleType,
+    dataset: PreparedDataset,
+    n_params: int,
+    knobs: dict[str, Any],
+    environment: dict[str, Any],
+) -> None:
+    """Params, tags, the dataset input and the resolved config; all before the first epoch."""
+    params = {
+        tracking.PARAM_FRAMEWORK: trainer.FRAMEWORK,
+        tracking.PARAM_PROFILE: request.profile,
+        tracking.PARAM_PRECISION: PRECISION,
+        **dataclasses.asdict(request.train),
+        **dataclasses.asdict(request.model),
+        **_data_params(request, dataset),
+        tracking.PARAM_DATASET_DIGEST: dataset.digest,
+        tracking.PARAM_DATASET_KEY: dataset.manifest.get("key", dataset.path.name),
+        tracking.PARAM_N_TRAIN: len(dataset.train),
+        tracking.PARAM_N_VAL: len(dataset.val),
+        tracking.PARAM_N_TEST: len(dataset.test),
+        tracking.PARAM_N_PARAMS: n_params,
+        **knobs,
+    }
+    tracking.log_params(params)
+    versions = trainer.versions()
+    mlflow.set_tags(
+        {
+            tracking.TAG_FRAMEWORK_VERSION: " ".join(f"{name}=={version}" for name, version in versions.items()),
+            tracking.TAG_DEVICE: environment["device"],
+            tracking.TAG_CPU: environment["cpu_model"],
+            tracking.TAG_DATASET_DIGEST: dataset.digest,
+        }
+    )
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source for two URI schemes and warns that both match.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        source = resolve_dataset_source(str(dataset.path.resolve()))
+    mlflow.log_input(
+        MetaDataset(  # type: ignore[abstract]  # MetaDataset implements profile; mypy misreads it
+            source=source, name=params[tracking.PARAM_DATASET_KEY], digest=dataset.digest[:16]
+        ),
+        context="training",
+    )
+    config = {
+        "framework": trainer.FRAMEWORK,
+        "profile": request.profile,
+        "train": dataclasses.asdict(request.train),
+        "model": dataclasses.asdict(request.model),
+        "data": dataclasses.asdict(request.data) if request.dataset_dir is None else None,
+        "options": dataclasses.asdict(request.options),
+        "resolved_knobs": knobs,
+        "dataset": {"path": str(dataset.path), "digest": dataset.digest, "manifest": dataset.manifest},
+        "environment": environment,
+        "versions": versions,
+    }
+    mlflow.log_dict(config, tracking.ARTIFACT_CONFIG)
+
+
+def _report_epoch(record: EpochRecord) -> None:
+    """Log the epoch's metrics and print its line; called by ``fit`` outside the timed regions."""
+    mlflow.log_metrics(record.metrics(), step=record.epoch)
+    gpu = f"  gpu {record.gpu_mem_peak_bytes / 2**30:.2f} GiB" if record.gpu_mem_peak_bytes is not None else ""
+    print(
+        f"epoch {record.epoch:3d}  train_loss {record.train_loss:.4f}  val_loss {record.val_loss:.4f}"
+        f"{' *' if record.improved else '  '}  {record.epoch_time_s:6.1f} s (train {record.train_time_s:.1f}, "
+        f"val {record.val_time_s:.1f})  lr {record.learning_rate:.2e}  rss {record.host_rss_peak_bytes / 2**30:.2f} GiB"
+        f"{gpu}",
+        flush=True,
+    )
+
+
+def _add_validation_scores(result: TrainResult, trainer: ModuleType, model: Any, data: TrainingData) -> None:
+    """Score the restored best model on the validation split, next to the mean-predictor baseline."""
+    predictions = trainer.predict(model, data.val.images)
+    labels = data.val.labels
+    baseline_loss, baseline_mae = mean_predictor_baseline(data.train.labels, labels)
+    result.extra.update(
+        {
+            tracking.VAL_MAE_THREADS_PER_CM: float(np.mean(np.abs(predictions - labels))),
+            tracking.BASELINE_VAL_LOSS: baseline_loss,
+            tracking.BASELINE_VAL_MAE_THREADS_PER_CM: baseline_mae,
+        }
+    )
+    rescored = normalized_mae(predictions, labels)
+    if abs(rescored - result.best_val_loss) > 1e-3 * max(1.0, result.best_val_loss):
+        log.warning(
+            "the restored model scores %.5f on validation, the best epoch scored %.5f", rescored, result.best_val_loss
+        )
+
+
+def _log_result(result: TrainResult, trainer: ModuleType, model: Any, data: TrainingData) -> None:
+    # At the last epoch's step: where a summary shares its key with a per-epoch metric (host_rss_peak_bytes,
+    # gpu_mem_peak_bytes), the summary (the maximum) is logged last and is the run's value for that key.
+    mlflow.log_metrics(result.summary_metrics(), step=result.history[-1].epoch)
+    with tempfile.TemporaryDirectory() as directory:
+        history = Path(directory) / tracking.ARTIFACT_HISTORY
+        result.write_history_csv(history)
+        mlflow.log_artifact(str(history))
+    trainer.log_model(model, data.val.images[:_EXAMPLE_IMAGES])
+
+
+def _print_summary(result: TrainResult, run_id: str) -> None:
+    metrics = result.summary_metrics()
+    print(
+        f"best val_loss {result.best_val_loss:.4f} at epoch {result.best_epoch} "
+        f"(val MAE {metrics[tracking.VAL_MAE_THREADS_PER_CM]:.2f} threads/cm); predicting the training mean: "
+        f"{metrics[tracking.BASELINE_VAL_LOSS]:.4f} ({metrics[tracking.BASELINE_VAL_MAE_THREADS_PER_CM]:.2f} "
+        f"threads/cm). {len(result.history)} epochs in {metrics[tracking.TOTAL_TRAIN_TIME_S]:.0f} s "
+        f"(first {metrics[tracking.FIRST_EPOCH_TIME_S]:.1f} s, then median "
+        f"{metrics[tracking.MEDIAN_EPOCH_TIME_S]:.1f} s). MLflow run {run_id}",
+        flush=True,
+    )
+
+
+def main(argv: Sequence[str] | None, framework: str, options_cls: type, load_trainer: Any) -> int:
+    """Parse, validate (exit 2 with one line on bad input, before any work), then train.
+
+    Args:
+        load_trainer: ``(request) -> module``; imports the framework module (after any environment set-up);
+            raises ``ValueError`` when that is impossible in this process.
+    """
+    parser = build_parser(framework, options_cls)
+    args = cli.parse(parser, argv)
+    cli.configure_logging(args.verbose)
+    try:
+        request = request_from_args(args, framework, options_cls)
+        trainer = load_trainer(request)
+    except (ValueError, FileNotFoundError) as error:
+        cli.fail(parser, error)
+        return 2
+    try:
+        run(request, trainer)
+    except KeyboardInterrupt:
+        print("interrupted: the MLflow run is marked KILLED", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,291 @@
+"""Keras side of the protocol: ``model.fit()`` with callbacks, fed in the shared batch order.
+
+The twin of :mod:`thread_bench.training.torch_train` (same public names, same :class:`TrainResult`).
+Import this module only after ``KERAS_BACKEND`` is set (the ``keras_train`` entry point does it): Keras
+reads the variable once, at its first import.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+
+from thread_bench import tracking
+from thread_bench.config import ModelConfig, TrainConfig
+from thread_bench.measure import device_sync, environment_info, gpu_available
+from thread_bench.models import keras_model, spec
+from thread_bench.training.common import (
+    ArraySplit,
+    BatchSampler,
+    EarlyStopping,
+    EpochCallback,
+    EpochMeter,
+    TrainingData,
+    TrainResult,
+    check_finite_loss,
+    lr_at_epoch,
+    python_alloc_meter,
+    set_deterministic,
+    set_threads,
+)
+from thread_bench.training.options import KerasOptions
+
+log = logging.getLogger(__name__)
+
+FRAMEWORK = "keras"
+
+
+def backend() -> str:
+    return str(keras.backend.backend())
+
+
+def configure(options: KerasOptions, train: TrainConfig) -> dict[str, Any]:
+    """Process-wide settings, before any model exists; returns the knob params to log.
+
+    TensorFlow reserves nearly all GPU memory at start unless memory growth is on (DESIGN.md section 7),
+    so growth is enabled here, before anything touches the GPU.
+    """
+    if backend() != options.backend:
+        raise RuntimeError(
+            f"Keras is running on {backend()!r} but backend={options.backend!r} was asked for: Keras picks its "
+            "backend at its first import; start a fresh process (python -m thread_bench.keras_train)"
+        )
+    set_threads(train.threads, options.backend)  # before memory growth: both need an unstarted runtime
+    params: dict[str, Any] = {tracking.PARAM_BACKEND: options.backend}
+    if options.backend == "tensorflow":
+        params[tracking.PARAM_TF_MEMORY_GROWTH] = _enable_tf_memory_growth()
+    elif options.backend == "jax":
+        params[tracking.PARAM_XLA_PREALLOCATE] = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
+    set_deterministic(train.deterministic, options.backend)
+    if not gpu_available(options.backend):
+        log.info("no GPU visible to Keras (%s backend): training on the CPU", options.backend)
+    return params
+
+
+def _enable_tf_memory_growth() -> str:
+    """``true`` when enabled on every GPU, ``no_gpu`` on a CPU-only machine."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            # The GPU was initialised earlier in this process; report what is actually in force.
+            if not tf.config.experimental.get_memory_growth(gpu):
+                log.warning("TensorFlow already started on %s without memory growth", gpu.name)
+                return "false"
+    return "true" if gpus else "no_gpu"
+
+
+def versions() -> dict[str, str]:
+    result = {"keras": keras.__version__}
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        result["tensorflow"] = tf.__version__
+    elif backend() == "jax":
+        import jax
+
+        result["jax"] = jax.__version__
+    elif backend() == "torch":
+        import torch
+
+        result["torch"] = torch.__version__
+    return result
+
+
+def environment() -> dict[str, Any]:
+    return environment_info(backend())
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    return keras_model.build_model(config)
+
+
+def count_parameters(model: keras.Model) -> int:
+    return keras_model.count_parameters(model)
+
+
+@keras.saving.register_keras_serializable(package="thread_bench")
+def normalized_mae(targets: Any, predictions: Any) -> Any:
+    """Per-sample ``|predictions - targets| / targets`` (Keras averages it over the batch); ``(B, 1)``."""
+    return keras.ops.mean(keras.ops.abs(predictions - targets) / targets, axis=-1)
+
+
+def compile_model(model: keras.Model, train: TrainConfig, options: KerasOptions) -> dict[str, Any]:
+    """``model.compile`` with Adam (same epsilon as PyTorch) and the loss; returns the resolved knobs."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=train.learning_rate, epsilon=train.adam_epsilon),
+        loss=normalized_mae,
+        jit_compile=options.jit_compile_setting,
+    )
+    # "auto" is resolved by Keras (False for TensorFlow on a CPU); log what it chose.
+    return {tracking.PARAM_JIT_COMPILE: bool(model.jit_compile)}
+
+
+class _Batches(keras.utils.PyDataset):
+    """Batch ``i`` of the current epoch in the shared :class:`BatchSampler` order (or in file order)."""
+
+    def __init__(self, split: ArraySplit, batch_size: int, sampler: BatchSampler | None = None) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.split = split
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        # The epoch is set by a callback at on_epoch_begin, before Keras asks for the epoch's first batch,
+        # so the order never depends on when Keras calls PyDataset.on_epoch_end or how far it prefetches.
+        self.epoch = epoch
+        self._batches = self.sampler.batches(epoch) if self.sampler is not None else None
+
+    def __len__(self) -> int:
+        if self._batches is not None:
+            return len(self._batches)
+        return -(-len(self.split) // self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._batches is not None:
+            images, labels = self.split.batch(self._batches[index])
+        else:
+            images, labels = self.split.batch(slice(index * self.batch_size, (index + 1) * self.batch_size))
+        return images[..., np.newaxis], labels
+
+
+class _SetEpoch(keras.callbacks.Callback):
+    def __init__(self, batches: _Batches) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.batches.set_epoch(epoch)
+
+
+class _MeasureEpoch(keras.callbacks.Callback):
+    """Starts the shared meters last at ``on_epoch_begin`` and stops them first at ``on_epoch_end``; the
+    validation that ``fit`` runs sits between ``on_test_begin`` and ``on_test_end``."""
+
+    def __init__(self, meter: EpochMeter) -> None:
+        super().__init__()
+        self.meter = meter
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.meter.begin_epoch()
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.meter.begin_validation()
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.meter.end_validation()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.meter.end_epoch()
+
+
+class _KeepBest(keras.callbacks.Callback):
+    """The shared :class:`EarlyStopping` rule; keeps the best weights and restores them at the end, then
+    hands the epoch's record to ``on_epoch_end`` (outside the timed region)."""
+
+    def __init__(self, stopper: EarlyStopping, meter: EpochMeter, config: TrainConfig, on_epoch_end: EpochCallback):
+        super().__init__()
+        self.stopper = stopper
+        self.meter = meter
+        self.config = config
+        self.report = on_epoch_end
+        self.best_weights: list[np.ndarray] | None = None
+        self.history: list[Any] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        train_loss, val_loss = float(logs["loss"]), float(logs["val_loss"])
+        check_finite_loss(epoch, train_loss)
+        record = self.meter.record(epoch, train_loss, val_loss, lr_at_epoch(self.config, epoch))
+        record.improved = self.stopper.update(epoch, val_loss)
+        if record.improved:
+            self.best_weights = self.model.get_weights()
+        self.history.append(record)
+        self.report(record)
+        if self.stopper.should_stop:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def fit(
+    model: keras.Model,
+    data: TrainingData,
+    config: TrainConfig,
+    options: KerasOptions,
+    *,
+    on_epoch_end: EpochCallback,
+) -> TrainResult:
+    """Train a compiled model with ``fit``; on return ``model`` holds the best-validation weights."""
+    sampler = BatchSampler(len(data.train), config.batch_size, config.seed)
+    train_batches = _Batches(data.train, config.batch_size, sampler)
+    val_batches = _Batches(data.val, config.batch_size)
+    stopper = EarlyStopping(config.patience, config.min_delta)
+    meter = EpochMeter(options.backend, device_sync(options.backend))
+    keep_best = _KeepBest(stopper, meter, config, on_epoch_end)
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda epoch, _: lr_at_epoch(config, epoch)),
+        _SetEpoch(train_batches),
+        _MeasureEpoch(meter),
+        keep_best,
+    ]
+    with python_alloc_meter(config.tracemalloc) as alloc:
+        # shuffle=False: the order is the sampler's; Keras' own shuffle would permute the batches again.
+        model.fit(
+            train_batches,
+            validation_data=val_batches,
+            epochs=config.epochs,
+            shuffle=False,
+            callbacks=callbacks,
+            verbose=0,
+        )
+    return TrainResult(
+        history=keep_best.history,
+        best_epoch=stopper.best_epoch,
+        best_val_loss=stopper.best_val_loss,
+        n_train=len(data.train),
+        stopped_early=len(keep_best.history) < config.epochs,
+        maxrss_bytes=meter.maxrss_bytes,
+        py_alloc_peak_bytes=alloc.peak_bytes if alloc is not None else None,
+    )
+
+
+def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Thread densities (threads/cm, float32 ``(N,)``) for ``(N, S, S)`` images, in inference mode."""
+    return keras_model.predict(model, images, batch_size=batch_size)
+
+
+def log_model(model: keras.Model, example_images: np.ndarray) -> str:
+    """Log ``model`` as an MLflow Keras model with a signature; returns its model URI.
+
+    The logged model is an uncompiled copy (same weights), so loading it needs neither this package's
+    loss function nor an optimizer. MLflow 3.17 fails on ``input_example`` for Keras: signature only.
+
+    Args:
+        example_images: a few ``(N, S, S)`` images; the signature is ``(N, S, S, 1)`` float32 in [0, 1].
+    """
+    inference = keras.models.clone_model(model)
+    inference.set_weights(model.get_weights())
+    x = spec.as_model_input(example_images, example_images.shape[1])[..., np.newaxis]
+    y = np.asarray(inference.predict(x, verbose=0), dtype=np.float32)
+    signature = mlflow.models.infer_signature(x, y)
+    requirements = [f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
+    requirements += [f"{name}=={version.split('+')[0]}" for name, version in versions().items() if name != "keras"]
+    if backend() == "tensorflow":
+        # The CPU build is what this project pins; on a GPU machine use tensorflow[and-cuda] instead.
+        requirements = [r.replace("tensorflow==", "tensorflow-cpu==") for r in requirements]
+    info = mlflow.keras.log_model(
+        inference, name=tracking.ARTIFACT_MODEL, signature=signature, pip_requirements=requirements
+    )
+    return str(info.model_uri)

@@ -1,0 +1,43 @@
+"""Framework-specific knobs, one frozen dataclass per framework (defaults defined here, once).
+
+They live apart from the framework modules so that the command line can be parsed, and ``KERAS_BACKEND``
+set, before Keras or PyTorch is imported. Default settings and tuned settings are different experiments
+(DESIGN.md section 7): every knob is logged as a param.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+JIT_COMPILE_CHOICES = ("auto", "true", "false")
+
+
+@dataclass(frozen=True)
+class KerasOptions:
+    #: Keras backend; applied through ``KERAS_BACKEND`` before Keras is first imported.
+    backend: str = "tensorflow"
+    #: ``model.compile(jit_compile=...)``: ``auto`` lets Keras decide (False for TensorFlow on a CPU);
+    #: the resolved value is logged.
+    jit_compile: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.backend not in KERAS_BACKENDS:
+            raise ValueError(f"backend must be one of {list(KERAS_BACKENDS)}, got {self.backend!r}")
+        if self.jit_compile not in JIT_COMPILE_CHOICES:
+            raise ValueError(f"jit_compile must be one of {list(JIT_COMPILE_CHOICES)}, got {self.jit_compile!r}")
+
+    @property
+    def jit_compile_setting(self) -> bool | str:
+        """The value for ``keras.Model.compile``."""
+        if self.jit_compile == "auto":
+            return "auto"
+        return self.jit_compile == "true"
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    #: Train with ``torch.channels_last`` memory format (model and batches).
+    channels_last: bool = False
+    #: Wrap the model in ``torch.compile`` (logged as ``torch_compile``).
+    compile: bool = False
