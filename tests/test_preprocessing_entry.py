@@ -69,3 +69,20 @@ def test_bad_corpus_row_is_reported_without_traceback(
     err = capsys.readouterr().err
     assert "row 2 (v_mask): file" in err and "p1_0_v.png not found" in err
     assert "Traceback" not in err
+
+
+def test_under_mlflow_run_the_work_gets_its_own_linked_run(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `mlflow run` creates the launch run and logs the parameters as given ('' = from the profile).
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment(tracking.DEFAULT_EXPERIMENT)
+    launch = client.create_run(experiment_id)
+    client.log_param(launch.info.run_id, "seed", "")
+    monkeypatch.setenv("MLFLOW_RUN_ID", launch.info.run_id)
+    corpus_dir = write_grid_corpus(tmp_path / "corpus", n_paintings=3, patches_per_painting=2)
+    assert main(["--profile", "smoke", "--source", str(corpus_dir), "--out", str(tmp_path / "data")]) == 0
+    (work,) = [r for r in _runs() if r.info.run_id != launch.info.run_id]
+    assert work.data.params["seed"] == "0"
+    assert work.data.tags[tracking.TAG_LAUNCH_RUN_ID] == launch.info.run_id
+    assert client.get_run(launch.info.run_id).data.tags[tracking.TAG_LINKED_RUN_ID] == work.info.run_id

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import mlflow
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,11 @@ TAG_CPU = "thread_bench.cpu"
 TAG_LAUNCH_RUN_ID = "thread_bench.launch_run_id"
 #: On that launch run: the training run it led to.
 TAG_TRAINING_RUN_ID = "thread_bench.training_run_id"
+#: On a launch run of another entry point (preprocessing): the run it led to.
+TAG_LINKED_RUN_ID = "thread_bench.linked_run_id"
+#: On a launch run of ``mlflow run -e analysis`` / ``-e study``: the analysis or study run it led to.
+TAG_ANALYSIS_RUN_ID = "thread_bench.analysis_run_id"
+TAG_STUDY_RUN_ID = "thread_bench.study_run_id"
 
 ROLE_TRAIN = "train"
 ROLE_PREPROCESS = "preprocess"
@@ -125,24 +131,49 @@ def tracked_run(
     tags: Mapping[str, str] | None = None,
     nested: bool = False,
     log_system_metrics: bool | None = None,
+    launch_link_tag: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start an MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C), never RUNNING.
 
-    Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``); MLflow's ``start_run`` resumes it.
+    **Under ``mlflow run``** (``MLFLOW_RUN_ID`` set), MLflow has already created a launch run and logged every
+    MLproject parameter there as given, an unset one as ``''``. MLflow params cannot be changed afterwards, so
+    the resolved values cannot go into that run: the command logs into a run of its own in ``experiment``,
+    nested under the launch run when both share an experiment, and the two are linked by tags both ways
+    (``TAG_LAUNCH_RUN_ID`` here, ``launch_link_tag`` on the launch run). Inside an active run, the new run is
+    its child.
     """
-    if not os.environ.get("MLFLOW_RUN_ID") and not nested:
-        mlflow.set_experiment(experiment_name(experiment))
-    run = mlflow.start_run(
-        run_name=run_name, tags=dict(tags or {}), nested=nested, log_system_metrics=log_system_metrics
-    )
+    launch_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    nested = nested or mlflow.active_run() is not None
+    all_tags = dict(tags or {})
+    client = mlflow.MlflowClient()
+    if not nested:
+        target = mlflow.set_experiment(experiment_name(experiment))
+        if launch_run_id:
+            all_tags[TAG_LAUNCH_RUN_ID] = launch_run_id
+            if target.experiment_id == client.get_run(launch_run_id).info.experiment_id:
+                all_tags[MLFLOW_PARENT_RUN_ID] = launch_run_id  # the UI shows this run under the launch run
+    run = mlflow.start_run(run_name=run_name, tags=all_tags, nested=nested, log_system_metrics=log_system_metrics)
     try:
         with run:
+            if launch_run_id and not nested:
+                _link_launch_run(client, launch_run_id, run, launch_link_tag or TAG_LINKED_RUN_ID)
             yield run
     except KeyboardInterrupt:
         # mlflow's ActiveRun.__exit__ marks any exception FAILED; Ctrl-C is a kill, not a failure.
-        mlflow.MlflowClient().set_terminated(run.info.run_id, status="KILLED")
+        client.set_terminated(run.info.run_id, status="KILLED")
         log.warning("interrupted: run %s marked KILLED", run.info.run_id)
         raise
+
+
+def _link_launch_run(client: mlflow.MlflowClient, launch_run_id: str, run: mlflow.ActiveRun, tag: str) -> None:
+    client.set_tag(launch_run_id, tag, run.info.run_id)
+    client.set_tag(
+        launch_run_id,
+        "mlflow.note.content",
+        f"Launch record of `mlflow run`: the parameters as given ('' = from the profile). The work itself, with "
+        f"the resolved parameters, metrics and artifacts, is run {run.info.run_id} in experiment "
+        f"{run.info.experiment_id}.",
+    )
 
 
 def log_params(params: Mapping[str, Any]) -> None:

@@ -1,0 +1,257 @@
+"""The ``analysis`` entry point: best run per framework -> test split -> evaluation runs -> report.
+
+python -m analysis [--experiment NAME] [--study ID] [--filter "params.profile = 'laptop'"] [--out DIR]
+
+Selects the FINISHED training runs of an experiment (and study), groups them by framework (and by any
+knob that differs within a framework), evaluates the best run of each group on the test split of the
+prepared dataset they all trained on, logs one evaluation run per selected model and an analysis run that
+holds the report (table, statistics, figures) as artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from analysis import evaluate, report, runs
+from thread_bench import cli, tracking
+from thread_bench.data.prepared import PreparedDataset
+
+log = logging.getLogger(__name__)
+
+#: Where reports go unless ``--out`` says otherwise: ``reports/<study or experiment>``.
+DEFAULT_REPORTS_DIR = Path("reports")
+REPORT_ARTIFACT_DIR = "report"
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    experiment: str | None = None
+    study: str | None = None
+    #: An extra MLflow search clause, e.g. ``params.profile = 'laptop'``.
+    filter: str | None = None
+    out: str | None = None
+    #: The prepared dataset directory (default: found from the runs; see ``runs.locate_dataset``).
+    dataset: str | None = None
+    data_root: str | None = None
+    repeats: int = evaluate.DEFAULT_REPEATS
+    batch_size: int = evaluate.DEFAULT_BATCH_SIZE
+    fft_baseline: bool = True
+    #: Seeds the bootstrap.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"--repeats must be >= 1, got {self.repeats}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        return DEFAULT_REPORTS_DIR / (self.study or tracking.experiment_name(self.experiment))
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    run_id: str
+    out: Path
+    report: report.Report
+    #: group -> evaluation run id.
+    evaluation_run_ids: dict[str, str]
+
+
+def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
+    """Select, evaluate, report and log (see the module docstring).
+
+    Raises:
+        ValueError: no matching runs, runs on different datasets, a group without ``best_val_loss``.
+        FileNotFoundError: the prepared dataset cannot be found or rebuilt.
+    """
+    experiment = tracking.experiment_name(settings.experiment)
+    selected = runs.assign_groups(
+        runs.search_training_runs(experiment, study=settings.study, extra_filter=settings.filter)
+    )
+    digest = runs.require_single_dataset(selected)
+    best = runs.best_per_group(selected)
+    first = best.iloc[0].to_dict()
+    dataset = runs.locate_dataset(first, digest, dataset_dir=settings.dataset, data_root=settings.data_root)
+    history = runs.load_histories(selected)
+    log.info(
+        "%d training runs in %d groups (%s); test split of %s: %d sub-patches",
+        len(selected),
+        len(best),
+        ", ".join(best["group"]),
+        dataset.path,
+        len(dataset.test),
+    )
+    tags = {tracking.TAG_ROLE: tracking.ROLE_ANALYSIS, tracking.TAG_DATASET_DIGEST: digest}
+    if settings.study:
+        tags[tracking.TAG_STUDY] = settings.study
+    name = f"analysis-{settings.study or experiment}"
+    with tracking.tracked_run(
+        experiment, run_name=name, tags=tags, launch_link_tag=tracking.TAG_ANALYSIS_RUN_ID
+    ) as active:
+        tracking.log_params(
+            {
+                "experiment": experiment,
+                "study": settings.study,
+                "filter": settings.filter,
+                "repeats": settings.repeats,
+                "batch_size": settings.batch_size,
+                "fft_baseline": settings.fft_baseline,
+                "bootstrap_seed": settings.seed,
+                tracking.PARAM_DATASET_DIGEST: digest,
+            }
+        )
+        evaluations, evaluation_run_ids = _evaluate_best(best, dataset, experiment, settings)
+        baseline = _baseline(first, dataset, settings) if settings.fft_baseline else None
+        context = _context(settings, experiment, selected, dataset, active.info.run_id)
+        built = report.build_report(selected, history, evaluations, baseline, context, seed=settings.seed)
+        out = settings.out_dir
+        report.write_report(built, out)
+        metrics = {"n_training_runs": float(len(selected)), "n_groups": float(len(best))}
+        if baseline is not None:
+            metrics.update(
+                {
+                    tracking.FFT_TEST_LOSS: baseline.test_loss,
+                    tracking.FFT_TEST_MAE_THREADS_PER_CM: baseline.test_mae_threads_per_cm,
+                    tracking.FFT_FAILED_SUBPATCHES: float(baseline.n_failed),
+                }
+            )
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(out), artifact_path=REPORT_ARTIFACT_DIR)
+        run_id = active.info.run_id
+    return AnalysisResult(run_id=run_id, out=out, report=built, evaluation_run_ids=evaluation_run_ids)
+
+
+def _evaluate_best(
+    best: pd.DataFrame, dataset: PreparedDataset, experiment: str, settings: AnalysisSettings
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    rows, run_ids = [], {}
+    for source in best.to_dict("records"):
+        evaluation, uri = evaluate.evaluate_run(
+            source, dataset, repeats=settings.repeats, batch_size=settings.batch_size
+        )
+        run_id = evaluate.log_evaluation(
+            source,
+            evaluation,
+            dataset.test,
+            uri=uri,
+            experiment=experiment,
+            study=settings.study,
+            extra_params={"repeats": settings.repeats, "batch_size": settings.batch_size},
+        )
+        log.info(
+            "%s (seed %s): test loss %.4f, prediction %.3f s (%s); evaluation run %s",
+            source["group"],
+            source["seed"],
+            evaluation.test_loss,
+            evaluation.predict_time_s,
+            evaluation.device,
+            run_id,
+        )
+        run_ids[str(source["group"])] = run_id
+        rows.append(
+            {
+                "group": source["group"],
+                "framework": source["framework"],
+                "backend": source.get("backend"),
+                "seed": source["seed"],
+                "source_run_id": source["run_id"],
+                "evaluation_run_id": run_id,
+                "predict_device": evaluation.device,
+                "n_test": evaluation.n_test,
+                **evaluation.metrics(),
+            }
+        )
+    return pd.DataFrame(rows), run_ids
+
+
+def _baseline(run: Mapping[str, Any], dataset: PreparedDataset, settings: AnalysisSettings) -> report.Baseline | None:
+    """The FFT counter on the test split, or None (with a warning) when the resolutions are unknown."""
+    try:
+        px_per_cm, source = evaluate.stored_px_per_cm(dataset, dataset.test, runs.corpus_dir(run, settings.data_root))
+    except (FileNotFoundError, ValueError) as error:
+        log.warning("no FFT baseline: %s", error)
+        return None
+    return evaluate.fft_baseline(dataset.test, px_per_cm, source)
+
+
+def _context(
+    settings: AnalysisSettings, experiment: str, selected: pd.DataFrame, dataset: PreparedDataset, run_id: str
+) -> dict[str, str]:
+    """The scope of the report, listed at its top."""
+    counts = ", ".join(f"{group}: {n}" for group, n in selected["group"].value_counts(sort=False).items())
+    key = dataset.manifest.get("key", dataset.path.name)
+    return {
+        "experiment": experiment,
+        "study": settings.study or "(all studies)",
+        "filter": settings.filter or "(none)",
+        "training runs": f"{len(selected)} ({counts})",
+        "prepared dataset": f"{key} (digest {dataset.digest[:16]}…), test split {len(dataset.test)} sub-patches",
+        "analysis run": run_id,
+        "tracking URI": mlflow.get_tracking_uri(),
+        "made": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# ------------------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Compare the frameworks: pick the best FINISHED training run of each framework (by "
+        "best_val_loss), evaluate it on the test split, log evaluation runs and write the report.",
+    )
+    parser.add_argument(
+        "--experiment", default=None, help=f"MLflow experiment (default: {tracking.DEFAULT_EXPERIMENT})"
+    )
+    parser.add_argument("--study", default=None, help="only runs tagged with this study id")
+    parser.add_argument("--filter", default=None, help="extra MLflow search clause, e.g. \"params.profile = 'laptop'\"")
+    parser.add_argument("--out", default=None, help="report folder (default: reports/<study or experiment>)")
+    parser.add_argument("--dataset", default=None, help="prepared dataset directory (default: found from the runs)")
+    parser.add_argument("--data_root", default=None, help="data root (default: $THREAD_BENCH_DATA or ./data)")
+    helps = {
+        "repeats": "timed prediction passes over the test split after the warm-up pass; the median is reported",
+        "batch_size": "prediction batch size",
+        "fft_baseline": "also score the FFT thread counter on the test split (true/false)",
+        "seed": "seed of the bootstrap",
+    }
+    added = cli.add_dataclass_options(parser, AnalysisSettings, include=helps)
+    for action in parser._actions:
+        if action.dest in added:
+            default = getattr(AnalysisSettings, action.dest)
+            action.help = f"{helps[action.dest]} (default: {default})"
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
+    """The settings given on the command line; ``None`` or ``""`` (MLflow's unset parameter) = the default."""
+    given = {name: value for name, value in cli.pick(args, AnalysisSettings).items() if value not in (None, "")}
+    return AnalysisSettings(**given)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = cli.parse(parser, argv)
+    cli.configure_logging(args.verbose)
+    try:
+        result = run_analysis(settings_from_args(args))
+    except (ValueError, FileNotFoundError) as error:
+        cli.fail(parser, error)
+        return 2
+    print(report.table_markdown(result.report.table))
+    print(f"\nreport: {result.out / 'report.md'} (analysis run {result.run_id})")
+    return 0

@@ -1,0 +1,422 @@
+"""Evaluate a selected model on the test split, time its prediction, and log an evaluation run.
+
+Also the non-learning reference: the spectral (FFT) thread counter on the same test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from analysis.report import Baseline
+from thread_bench import measure, tracking
+from thread_bench.counting import fft_count
+from thread_bench.data import corpus, synthetic
+from thread_bench.data.prepared import PreparedDataset, Split, load_prepared
+from thread_bench.models import spec
+from thread_bench.training.options import KerasOptions
+
+log = logging.getLogger(__name__)
+
+#: Timed prediction passes over the test split after the warm-up pass; the median is reported.
+DEFAULT_REPEATS = 3
+DEFAULT_BATCH_SIZE = 64
+PREDICTIONS_ARTIFACT = "predictions.csv"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's predictions on a test split and the time they took."""
+
+    predictions: np.ndarray
+    """float32 ``(N,)``, threads/cm."""
+    test_loss: float
+    test_mae_threads_per_cm: float
+    predict_time_s: float
+    """Median of the timed (warm) passes over the whole split."""
+    predict_first_time_s: float
+    """The first, cold pass (graph tracing, allocator growth), reported apart."""
+    predict_samples_per_s: float
+    n_test: int
+    device: str
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            tracking.TEST_LOSS: self.test_loss,
+            tracking.TEST_MAE_THREADS_PER_CM: self.test_mae_threads_per_cm,
+            tracking.PREDICT_TIME_S: self.predict_time_s,
+            tracking.PREDICT_FIRST_TIME_S: self.predict_first_time_s,
+            tracking.PREDICT_SAMPLES_PER_S: self.predict_samples_per_s,
+        }
+
+
+def normalised_mae(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """The training loss, mean(|ŷ − y| / y) (DESIGN.md section 4)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    return float(np.mean(np.abs(np.asarray(predictions, dtype=np.float64) - labels) / labels))
+
+
+def mean_absolute_error(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(predictions, dtype=np.float64) - np.asarray(labels, dtype=np.float64))))
+
+
+# ------------------------------------------------------------------------------------------- models
+
+#: Framework -> the MLflow flavor that loads its models.
+_FLAVORS = {"keras": "mlflow.keras", "torch": "mlflow.pytorch"}
+
+
+def model_uri(run_id: str) -> str:
+    """The URI of the model a training run logged (named ``model``): its MLflow 3 logged model, else
+    ``runs:/<id>/model`` (older stores).
+
+    Raises:
+        ValueError: the run logged several models under that name (ambiguous).
+    """
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    models = [
+        model
+        for model in client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+        if model.name == tracking.ARTIFACT_MODEL
+    ]
+    if len(models) > 1:
+        ids = sorted(m.model_id for m in models)
+        raise ValueError(f"run {run_id} logged {len(models)} models named {tracking.ARTIFACT_MODEL!r} ({ids})")
+    if models:
+        return f"models:/{models[0].model_id}"
+    return f"runs:/{run_id}/{tracking.ARTIFACT_MODEL}"
+
+
+def load_model(uri: str, framework: str) -> Any:
+    """Load a model with its native MLflow flavor (not pyfunc: prediction is timed without its overhead).
+
+    Raises:
+        ValueError: unknown framework.
+    """
+    if framework not in _FLAVORS:
+        raise ValueError(f"unknown framework {framework!r}; expected one of {sorted(_FLAVORS)}")
+    flavor = importlib.import_module(_FLAVORS[framework])
+    if framework == "keras":
+        # Prediction needs no loss or optimizer: not compiling also spares resolving the training's custom
+        # loss function by name.
+        return flavor.load_model(uri, load_model_kwargs={"compile": False})
+    return flavor.load_model(uri)
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A loaded model's ``predict(images) -> densities`` with the device it runs on and its device sync."""
+
+    predict: Callable[[np.ndarray], np.ndarray]
+    device: str
+    sync: measure.Sync
+
+
+def predictor(framework: str, model: Any, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
+    """Wrap a loaded model as a :class:`Predictor` (uint8 ``(N, S, S)`` images in, threads/cm out).
+
+    Raises:
+        ValueError: unknown framework.
+    """
+    if framework == "torch":
+        return _torch_predictor(model, batch_size)
+    if framework == "keras":
+        return _keras_predictor(model, batch_size)
+    raise ValueError(f"unknown framework {framework!r}; expected one of {sorted(_FLAVORS)}")
+
+
+def _torch_predictor(model: Any, batch_size: int) -> Predictor:
+    """PyTorch models move to the GPU when there is one.
+
+    The training logs the model in MLflow's ``pt2`` format, which loads as a ``torch.fx.GraphModule``
+    exported from the model in eval mode; such a module refuses ``eval()`` (and has no ``config``, so
+    ``torch_model.predict`` does not apply), hence this loop. A pickled ``nn.Module`` is put in eval mode.
+    """
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    if not isinstance(model, torch.fx.GraphModule):
+        model.eval()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        x = spec.as_model_input(images, images.shape[1])
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(x), batch_size):
+                batch = torch.from_numpy(x[start : start + batch_size]).unsqueeze(1).to(device)
+                outputs.append(model(batch).reshape(-1).float().cpu().numpy())
+        return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+
+    return Predictor(predict=predict, device=str(device), sync=measure.device_sync("torch"))
+
+
+def _keras_predictor(model: Any, batch_size: int) -> Predictor:
+    """Keras places the model where its backend does (the first GPU when there is one)."""
+    import keras
+
+    from thread_bench.models import keras_model
+
+    runtime = str(keras.backend.backend())
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return keras_model.predict(model, images, batch_size=batch_size)
+
+    device = f"{runtime}:{measure.gpu_name(runtime) or 'cpu'}"
+    return Predictor(predict=predict, device=device, sync=measure.device_sync(runtime))
+
+
+def use_keras_backend(backend: str) -> bool:
+    """Make this process run Keras on ``backend`` if it still can; True when it does.
+
+    Keras picks its backend at its first import, so this works only before Keras is imported (or when it
+    already runs on ``backend``). Sets the same environment as training (JAX allocates on demand) and turns
+    on TensorFlow's memory growth, without which TensorFlow reserves nearly all GPU memory and a PyTorch
+    model evaluated next in this process would not fit (DESIGN.md section 7).
+    """
+    if "keras" in sys.modules:
+        return bool(sys.modules["keras"].backend.backend() == backend)
+    from thread_bench.keras_train import backend_environment
+
+    os.environ.update(backend_environment(KerasOptions(backend=backend), deterministic=False))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    return True
+
+
+def evaluate(model: Predictor, split: Split, *, repeats: int = DEFAULT_REPEATS) -> Evaluation:
+    """Predict the whole split once cold, then ``repeats`` times timed (synced); losses from the last pass."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    images = np.array(split.images)  # copied out of the memory map: no disk reads inside the timed regions
+    labels = np.asarray(split.labels, dtype=np.float32)
+    if len(labels) == 0:
+        raise ValueError("the test split is empty")
+    timer = measure.Timer(sync=model.sync)
+    with timer:
+        predictions = model.predict(images)
+    first_time_s = timer.elapsed_s
+    times = []
+    for _ in range(repeats):
+        with timer:
+            predictions = model.predict(images)
+        times.append(timer.elapsed_s)
+    predict_time_s = statistics.median(times)
+    predictions = np.asarray(predictions, dtype=np.float32).reshape(-1)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"model returned {predictions.shape[0]} predictions for {labels.shape[0]} test images")
+    return Evaluation(
+        predictions=predictions,
+        test_loss=normalised_mae(predictions, labels),
+        test_mae_threads_per_cm=mean_absolute_error(predictions, labels),
+        predict_time_s=predict_time_s,
+        predict_first_time_s=first_time_s,
+        predict_samples_per_s=len(labels) / predict_time_s if predict_time_s > 0 else float("nan"),
+        n_test=len(labels),
+        device=model.device,
+    )
+
+
+def evaluate_run(
+    run: Mapping[str, Any],
+    dataset: PreparedDataset,
+    *,
+    repeats: int = DEFAULT_REPEATS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> tuple[Evaluation, str]:
+    """Load the model of training ``run`` and evaluate it on ``dataset``'s test split; returns it and its URI.
+
+    A Keras model runs on the backend it was trained on: in this process when Keras is not yet running
+    on another backend here, else in a fresh subprocess (``python -m analysis.evaluate``).
+    """
+    uri = model_uri(str(run["run_id"]))
+    framework = str(run["framework"])
+    if framework == "keras":
+        backend = str(run.get("backend") or KerasOptions.backend)
+        if not use_keras_backend(backend):
+            log.info("Keras runs on another backend in this process: evaluating the %s model in a subprocess", backend)
+            return _evaluate_in_subprocess(uri, framework, backend, dataset.path, repeats, batch_size), uri
+    model = load_model(uri, framework)
+    return evaluate(predictor(framework, model, batch_size), dataset.test, repeats=repeats), uri
+
+
+def _evaluate_in_subprocess(
+    uri: str, framework: str, backend: str, dataset_dir: Path, repeats: int, batch_size: int
+) -> Evaluation:
+    with tempfile.TemporaryDirectory(prefix="thread-bench-evaluate-") as directory:
+        command = [sys.executable, "-m", "analysis.evaluate", "--model_uri", uri, "--framework", framework]
+        command += ["--backend", backend, "--dataset", str(dataset_dir), "--repeats", str(repeats)]
+        command += ["--batch_size", str(batch_size), "--out", directory]
+        environment = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+        environment.pop("MLFLOW_RUN_ID", None)
+        subprocess.run(command, env=environment, check=True)
+        return _read_evaluation(Path(directory))
+
+
+def _write_evaluation(evaluation: Evaluation, directory: Path) -> None:
+    fields = {k: v for k, v in dataclasses.asdict(evaluation).items() if k != "predictions"}
+    (directory / "evaluation.json").write_text(json.dumps(fields))
+    np.save(directory / "predictions.npy", evaluation.predictions)
+
+
+def _read_evaluation(directory: Path) -> Evaluation:
+    fields = json.loads((directory / "evaluation.json").read_text())
+    return Evaluation(predictions=np.load(directory / "predictions.npy"), **fields)
+
+
+def log_evaluation(
+    source: Mapping[str, Any],
+    evaluation: Evaluation,
+    split: Split,
+    *,
+    uri: str,
+    experiment: str | None,
+    study: str | None,
+    extra_params: Mapping[str, Any] | None = None,
+) -> str:
+    """Log an evaluation run for ``source`` (a row of the selected runs); returns its run id.
+
+    Nested under the active run (the analysis run) when there is one.
+    """
+    tags = {
+        tracking.TAG_ROLE: tracking.ROLE_EVALUATION,
+        tracking.TAG_SOURCE_RUN_ID: str(source["run_id"]),
+        tracking.TAG_FRAMEWORK: str(source["framework"]),
+        tracking.TAG_DATASET_DIGEST: str(source["dataset_digest"]),
+    }
+    if study:
+        tags[tracking.TAG_STUDY] = study
+    name = f"evaluate-{source['group']}-seed{source['seed']}".replace(" ", "")
+    with tracking.tracked_run(experiment, run_name=name, tags=tags, nested=mlflow.active_run() is not None) as run:
+        tracking.log_params(
+            {
+                tracking.PARAM_FRAMEWORK: source["framework"],
+                "backend": source.get("backend"),
+                "group": source["group"],
+                "seed": source["seed"],
+                "source_run_id": source["run_id"],
+                "model_uri": uri,
+                tracking.PARAM_DATASET_DIGEST: source["dataset_digest"],
+                "n_test": evaluation.n_test,
+                "predict_device": evaluation.device,
+                **(extra_params or {}),
+            }
+        )
+        mlflow.log_metrics({**evaluation.metrics(), tracking.BEST_VAL_LOSS: float(source[tracking.BEST_VAL_LOSS])})
+        table = pd.DataFrame(
+            {
+                "patch_index": np.asarray(split.patch_index),
+                "label_threads_per_cm": np.asarray(split.labels),
+                "prediction_threads_per_cm": evaluation.predictions,
+            }
+        )
+        mlflow.log_text(table.to_csv(index=False), PREDICTIONS_ARTIFACT)
+        return str(run.info.run_id)
+
+
+# ---------------------------------------------------------------------------------------- FFT baseline
+
+
+def stored_px_per_cm(dataset: PreparedDataset, split: Split, corpus_dir: Path | None) -> tuple[np.ndarray, str]:
+    """Resolution of each stored sub-patch, px/cm: the source patch's px_per_cm scaled by input_size/crop_px.
+
+    The source patch's resolution comes from the corpus index (``patch_index`` is its row) when
+    ``corpus_dir`` holds one; a synthetic dataset without its corpus at hand falls back to the generator's
+    fixed resolution.
+
+    Raises:
+        FileNotFoundError: a user corpus (not synthetic) whose index cannot be found.
+        ValueError: the corpus index lacks rows the dataset was prepared from (the corpus changed since).
+    """
+    settings = dataset.manifest["settings"]
+    scale = float(settings["input_size"]) / float(settings["crop_px"])
+    rows = np.asarray(split.patch_index)
+    if corpus_dir is not None and (corpus_dir / corpus.INDEX).is_file():
+        by_row = {record.row: record.px_per_cm for record in corpus.read_index(corpus_dir)}
+        missing = sorted(set(rows.tolist()) - set(by_row))
+        if missing:
+            raise ValueError(f"{corpus_dir / corpus.INDEX}: rows {missing[:5]} of the prepared dataset are missing")
+        return np.asarray([by_row[row] for row in rows.tolist()], dtype=np.float64) * scale, "corpus index"
+    if dataset.manifest["source"]["kind"] == "synthetic":
+        return np.full(len(rows), synthetic.DEFAULT_PX_PER_CM * scale), "synthetic default"
+    raise FileNotFoundError(
+        f"the FFT baseline needs each patch's px_per_cm from the corpus index; corpus {corpus_dir} not found"
+    )
+
+
+def fft_baseline(split: Split, px_per_cm: np.ndarray, source: str) -> Baseline:
+    """The spectral counter's vertical density for every test sub-patch, scored like the models."""
+    images = np.asarray(split.images)
+    labels = np.asarray(split.labels, dtype=np.float64)
+    estimates = np.full(len(labels), np.nan)
+    for index, (image, resolution) in enumerate(zip(images, px_per_cm, strict=True)):
+        try:
+            estimates[index] = fft_count(image, float(resolution)).vertical
+        except ValueError as error:  # CountingError included: an uncountable patch is a baseline failure
+            log.debug("FFT baseline: sub-patch %d not counted: %s", index, error)
+    counted = np.isfinite(estimates)
+    n_counted = int(counted.sum())
+    if n_counted == 0:
+        return Baseline(float("nan"), float("nan"), 0, len(labels), source)
+    return Baseline(
+        test_loss=normalised_mae(estimates[counted], labels[counted]),
+        test_mae_threads_per_cm=mean_absolute_error(estimates[counted], labels[counted]),
+        n_counted=n_counted,
+        n_failed=len(labels) - n_counted,
+        px_per_cm_source=source,
+    )
+
+
+# ------------------------------------------------------------------------- the subprocess entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m analysis.evaluate``: evaluate one logged model in a fresh process (used by the analysis
+    when the model needs a Keras backend other than the one already running)."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.evaluate", description=build_parser.__doc__)
+    parser.add_argument("--model_uri", required=True)
+    parser.add_argument("--framework", required=True, choices=sorted(_FLAVORS))
+    parser.add_argument("--backend", default=KerasOptions.backend, help="Keras backend (ignored for torch)")
+    parser.add_argument("--dataset", required=True, help="prepared dataset directory")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--out", required=True, help="folder for evaluation.json and predictions.npy")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.framework == "keras" and not use_keras_backend(args.backend):
+        raise RuntimeError(f"cannot run Keras on {args.backend} in this process")
+    model = load_model(args.model_uri, args.framework)
+    split = load_prepared(args.dataset).test
+    evaluation = evaluate(predictor(args.framework, model, args.batch_size), split, repeats=args.repeats)
+    _write_evaluation(evaluation, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

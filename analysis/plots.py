@@ -1,0 +1,276 @@
+"""The report's figures (the reference's figures 7-1 to 7-11, one function each).
+
+Every function is pure: a DataFrame in, a ``matplotlib.figure.Figure`` out; nothing is shown, saved or
+logged here (the command layer does that). Figures are built with the object-oriented API
+(``Figure()``, not ``pyplot``), so no global figure registry fills up and no display backend is needed.
+
+Column conventions (as built by :mod:`analysis.report`):
+
+- ``runs``: one row per training run: ``group``, ``seed``, ``min_train_loss``, ``best_val_loss``,
+  ``epochs_trained``, ``total_train_time_s``, ``host_rss_peak_bytes``, ``gpu_mem_peak_bytes`` (NaN when
+  not measured);
+- ``history``: one row per run and epoch: ``group``, ``seed``, ``epoch``, ``train_loss``, ``val_loss``,
+  ``epoch_time_s``, ``train_time_s``, ``val_time_s``;
+- ``evaluations``: one row per evaluated model: ``group``, ``test_loss``, ``predict_time_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+_GIB = 1024.0**3
+_PALETTE = "colorblind"
+
+
+def learning_curves(history: pd.DataFrame) -> Figure:
+    """Training (dashed) and validation (solid) loss per epoch of every run, one panel per group (7-1, 7-5)."""
+    groups = _groups(history)
+    figure = Figure(figsize=(5.0 * len(groups), 4.0), layout="constrained")
+    axes = figure.subplots(1, len(groups), sharey=True, squeeze=False)[0]
+    long = history.melt(
+        id_vars=["group", "run_id", "seed", "epoch"],
+        value_vars=["train_loss", "val_loss"],
+        var_name="split",
+        value_name="loss",
+    )
+    long["split"] = long["split"].map({"train_loss": "train", "val_loss": "validation"})
+    long["seed"] = long["seed"].astype(str)
+    for ax, name in zip(axes, groups, strict=True):
+        frame = long[long["group"] == name]
+        sns.lineplot(
+            data=frame,
+            x="epoch",
+            y="loss",
+            hue="seed",
+            style="split",
+            style_order=["validation", "train"],
+            palette=_PALETTE,
+            ax=ax,
+            units="run_id",
+            estimator=None,
+        )
+        n_runs = frame["run_id"].nunique()
+        ax.set_title(f"{name}: {n_runs} run{'s' if n_runs != 1 else ''}")
+        ax.set_ylabel("normalised MAE")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.suptitle("Training and validation loss per epoch")
+    return figure
+
+
+def min_loss_vs_epochs(runs: pd.DataFrame) -> Figure:
+    """Minimal training and validation loss of each run against the epochs it trained (7-2)."""
+    long = runs.melt(
+        id_vars=["group", "epochs_trained"],
+        value_vars=["min_train_loss", "best_val_loss"],
+        var_name="loss",
+        value_name="value",
+    )
+    long["loss"] = long["loss"].map({"min_train_loss": "minimal train", "best_val_loss": "minimal validation"})
+    figure = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = figure.subplots()
+    sns.scatterplot(
+        data=long,
+        x="epochs_trained",
+        y="value",
+        hue="group",
+        hue_order=_groups(runs),
+        style="loss",
+        palette=_PALETTE,
+        s=60,
+        ax=ax,
+    )
+    ax.set_xlabel("epochs trained")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("normalised MAE")
+    ax.set_title("Minimal losses vs epochs trained")
+    return figure
+
+
+def training_times(runs: pd.DataFrame) -> Figure:
+    """Total training time of every run, per group (7-3)."""
+    scale, unit = _time_unit(runs["total_train_time_s"])
+    frame = runs.assign(total=runs["total_train_time_s"] / scale)
+    return _per_run_distribution(frame, "total", f"total training time ({unit})", "Total training time per run")
+
+
+def epochs_trained(runs: pd.DataFrame) -> Figure:
+    """Epochs trained by every run, per group (7-4); early stopping makes this vary."""
+    figure = _per_run_distribution(runs, "epochs_trained", "epochs trained", "Epochs trained per run")
+    figure.axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
+    return figure
+
+
+def epoch_times(history: pd.DataFrame) -> Figure:
+    """Distributions of per-epoch times: whole epoch, training pass, validation pass (7-6).
+
+    Two panels: the steady state (every epoch after the first) and the first epoch of each run, which
+    carries tracing, compilation and warm-up and would otherwise pass for speed. A run with a single epoch
+    appears only in the first-epoch panel.
+    """
+    columns = {"epoch_time_s": "epoch", "train_time_s": "training pass", "val_time_s": "validation pass"}
+    present = [c for c in columns if c in history.columns]
+    long = history.melt(id_vars=["group", "run_id", "epoch"], value_vars=present, var_name="part", value_name="s")
+    long["part"] = long["part"].map(columns)
+    first = long["epoch"] == long.groupby("run_id")["epoch"].transform("min")
+    order = [columns[c] for c in present]
+    groups = _groups(history)
+    figure = Figure(figsize=(11.0, 4.0), layout="constrained")
+    steady_ax, first_ax = figure.subplots(1, 2)
+    panels = [
+        (steady_ax, long[~first], "steady state (epochs after the first)"),
+        (first_ax, long[first], "first epoch"),
+    ]
+    for ax, frame, title in panels:
+        if frame.empty:
+            ax.text(0.5, 0.5, "no epochs", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        else:
+            sns.boxplot(
+                data=frame, x="part", y="s", hue="group", hue_order=groups, order=order, palette=_PALETTE, ax=ax
+            )
+            ax.set_xlabel("")
+            ax.set_ylabel("seconds")
+        ax.set_title(title)
+    figure.suptitle("Time per epoch")
+    return figure
+
+
+def losses(runs: pd.DataFrame) -> Figure:
+    """Minimal training and validation loss of every run, per group (7-7)."""
+    long = runs.melt(
+        id_vars=["group"], value_vars=["min_train_loss", "best_val_loss"], var_name="loss", value_name="value"
+    )
+    long["loss"] = long["loss"].map({"min_train_loss": "minimal train", "best_val_loss": "minimal validation"})
+    figure = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = figure.subplots()
+    sns.boxplot(data=long, x="loss", y="value", hue="group", hue_order=_groups(runs), palette=_PALETTE, ax=ax)
+    sns.stripplot(
+        data=long,
+        x="loss",
+        y="value",
+        hue="group",
+        hue_order=_groups(runs),
+        palette=_PALETTE,
+        dodge=True,
+        color="black",
+        legend=False,
+        ax=ax,
+    )
+    ax.set_xlabel("")
+    ax.set_ylabel("normalised MAE")
+    ax.set_title("Training and validation loss (minimum of each run)")
+    return figure
+
+
+def memory(runs: pd.DataFrame) -> Figure:
+    """Peak host memory (process RSS) and peak GPU memory (framework allocator) per run (7-8, 7-9)."""
+    figure = Figure(figsize=(9.0, 4.0), layout="constrained")
+    host_ax, gpu_ax = figure.subplots(1, 2)
+    panels = [
+        (host_ax, "host_rss_peak_bytes", "host RSS peak (GiB)"),
+        (gpu_ax, "gpu_mem_peak_bytes", "GPU allocator peak (GiB)"),
+    ]
+    for ax, column, label in panels:
+        values = pd.to_numeric(runs[column], errors="coerce") if column in runs.columns else None
+        if values is None or not np.isfinite(values).any():
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            ax.set_title(label)
+            continue
+        frame = runs.assign(gib=values / _GIB)
+        _strip_and_bar(ax, frame, "gib", _groups(runs))
+        ax.set_ylabel(label)
+        ax.set_title(label)
+    figure.suptitle("Memory per run")
+    return figure
+
+
+def prediction_time(evaluations: pd.DataFrame) -> Figure:
+    """Prediction time of each group's best model on the test split (7-10)."""
+    return _per_model_bar(evaluations, "predict_time_s", "seconds", "Prediction time on the test split (warm)")
+
+
+def test_loss(evaluations: pd.DataFrame, baseline: float | None = None) -> Figure:
+    """Test loss of each group's best model (7-11), with the FFT baseline as a dashed line when given."""
+    figure = _per_model_bar(evaluations, "test_loss", "normalised MAE", "Test loss of the best model")
+    if baseline is not None and np.isfinite(baseline):
+        ax = figure.axes[0]
+        ax.axhline(baseline, color="grey", linestyle="--", label=f"FFT baseline ({baseline:.3g})")
+        ax.legend(loc="best")
+    return figure
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _groups(frame: pd.DataFrame) -> list[str]:
+    return sorted(frame["group"].astype(str).unique())
+
+
+def _per_run_distribution(runs: pd.DataFrame, column: str, label: str, title: str) -> Figure:
+    figure = Figure(figsize=(5.0, 4.0), layout="constrained")
+    ax = figure.subplots()
+    _strip_and_bar(ax, runs, column, _groups(runs))
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    return figure
+
+
+def _strip_and_bar(ax: Axes, frame: pd.DataFrame, column: str, order: Sequence[str]) -> None:
+    """Mean as a bar, every run as a dot: with a handful of runs a box plot would hide more than it shows."""
+    sns.barplot(
+        data=frame,
+        x="group",
+        y=column,
+        hue="group",
+        order=order,
+        hue_order=order,
+        palette=_PALETTE,
+        errorbar=None,
+        alpha=0.5,
+        legend=False,
+        ax=ax,
+    )
+    sns.stripplot(data=frame, x="group", y=column, order=order, color="black", size=6, ax=ax)
+    ax.set_xlabel("")
+
+
+def _per_model_bar(evaluations: pd.DataFrame, column: str, label: str, title: str) -> Figure:
+    figure = Figure(figsize=(5.0, 4.0), layout="constrained")
+    ax = figure.subplots()
+    order = _groups(evaluations)
+    sns.barplot(
+        data=evaluations,
+        x="group",
+        y=column,
+        hue="group",
+        order=order,
+        hue_order=order,
+        palette=_PALETTE,
+        errorbar=None,
+        legend=False,
+        ax=ax,
+    )
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.3g")  # type: ignore[arg-type]
+    ax.set_xlabel("")
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    return figure
+
+
+def _time_unit(seconds: pd.Series) -> tuple[float, str]:
+    """Seconds, minutes or hours, whichever keeps the largest value readable."""
+    largest = float(np.nanmax(pd.to_numeric(seconds, errors="coerce"))) if len(seconds) else 0.0
+    if largest >= 3 * 3600:
+        return 3600.0, "h"
+    if largest >= 600:
+        return 60.0, "min"
+    return 1.0, "s"

@@ -1,0 +1,429 @@
+"""The comparison report: the reference's Table 7-1 for any set of runs, statistics across seeds, figures.
+
+``build_report`` is pure (DataFrames in, a :class:`Report` out); ``write_report`` writes it to a folder:
+
+- ``table.md``, ``table.csv``, ``table.html``: the Table 7-1 equivalent, one column per group;
+- ``runs.csv``, ``history.csv``, ``evaluations.csv``: the data behind it;
+- ``statistics.csv``, ``comparisons.csv``: median/IQR per metric and group; ratio intervals and rank tests;
+- ``figures/*.png`` and ``report.md`` (all of the above with the figures embedded).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis import plots, stats
+from thread_bench import tracking
+
+#: Per-run quantities derived from the epoch history (first epoch apart from the steady state).
+FIRST_EPOCH_TIME_S = "first_epoch_time_s"
+STEADY_EPOCH_TIME_S = "steady_epoch_time_s"
+STEADY_TRAIN_TIME_S = "steady_train_time_s"
+STEADY_VAL_TIME_S = "steady_val_time_s"
+
+#: Metrics summarised across seeds (median and IQR), in report order.
+STAT_METRICS = (
+    tracking.TOTAL_TRAIN_TIME_S,
+    tracking.EPOCHS_TRAINED,
+    FIRST_EPOCH_TIME_S,
+    STEADY_EPOCH_TIME_S,
+    STEADY_TRAIN_TIME_S,
+    STEADY_VAL_TIME_S,
+    tracking.HOST_RSS_PEAK_BYTES,
+    tracking.GPU_MEM_PEAK_BYTES,
+    tracking.GPU_MEM_NVML_BYTES,
+    tracking.MIN_TRAIN_LOSS,
+    tracking.BEST_VAL_LOSS,
+)
+
+_UNITS = {
+    tracking.TOTAL_TRAIN_TIME_S: "s",
+    tracking.EPOCHS_TRAINED: "epochs",
+    FIRST_EPOCH_TIME_S: "s",
+    STEADY_EPOCH_TIME_S: "s",
+    STEADY_TRAIN_TIME_S: "s",
+    STEADY_VAL_TIME_S: "s",
+    tracking.HOST_RSS_PEAK_BYTES: "bytes",
+    tracking.GPU_MEM_PEAK_BYTES: "bytes",
+    tracking.GPU_MEM_NVML_BYTES: "bytes",
+    tracking.MIN_TRAIN_LOSS: "loss",
+    tracking.BEST_VAL_LOSS: "loss",
+}
+
+NOT_MEASURED = "not measured"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The FFT counter's error on the test split (see ``analysis.evaluate.fft_baseline``)."""
+
+    test_loss: float
+    test_mae_threads_per_cm: float
+    n_counted: int
+    n_failed: int
+    px_per_cm_source: str
+
+
+@dataclass(frozen=True)
+class Report:
+    table: pd.DataFrame
+    """Index: quantity; column ``unit``, then one column per group (raw values: seconds, bytes, ...)."""
+    per_run: pd.DataFrame
+    history: pd.DataFrame
+    evaluations: pd.DataFrame
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    baseline: Baseline | None
+    context: dict[str, str] = field(default_factory=dict)
+    """Scope of the report (experiment, study, dataset digest, tracking URI...), shown as a list."""
+
+
+def per_run_table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` plus the per-run quantities computed from the epoch history.
+
+    Steady state = every epoch after the first (the first carries tracing, compilation and allocator
+    warm-up, DESIGN.md section 7); a run with a single epoch has no steady state and reports that epoch.
+    GPU memory falls back to the largest per-epoch value when the run has no summary value.
+    """
+    derived = []
+    for run_id, frame in history.groupby("run_id", sort=False):
+        frame = frame.sort_values("epoch")
+        steady = frame.iloc[1:] if len(frame) > 1 else frame
+        row: dict[str, Any] = {"run_id": run_id}
+        row[FIRST_EPOCH_TIME_S] = _first(frame, tracking.EPOCH_TIME_S)
+        for target, source in (
+            (STEADY_EPOCH_TIME_S, tracking.EPOCH_TIME_S),
+            (STEADY_TRAIN_TIME_S, tracking.TRAIN_TIME_S),
+            (STEADY_VAL_TIME_S, tracking.VAL_TIME_S),
+        ):
+            row[target] = float(steady[source].median()) if source in steady.columns else np.nan
+        for key in (tracking.GPU_MEM_PEAK_BYTES, tracking.GPU_MEM_NVML_BYTES):
+            row[f"epoch_max_{key}"] = float(frame[key].max()) if key in frame.columns else np.nan
+        derived.append(row)
+    columns = ["run_id", FIRST_EPOCH_TIME_S, STEADY_EPOCH_TIME_S, STEADY_TRAIN_TIME_S, STEADY_VAL_TIME_S]
+    columns += [f"epoch_max_{k}" for k in (tracking.GPU_MEM_PEAK_BYTES, tracking.GPU_MEM_NVML_BYTES)]
+    merged = runs.merge(pd.DataFrame(derived, columns=columns), on="run_id", how="left")
+    for key in (tracking.GPU_MEM_PEAK_BYTES, tracking.GPU_MEM_NVML_BYTES):
+        merged[key] = merged[key].fillna(merged.pop(f"epoch_max_{key}"))
+    return merged
+
+
+def comparison_table(
+    per_run: pd.DataFrame, evaluations: pd.DataFrame, baseline: Baseline | None = None
+) -> pd.DataFrame:
+    """The Table 7-1 equivalent: one column per group, raw values, a ``unit`` column.
+
+    Averages are means over the group's runs (as the reference reported them); minimal losses are the
+    minimum over the runs; test rows belong to the group's best run. The FFT rows repeat the baseline in
+    every column (it does not depend on the framework).
+    """
+    groups = sorted(per_run["group"].unique())
+    evaluation_of = {row["group"]: row for _, row in evaluations.iterrows()}
+
+    def of_runs(metric: str, how: str) -> Callable[[str], Any]:
+        def value(group: str) -> Any:
+            values = pd.to_numeric(per_run.loc[per_run["group"] == group, metric], errors="coerce")
+            values = values[np.isfinite(values)]
+            if values.empty:
+                return np.nan
+            return float(values.mean() if how == "mean" else values.min())
+
+        return value
+
+    def of_evaluation(metric: str) -> Callable[[str], Any]:
+        return lambda group: float(evaluation_of[group][metric]) if group in evaluation_of else np.nan
+
+    def best_run(group: str) -> str:
+        if group not in evaluation_of:
+            return ""
+        row = evaluation_of[group]
+        return f"seed {row['seed']} ({str(row['source_run_id'])[:8]})"
+
+    def text(column: str) -> Callable[[str], str]:
+        def value(group: str) -> str:
+            values = per_run.loc[per_run["group"] == group, column] if column in per_run else pd.Series(dtype=str)
+            return ", ".join(sorted({str(v) for v in values.dropna()}))
+
+        return value
+
+    rows: list[tuple[str, str, Callable[[str], Any]]] = [
+        ("Backend", "text", text("backend")),
+        ("Versions", "text", text("versions")),
+        ("Device", "text", text("device")),
+        ("CPU", "text", text("cpu")),
+        ("Runs (seeds)", "count", lambda group: int((per_run["group"] == group).sum())),
+        ("Average training time", "s", of_runs(tracking.TOTAL_TRAIN_TIME_S, "mean")),
+        ("Average epochs trained", "epochs", of_runs(tracking.EPOCHS_TRAINED, "mean")),
+        ("First epoch (warm-up)", "s", of_runs(FIRST_EPOCH_TIME_S, "mean")),
+        ("Time per epoch (steady state)", "s", of_runs(STEADY_EPOCH_TIME_S, "mean")),
+        ("Time per training pass", "s", of_runs(STEADY_TRAIN_TIME_S, "mean")),
+        ("Time per validation pass", "s", of_runs(STEADY_VAL_TIME_S, "mean")),
+        ("Prediction time on the test set (warm)", "s", of_evaluation(tracking.PREDICT_TIME_S)),
+        ("GPU memory, allocator peak", "bytes", of_runs(tracking.GPU_MEM_PEAK_BYTES, "mean")),
+        ("GPU memory, NVML per process", "bytes", of_runs(tracking.GPU_MEM_NVML_BYTES, "mean")),
+        ("Host memory peak (RSS)", "bytes", of_runs(tracking.HOST_RSS_PEAK_BYTES, "mean")),
+        ("Minimal train loss", "loss", of_runs(tracking.MIN_TRAIN_LOSS, "min")),
+        ("Minimal validation loss", "loss", of_runs(tracking.BEST_VAL_LOSS, "min")),
+        ("Best run (by validation loss)", "text", best_run),
+        ("Test loss of the best model", "loss", of_evaluation(tracking.TEST_LOSS)),
+        ("Test MAE of the best model", "threads/cm", of_evaluation(tracking.TEST_MAE_THREADS_PER_CM)),
+    ]
+    if baseline is not None:
+        rows += [
+            ("FFT baseline test loss (no learning)", "loss", lambda group: baseline.test_loss),
+            ("FFT baseline test MAE (no learning)", "threads/cm", lambda group: baseline.test_mae_threads_per_cm),
+        ]
+    table = pd.DataFrame(
+        {"unit": [unit for _, unit, _ in rows], **{g: [fn(g) for _, _, fn in rows] for g in groups}},
+        index=pd.Index([label for label, _, _ in rows], name="quantity"),
+    )
+    return table
+
+
+def build_report(
+    runs: pd.DataFrame,
+    history: pd.DataFrame,
+    evaluations: pd.DataFrame,
+    baseline: Baseline | None = None,
+    context: Mapping[str, str] | None = None,
+    *,
+    seed: int = 0,
+) -> Report:
+    """Everything the report shows, computed from the selected runs, their histories and evaluations.
+
+    Args:
+        runs: one row per training run (``analysis.runs.tidy`` + ``assign_groups``).
+        history: per-epoch metrics (``analysis.runs.load_histories``).
+        evaluations: one row per group: ``group``, ``seed``, ``source_run_id``, the evaluation metrics.
+        seed: seeds the bootstrap.
+    """
+    per_run = per_run_table(runs, history)
+    return Report(
+        table=comparison_table(per_run, evaluations, baseline),
+        per_run=per_run,
+        history=history,
+        evaluations=evaluations,
+        summary=stats.summarize(per_run, STAT_METRICS),
+        comparisons=stats.compare_groups(
+            per_run, time_metric=STEADY_EPOCH_TIME_S, loss_metric=tracking.BEST_VAL_LOSS, seed=seed
+        ),
+        baseline=baseline,
+        context=dict(context or {}),
+    )
+
+
+def figures(report: Report) -> dict[str, Figure]:
+    """The report's figures by file stem (the reference's figure numbers in the comments)."""
+    per_run, history, evaluations = report.per_run, report.history, report.evaluations
+    made = {
+        "learning_curves": plots.learning_curves(history),  # 7-1, 7-5
+        "min_loss_vs_epochs": plots.min_loss_vs_epochs(per_run),  # 7-2
+        "training_times": plots.training_times(per_run),  # 7-3
+        "epochs_trained": plots.epochs_trained(per_run),  # 7-4
+        "epoch_times": plots.epoch_times(history),  # 7-6
+        "losses": plots.losses(per_run),  # 7-7
+        "memory": plots.memory(per_run),  # 7-8, 7-9
+    }
+    if not evaluations.empty:
+        made["prediction_time"] = plots.prediction_time(evaluations)  # 7-10
+        made["test_loss"] = plots.test_loss(  # 7-11
+            evaluations, report.baseline.test_loss if report.baseline else None
+        )
+    return made
+
+
+# -------------------------------------------------------------------------------------------- writing
+
+
+def write_report(report: Report, directory: str | Path, *, dpi: int = 110) -> list[Path]:
+    """Write every file of the report into ``directory`` (created); returns the paths written."""
+    out = Path(directory)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def write(name: str, text: str) -> None:
+        path = out / name
+        path.write_text(text)
+        written.append(path)
+
+    write("table.csv", report.table.to_csv())
+    write("table.md", table_markdown(report.table))
+    write("table.html", table_html(report.table))
+    write("runs.csv", report.per_run.to_csv(index=False))
+    write("history.csv", report.history.to_csv(index=False))
+    write("evaluations.csv", report.evaluations.to_csv(index=False))
+    write("statistics.csv", report.summary.to_csv(index=False))
+    write("comparisons.csv", report.comparisons.to_csv(index=False))
+    figure_paths = {}
+    for stem, figure in figures(report).items():
+        path = out / "figures" / f"{stem}.png"
+        figure.savefig(path, dpi=dpi)
+        figure_paths[stem] = path.relative_to(out)
+        written.append(path)
+    write("report.md", report_markdown(report, figure_paths))
+    return written
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """The comparison table as a GitHub Markdown table, values formatted with their units."""
+    return _markdown(_formatted(table))
+
+
+def table_html(table: pd.DataFrame) -> str:
+    formatted = _formatted(table)
+    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in formatted.columns)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in formatted.itertuples(index=False)
+    )
+    return (
+        '<table class="thread-bench-comparison">\n'
+        f"<thead><tr>{header}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
+    )
+
+
+def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
+    lines = ["# Keras vs PyTorch: comparison report", ""]
+    lines += [f"- **{key}**: {value}" for key, value in report.context.items()]
+    lines += [
+        "",
+        "## Performance comparison (Table 7-1 of the reference study)",
+        "",
+        table_markdown(report.table),
+        "",
+        "Averages are means over each group's runs; the minimal losses are minima over them; test rows "
+        "belong to the run with the lowest validation loss, evaluated on the test split of the same prepared "
+        "dataset. Steady-state times are the median over the epochs after the first; the first epoch (tracing, "
+        "compilation, warm-up) is listed apart. Host memory is the peak resident set size of the training "
+        "process; GPU memory is the framework allocator's peak (not the memory a framework reserves).",
+    ]
+    if report.baseline is not None:
+        lines += [
+            "",
+            f"The FFT baseline counted {report.baseline.n_counted} test sub-patches "
+            f"({report.baseline.n_failed} uncountable, left out); resolution from the "
+            f"{report.baseline.px_per_cm_source}.",
+        ]
+    lines += ["", "## Statistics across seeds", "", _markdown(_summary_wide(report.summary)), ""]
+    lines += _comparison_lines(report.comparisons)
+    if figure_paths:
+        lines += ["", "## Figures", ""]
+        for stem, path in figure_paths.items():
+            lines += [f"![{stem.replace('_', ' ')}]({path.as_posix()})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _comparison_lines(comparisons: pd.DataFrame) -> list[str]:
+    if comparisons.empty:
+        return ["Only one group: nothing to compare."]
+    rows = []
+    for row in comparisons.itertuples(index=False):
+        ratio = (
+            f"{row.time_ratio:.3g} [{row.time_ratio_low:.3g}, {row.time_ratio_high:.3g}]"
+            if math.isfinite(row.time_ratio)
+            else NOT_MEASURED
+        )
+        test = (
+            f"U = {row.u_statistic:.3g}, p = {row.p_value:.3g}, P({row.a} < {row.b}) ≈ {1 - row.effect:.2f}"
+            if math.isfinite(row.p_value)
+            else "n/a"
+        )
+        rows.append([f"{row.a} / {row.b}", f"{row.n_a} / {row.n_b}", ratio, test])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "groups (a / b)",
+            "runs",
+            "steady epoch time ratio a/b, 95 % bootstrap CI",
+            "validation loss, Mann–Whitney U (two-sided)",
+        ],
+    )
+    note = (
+        "The ratio is of the groups' mean steady-state epoch times, with a percentile bootstrap over runs "
+        f"({stats.BOOTSTRAP_RESAMPLES} resamples); with few runs the interval is wide or degenerate and the "
+        "rank test cannot reach significance (two runs per group: the smallest possible p is 0.33)."
+    )
+    return [_markdown(frame), "", note]
+
+
+def _summary_wide(summary: pd.DataFrame) -> pd.DataFrame:
+    """Metric rows, group columns, cells ``median [q1, q3]`` formatted with the metric's unit."""
+    if summary.empty:
+        return pd.DataFrame()
+    cells = summary.assign(
+        cell=[
+            f"{_format(r.median, _UNITS.get(r.metric, ''))} "
+            f"[{_format(r.q1, _UNITS.get(r.metric, ''))}, {_format(r.q3, _UNITS.get(r.metric, ''))}]"
+            for r in summary.itertuples(index=False)
+        ]
+    )
+    wide = cells.pivot(index="metric", columns="group", values="cell")
+    order = [m for m in STAT_METRICS if m in wide.index]
+    wide = wide.loc[order].fillna(NOT_MEASURED)
+    wide.index = [f"{m} (median [IQR])" for m in wide.index]
+    return wide.reset_index(names="metric")
+
+
+def _formatted(table: pd.DataFrame) -> pd.DataFrame:
+    groups = [c for c in table.columns if c != "unit"]
+    formatted = pd.DataFrame(
+        {g: [_format(v, u) for v, u in zip(table[g], table["unit"], strict=True)] for g in groups},
+        index=table.index,
+    )
+    return formatted.reset_index()
+
+
+def _format(value: Any, unit: str) -> str:
+    if unit == "text":
+        return str(value) if value not in (None, "") else "—"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return NOT_MEASURED
+    if unit == "s":
+        if number >= 3600:
+            return f"{number / 3600:.2f} h"
+        if number >= 120:
+            return f"{number / 60:.1f} min"
+        return f"{number:.3g} s"
+    if unit == "bytes":
+        for size, name in ((1024.0**3, "GiB"), (1024.0**2, "MiB"), (1024.0, "KiB")):
+            if number >= size:
+                return f"{number / size:.2f} {name}"
+        return f"{number:.0f} B"
+    if unit == "loss":
+        # The reference's notation for its losses (around 0.01); large losses (short trainings) plainly.
+        return f"{number * 1e3:.2f} × 10⁻³" if abs(number) < 0.1 else f"{number:.3f}"
+    if unit == "count":
+        return f"{number:.0f}"
+    if unit == "epochs":
+        return f"{number:.1f}"
+    return f"{number:.3g} {unit}".strip()
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(no data)"
+    columns = [str(c) for c in frame.columns]
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _first(frame: pd.DataFrame, column: str) -> float:
+    return float(frame[column].iloc[0]) if column in frame.columns and len(frame) else float("nan")

@@ -1,0 +1,349 @@
+"""The analysis on fabricated training runs: selection, grouping, digest check, statistics, report, figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from analysis import evaluate, plots, report, runs, stats
+from thread_bench import tracking
+from thread_bench.config import DataConfig, resolve
+from thread_bench.data.prepare import ensure_prepared, synthetic_corpus_dir
+from thread_bench.data.prepared import PreparedDataset
+
+DIGEST = "d" * 64
+
+# seaborn 0.13's boxplot passes matplotlib's deprecated ``vert``; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplotlib.MatplotlibDeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One private store for the module (creating an MLflow SQLite schema takes seconds)."""
+    directory = tmp_path_factory.mktemp("analysis-store")
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("MLFLOW_RUN_ID", raising=False)
+        patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+        mlflow.set_tracking_uri(uri)
+        yield uri
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def experiment(store: str, request: pytest.FixtureRequest) -> str:
+    """A fresh experiment per test in the module's store."""
+    return str(request.node.name)
+
+
+def fabricate_run(
+    framework: str,
+    seed: int,
+    *,
+    experiment: str,
+    study: str | None = "s1",
+    backend: str | None = None,
+    digest: str = DIGEST,
+    epochs: int = 4,
+    epoch_time_s: float = 2.0,
+    val_floor: float = 0.1,
+    status: str = "FINISHED",
+) -> str:
+    """A training run with the names training logs (DESIGN.md section 5), without a model."""
+    mlflow.set_experiment(experiment)
+    tags = {tracking.TAG_ROLE: tracking.ROLE_TRAIN, tracking.TAG_FRAMEWORK: framework}
+    if study:
+        tags[tracking.TAG_STUDY] = study
+    rng = np.random.default_rng(seed)
+    with mlflow.start_run(run_name=f"{framework}-{seed}", tags=tags) as run:
+        mlflow.log_params(
+            {
+                "framework": framework,
+                "backend": backend or framework,
+                "seed": seed,
+                "profile": "smoke",
+                "dataset_digest": digest,
+                "batch_size": 8,
+            }
+        )
+        val_losses = []
+        for epoch in range(epochs):
+            train_loss = 1.0 / (epoch + 1) + 0.01 * rng.random()
+            val_loss = val_floor + 0.5 / (epoch + 1) + 0.01 * rng.random()
+            val_losses.append(val_loss)
+            warmup = 3.0 if epoch == 0 else 1.0
+            mlflow.log_metrics(
+                {
+                    tracking.TRAIN_LOSS: train_loss,
+                    tracking.VAL_LOSS: val_loss,
+                    tracking.EPOCH_TIME_S: epoch_time_s * warmup * (1 + 0.05 * rng.random()),
+                    tracking.TRAIN_TIME_S: 0.9 * epoch_time_s * warmup,
+                    tracking.VAL_TIME_S: 0.1 * epoch_time_s,
+                    tracking.HOST_RSS_PEAK_BYTES: 1e9 + 1e6 * epoch,
+                },
+                step=epoch,
+            )
+        mlflow.log_metrics(
+            {
+                tracking.BEST_VAL_LOSS: min(val_losses),
+                tracking.BEST_EPOCH: int(np.argmin(val_losses)),
+                tracking.MIN_TRAIN_LOSS: 1.0 / epochs,
+                tracking.EPOCHS_TRAINED: epochs,
+                tracking.TOTAL_TRAIN_TIME_S: epochs * epoch_time_s + 2 * epoch_time_s,
+                tracking.MEDIAN_EPOCH_TIME_S: epoch_time_s,
+                tracking.HOST_RSS_PEAK_BYTES: 1.5e9,
+            }
+        )
+        run_id = run.info.run_id
+    if status != "FINISHED":
+        mlflow.MlflowClient().set_terminated(run_id, status=status)
+    return str(run_id)
+
+
+def selected(experiment: str, study: str | None = "s1") -> pd.DataFrame:
+    return runs.assign_groups(runs.search_training_runs(experiment, study=study))
+
+
+def fake_evaluations(per_group_best: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "group": per_group_best["group"],
+            "seed": per_group_best["seed"],
+            "source_run_id": per_group_best["run_id"],
+            tracking.TEST_LOSS: [0.12, 0.11][: len(per_group_best)],
+            tracking.TEST_MAE_THREADS_PER_CM: [1.5, 1.4][: len(per_group_best)],
+            tracking.PREDICT_TIME_S: [0.3, 0.2][: len(per_group_best)],
+        }
+    )
+
+
+def test_selects_finished_training_runs_of_the_study(experiment: str) -> None:
+    keep = [fabricate_run("keras", 0, experiment=experiment), fabricate_run("torch", 0, experiment=experiment)]
+    fabricate_run("torch", 1, experiment=experiment, status="FAILED")
+    fabricate_run("keras", 1, experiment=experiment, study="other")
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(tags={tracking.TAG_ROLE: tracking.ROLE_EVALUATION, tracking.TAG_STUDY: "s1"}):
+        pass
+
+    found = selected(experiment)
+
+    assert sorted(found["run_id"]) == sorted(keep)
+    assert list(found["group"]) == ["keras", "torch"]
+    assert found["seed"].tolist() == [0, 0]
+    assert len(selected(experiment, study=None)) == 3
+
+
+def test_no_runs_is_a_clear_error(experiment: str) -> None:
+    fabricate_run("torch", 0, experiment=experiment, status="FAILED")
+    with pytest.raises(ValueError, match=rf"no FINISHED training runs found for experiment '{experiment}', study 's1'"):
+        runs.search_training_runs(experiment, study="s1")
+    with pytest.raises(ValueError, match=re.escape("did not finish: {'FAILED': 1}")):
+        runs.search_training_runs(experiment, study="s1")
+    with pytest.raises(ValueError, match="no experiment named 'missing'"):
+        runs.search_training_runs("missing")
+
+
+def test_groups_split_on_knobs_that_vary_within_a_framework(experiment: str) -> None:
+    fabricate_run("keras", 0, experiment=experiment, backend="tensorflow")
+    fabricate_run("keras", 1, experiment=experiment, backend="jax")
+    fabricate_run("torch", 0, experiment=experiment)
+    fabricate_run("torch", 1, experiment=experiment)
+
+    groups = sorted(selected(experiment)["group"].unique())
+
+    assert groups == ["keras (backend=jax)", "keras (backend=tensorflow)", "torch"]
+
+
+def test_best_run_per_group_has_the_lowest_validation_loss(experiment: str) -> None:
+    worse = fabricate_run("keras", 0, experiment=experiment, val_floor=0.3)
+    better = fabricate_run("keras", 1, experiment=experiment, val_floor=0.1)
+    fabricate_run("torch", 0, experiment=experiment)
+
+    best = runs.best_per_group(selected(experiment))
+
+    assert list(best["group"]) == ["keras", "torch"]
+    assert best.loc[best["group"] == "keras", "run_id"].item() == better != worse
+
+
+def test_different_datasets_are_refused_naming_runs_and_digests(experiment: str) -> None:
+    first = fabricate_run("keras", 0, experiment=experiment, digest="a" * 64)
+    second = fabricate_run("torch", 0, experiment=experiment, digest="b" * 64)
+
+    with pytest.raises(ValueError, match="different prepared datasets") as error:
+        runs.require_single_dataset(selected(experiment))
+
+    message = str(error.value)
+    assert first in message and second in message and "aaaaaaaaaaaaaaaa" in message and "bbbbbbbbbbbbbbbb" in message
+
+
+def test_report_has_a_column_per_framework_and_every_file(experiment: str, tmp_path: Path) -> None:
+    for seed in range(3):
+        fabricate_run("keras", seed, experiment=experiment, epoch_time_s=1.0)
+        fabricate_run("torch", seed, experiment=experiment, epoch_time_s=2.0, epochs=5)
+    chosen = selected(experiment)
+    history = runs.load_histories(chosen)
+    baseline = report.Baseline(0.2, 3.0, n_counted=10, n_failed=1, px_per_cm_source="synthetic default")
+
+    built = report.build_report(
+        chosen, history, fake_evaluations(runs.best_per_group(chosen)), baseline, {"experiment": experiment}
+    )
+    written = report.write_report(built, tmp_path / "report")
+
+    table = built.table
+    assert list(table.columns) == ["unit", "keras", "torch"]
+    assert table.loc["Runs (seeds)", "keras"] == 3
+    assert table.loc["Average epochs trained", "torch"] == pytest.approx(5.0)
+    assert table.loc["FFT baseline test loss (no learning)", "keras"] == 0.2
+    # Steady state excludes the 3x slower first epoch.
+    assert table.loc["Time per epoch (steady state)", "keras"] == pytest.approx(1.0, rel=0.06)
+    assert table.loc["First epoch (warm-up)", "keras"] == pytest.approx(3.0, rel=0.06)
+    assert np.isnan(table.loc["GPU memory, allocator peak", "keras"])
+    comparison = built.comparisons.iloc[0]
+    assert (comparison["a"], comparison["b"]) == ("keras", "torch")
+    assert comparison["time_ratio_low"] <= comparison["time_ratio"] == pytest.approx(0.5, rel=0.06)
+    assert comparison["time_ratio"] <= comparison["time_ratio_high"]
+    names = {path.relative_to(tmp_path / "report").as_posix() for path in written}
+    assert {"table.md", "table.csv", "table.html", "report.md", "statistics.csv", "comparisons.csv"} <= names
+    assert {f"figures/{stem}.png" for stem in report.figures(built)} <= names
+    markdown = (tmp_path / "report" / "table.md").read_text()
+    assert "| quantity | keras | torch |" in markdown
+    assert "not measured" in markdown
+    assert "![learning curves](figures/learning_curves.png)" in (tmp_path / "report" / "report.md").read_text()
+    csv = pd.read_csv(tmp_path / "report" / "table.csv", index_col="quantity")
+    assert float(csv.loc["Test loss of the best model", "torch"]) == pytest.approx(0.11)
+
+
+def test_plots_are_pure_functions_returning_figures(experiment: str) -> None:
+    for seed in range(2):
+        fabricate_run("keras", seed, experiment=experiment)
+        fabricate_run("torch", seed, experiment=experiment)
+    chosen = selected(experiment)
+    history = runs.load_histories(chosen)
+    per_run = report.per_run_table(chosen, history)
+    backend_before = matplotlib.get_backend()
+
+    made = [
+        plots.learning_curves(history),
+        plots.min_loss_vs_epochs(per_run),
+        plots.training_times(per_run),
+        plots.epochs_trained(per_run),
+        plots.epoch_times(history),
+        plots.losses(per_run),
+        plots.memory(per_run),
+        plots.prediction_time(fake_evaluations(runs.best_per_group(chosen))),
+        plots.test_loss(fake_evaluations(runs.best_per_group(chosen)), baseline=0.2),
+    ]
+
+    assert all(isinstance(figure, Figure) for figure in made)
+    assert len(made[0].axes) >= 2  # a panel per framework
+    assert matplotlib.get_backend() == backend_before
+
+
+def test_median_iqr() -> None:
+    assert stats.median_iqr([1.0, 2.0, 3.0, 4.0, np.nan]) == (2.5, 1.75, 3.25)
+    assert all(np.isnan(stats.median_iqr([])))
+
+
+def test_bootstrap_ratio_is_seeded_and_brackets_the_ratio() -> None:
+    rng = np.random.default_rng(1)
+    a, b = 2.0 + 0.1 * rng.standard_normal(10), 1.0 + 0.05 * rng.standard_normal(10)
+
+    first = stats.bootstrap_ratio(a, b, seed=3)
+    again = stats.bootstrap_ratio(a, b, seed=3)
+
+    assert first == again
+    assert first.low < first.ratio < first.high
+    assert first.low > 1.8 and first.high < 2.2
+    with pytest.raises(ValueError, match="needs values in both groups"):
+        stats.bootstrap_ratio(a, [])
+
+
+def test_mann_whitney_separated_groups() -> None:
+    test = stats.mann_whitney([1.0, 2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 8.0, 9.0, 10.0])
+
+    assert test.statistic == 0.0 and test.effect == 0.0
+    assert test.p_value == pytest.approx(2 / 252)  # exact: 2 of the C(10, 5) orderings are this extreme
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "text"),
+    [
+        (7920.0, "s", "2.20 h"),
+        (131.42, "s", "2.2 min"),
+        (2.7, "s", "2.7 s"),
+        (4.98 * 1024**3, "bytes", "4.98 GiB"),
+        (0.01089, "loss", "10.89 × 10⁻³"),
+        (float("nan"), "bytes", "not measured"),
+        (60.1, "epochs", "60.1"),
+    ],
+)
+def test_values_are_formatted_with_units(value: float, unit: str, text: str) -> None:
+    assert report._format(value, unit) == text
+
+
+@pytest.fixture(scope="module")
+def smoke_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[PreparedDataset, DataConfig, Path]:
+    root = tmp_path_factory.mktemp("data")
+    config = resolve(DataConfig, "smoke")
+    return ensure_prepared(config, root, workers=1).dataset, config, root
+
+
+def run_params(config: DataConfig, dataset: PreparedDataset) -> dict[str, object]:
+    """A training run's row as ``runs.tidy`` leaves it: the data params, as logged (strings)."""
+    params = {f"params.{'data_seed' if k == 'seed' else k}": str(v) for k, v in dataclasses.asdict(config).items()}
+    return {"run_id": "0" * 32, **params, f"params.{tracking.PARAM_DATASET_KEY}": dataset.manifest["key"]}
+
+
+def test_dataset_is_found_in_the_data_root_or_rebuilt_from_the_params(
+    store: str, smoke_dataset: tuple[PreparedDataset, DataConfig, Path], tmp_path: Path
+) -> None:
+    dataset, config, root = smoke_dataset
+    run = run_params(config, dataset)
+
+    found = runs.locate_dataset(run, dataset.digest, data_root=root)
+    # One worker: for 12 patches, starting a process pool costs more than the work.
+    rebuilt = runs.locate_dataset(run, dataset.digest, data_root=tmp_path / "elsewhere", workers=1)
+
+    assert found.path == dataset.path
+    assert rebuilt.digest == dataset.digest and rebuilt.path.is_relative_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=r"--dataset .* has digest"):
+        runs.locate_dataset(run, "f" * 64, dataset_dir=dataset.path)
+    unknown = {**run, "params.source": str(tmp_path / "gone"), f"params.{tracking.PARAM_DATASET_KEY}": "nope"}
+    with pytest.raises(FileNotFoundError, match=r"not found; tried: .*nope"):
+        runs.locate_dataset(unknown, dataset.digest, data_root=root)
+
+
+def test_fft_baseline_uses_the_resolution_of_the_stored_images(
+    smoke_dataset: tuple[PreparedDataset, DataConfig, Path],
+) -> None:
+    dataset, config, root = smoke_dataset
+    corpus_dir = synthetic_corpus_dir(config, root)
+
+    from_index, source = evaluate.stored_px_per_cm(dataset, dataset.test, corpus_dir)
+    fallback, fallback_source = evaluate.stored_px_per_cm(dataset, dataset.test, None)
+    baseline = evaluate.fft_baseline(dataset.test, from_index, source)
+
+    # 200 px/cm sub-patches of crop_px=200 resized to input_size=32 px.
+    assert np.allclose(from_index, 200.0 * config.input_size / config.crop_px)
+    assert np.array_equal(from_index, fallback)
+    assert (source, fallback_source) == ("corpus index", "synthetic default")
+    assert baseline.n_counted + baseline.n_failed == len(dataset.test)
+    assert np.isfinite(baseline.test_loss) and baseline.test_mae_threads_per_cm > 0
+
+
+def test_normalised_mae_is_the_training_loss() -> None:
+    predictions, labels = np.array([11.0, 9.0]), np.array([10.0, 10.0])
+
+    assert evaluate.normalised_mae(predictions, labels) == pytest.approx(0.1)
+    assert evaluate.mean_absolute_error(predictions, labels) == pytest.approx(1.0)

@@ -1,0 +1,155 @@
+"""The study entry point: a tiny real study (2 seeds x 2 frameworks, smoke profile), resumed, and its report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from analysis import cli as analysis_cli
+from thread_bench import study, tracking
+
+# seaborn 0.13's boxplot passes matplotlib's deprecated ``vert``; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplotlib.MatplotlibDeprecationWarning")
+
+
+def search(experiment: str, role: str) -> pd.DataFrame:
+    found = mlflow.search_runs(
+        experiment_names=[experiment], filter_string=f"tags.`{tracking.TAG_ROLE}` = '{role}'", output_format="pandas"
+    )
+    assert isinstance(found, pd.DataFrame)
+    return found
+
+
+def test_tiny_study_trains_resumes_and_reports(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("THREAD_BENCH_DATA", str(tmp_path / "data"))
+    out = tmp_path / "report"
+    argv = ["--profile", "smoke", "--seeds", "2", "--study", "tiny", "--experiment", "e2e", "--out", str(out)]
+
+    assert study.main(argv) == 0
+
+    trainings = search("e2e", tracking.ROLE_TRAIN)
+    assert len(trainings) == 4
+    assert set(trainings["status"]) == {"FINISHED"}
+    assert set(trainings[f"tags.{tracking.TAG_STUDY}"]) == {"tiny"}
+    assert sorted(zip(trainings["params.framework"], trainings["params.seed"], strict=True)) == [
+        ("keras", "0"),
+        ("keras", "1"),
+        ("torch", "0"),
+        ("torch", "1"),
+    ]
+    assert trainings["params.dataset_digest"].nunique() == 1
+    study_run = search("e2e", tracking.ROLE_STUDY)
+    assert set(trainings["tags.mlflow.parentRunId"]) == {study_run["run_id"].item()}
+
+    # One evaluation run per framework, linked to the best training run of that framework.
+    evaluations = search("e2e", tracking.ROLE_EVALUATION)
+    assert len(evaluations) == 2
+    for evaluation in evaluations.to_dict("records"):
+        source = trainings[trainings["run_id"] == evaluation[f"tags.{tracking.TAG_SOURCE_RUN_ID}"]]
+        assert len(source) == 1, "the evaluation's source is one of the study's training runs"
+        framework = source["params.framework"].item()
+        same_framework = trainings[trainings["params.framework"] == framework]
+        assert (
+            source[f"metrics.{tracking.BEST_VAL_LOSS}"].item()
+            == same_framework[f"metrics.{tracking.BEST_VAL_LOSS}"].min()
+        )
+    assert evaluations[f"metrics.{tracking.TEST_LOSS}"].notna().all()
+    assert (evaluations[f"metrics.{tracking.PREDICT_TIME_S}"] > 0).all()
+
+    # The report: both frameworks in the table, every figure, logged on the analysis run.
+    table = pd.read_csv(out / "table.csv", index_col="quantity")
+    assert {"keras", "torch"} <= set(table.columns)
+    assert float(table.loc["Runs (seeds)", "keras"]) == 2
+    assert float(table.loc["Test loss of the best model", "torch"]) > 0
+    assert "FFT baseline test loss (no learning)" in table.index
+    figures = {path.stem for path in (out / "figures").glob("*.png") if path.stat().st_size > 0}
+    assert {"learning_curves", "epoch_times", "memory", "prediction_time", "test_loss"} <= figures
+    analysis = search("e2e", tracking.ROLE_ANALYSIS)
+    assert analysis["tags.mlflow.parentRunId"].item() == study_run["run_id"].item()
+    assert set(evaluations["tags.mlflow.parentRunId"]) == {analysis["run_id"].item()}
+    artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(analysis["run_id"].item(), "report")}
+    assert {"report/table.md", "report/table.html", "report/report.md", "report/figures"} <= artifacts
+
+    # Resuming the same study trains nothing more.
+    capsys.readouterr()
+    assert study.main([*argv, "--analyze", "false"]) == 0
+    assert "0 trained, 4 already finished" in capsys.readouterr().out
+    assert len(search("e2e", tracking.ROLE_TRAIN)) == 4
+
+
+def _settings(*argv: str) -> study.StudySettings:
+    return study.settings_from_args(study.build_parser().parse_args(list(argv)))
+
+
+def test_study_defaults_and_validation() -> None:
+    settings = _settings("--profile", "smoke")
+
+    assert settings.study == "smoke-tensorflow-data0"
+    assert settings.seeds == (0, 1, 2)
+    assert settings.frameworks == ("keras", "torch")
+    assert settings.epochs == 2 and not settings.epochs_given
+    assert _settings("--profile", "smoke", "--seeds", "2", "--first_seed", "5").seeds == (5, 6)
+    with pytest.raises(ValueError, match="--frameworks"):
+        _settings("--frameworks", "keras,mxnet")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        _settings("--backend", "theano")
+    with pytest.raises(ValueError, match="--seeds must be an integer"):
+        _settings("--seeds", "two")
+
+
+def test_pending_skips_finished_pairs_seed_by_seed() -> None:
+    settings = _settings("--profile", "smoke", "--seeds", "2", "--backend", "jax")
+    done = pd.DataFrame(
+        {
+            "run_id": ["a", "b"],
+            "framework": ["keras", "keras"],
+            "backend": ["jax", "tensorflow"],  # a tensorflow run is not a jax run
+            "seed": [0, 1],
+        }
+    )
+
+    todo, skipped = study.pending(settings, done)
+
+    assert skipped == [("keras", 0)]
+    assert todo == [("torch", 0), ("keras", 1), ("torch", 1)]
+
+
+def test_training_subprocesses_are_tagged_through_the_run_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_RUN_ID", "launch")
+    settings = _settings("--profile", "smoke", "--study", "s")
+
+    environment = study.training_environment(settings, "parent")
+    command = study.training_command(settings, "keras", 3)
+
+    assert "MLFLOW_RUN_ID" not in environment
+    assert json.loads(environment["MLFLOW_RUN_CONTEXT"]) == {tracking.TAG_STUDY: "s", "mlflow.parentRunId": "parent"}
+    assert command[1:4] == ["-m", "thread_bench.keras_train", "--profile"]
+    assert command[command.index("--seed") + 1] == "3"
+    assert command[command.index("--backend") + 1] == "tensorflow"
+
+
+def test_resuming_with_other_settings_is_refused(tracking_store: str) -> None:
+    mlflow.set_experiment("resume")
+    tags = {tracking.TAG_ROLE: tracking.ROLE_TRAIN, tracking.TAG_STUDY: "s"}
+    with mlflow.start_run(tags=tags):
+        mlflow.log_params({"framework": "torch", "backend": "torch", "seed": 0, "profile": "laptop"})
+        mlflow.log_params({"data_seed": 0, "epochs": 30, "dataset_digest": "x"})
+
+    with pytest.raises(ValueError, match=r"study 's' already has training runs with profile=\['laptop'\]"):
+        study.finished_runs(_settings("--profile", "smoke", "--study", "s", "--experiment", "resume"))
+
+
+def test_analysis_without_runs_exits_with_a_clear_message(
+    tracking_store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        analysis_cli.main(["--experiment", "nothing-here"])
+
+    assert exit_info.value.code == 2
+    assert "no experiment named 'nothing-here'" in capsys.readouterr().err

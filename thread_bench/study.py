@@ -1,0 +1,394 @@
+"""The ``study`` entry point: train N seeds x frameworks on one prepared dataset, then run the analysis.
+
+python -m thread_bench.study [--study ID] [--seeds 3] [--frameworks keras,torch] [--backend tensorflow]
+                             [--profile laptop] [--data_seed N] [--source DIR] [--epochs N] [--experiment NAME]
+                             [--out DIR]
+
+Every training run is tagged ``thread_bench.study=<ID>`` and nested under a ``study`` run. The study is
+resumable: re-running the same command skips every (framework, backend, seed) that already has a
+FINISHED training run in the study, so an interrupted study loses at most the training in progress.
+
+**Each training runs in a fresh subprocess** (``python -m thread_bench.<framework>_train``), never in this
+process: Keras fixes its backend at its first import; the host memory peak and the kernel's ``ru_maxrss``
+are per process, so a second training in the same process would report the first one's memory; framework
+caches (traced graphs, allocator pools) would make later first epochs look faster than they are; and a
+crash or an out-of-memory kill ends one training, not the study. The cost is the imports, a few seconds
+per training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from thread_bench import cli, tracking
+from thread_bench.config import DataConfig, TrainConfig, profile_names, resolve
+from thread_bench.data.prepare import data_root
+from thread_bench.training.options import KERAS_BACKENDS, KerasOptions
+
+log = logging.getLogger(__name__)
+
+FRAMEWORKS = ("keras", "torch")
+DEFAULT_SEEDS = 3
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What a study trains; see :func:`build_parser` for the meaning of each field."""
+
+    study: str
+    seeds: tuple[int, ...]
+    frameworks: tuple[str, ...]
+    backend: str
+    profile: str
+    data: DataConfig
+    epochs: int
+    epochs_given: bool
+    experiment: str
+    out: str | None
+    data_root: Path
+    analyze: bool
+
+    def backend_of(self, framework: str) -> str:
+        """The ``backend`` param a training of ``framework`` logs."""
+        return self.backend if framework == "keras" else framework
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    run_id: str
+    trained: list[tuple[str, int]]
+    skipped: list[tuple[str, int]]
+    failed: list[tuple[str, int]]
+    analysis_run_id: str | None
+
+
+# -------------------------------------------------------------------------------------- resumability
+
+
+def finished_runs(settings: StudySettings) -> pd.DataFrame:
+    """The study's FINISHED training runs (columns ``run_id``, ``framework``, ``backend``, ``seed``, ``profile``,
+    ``data_seed``, ``epochs``, ``dataset_digest``); empty when there are none yet.
+
+    Raises:
+        ValueError: the study already holds runs of another profile, data seed or epoch budget: resuming it
+            with these settings would mix two experiments under one id.
+    """
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    columns = ["run_id", "framework", "backend", "seed", "profile", "data_seed", "epochs", "source", "dataset_digest"]
+    if experiment is None:
+        return pd.DataFrame(columns=columns)
+    from analysis.runs import training_filter  # the one definition of "a finished training run"
+
+    raw = mlflow.search_runs(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=training_filter(settings.study),
+        output_format="pandas",
+    )
+    assert isinstance(raw, pd.DataFrame)
+    if raw.empty:
+        return pd.DataFrame(columns=columns)
+    runs = pd.DataFrame(
+        {
+            "run_id": raw["run_id"],
+            **{name: raw.get(f"params.{name}") for name in columns[1:]},
+        }
+    )
+    runs["seed"] = pd.to_numeric(runs["seed"]).astype(int)
+    expected = {
+        "profile": settings.profile,
+        "data_seed": str(settings.data.seed),
+        "epochs": str(settings.epochs),
+        "source": settings.data.source
+        if settings.data.source == "synthetic"
+        else str(Path(settings.data.source).resolve()),
+    }
+    for name, value in expected.items():
+        other = runs[runs[name].notna() & (runs[name].astype(str) != value)]
+        if not other.empty:
+            found = sorted(set(other[name].astype(str)))
+            raise ValueError(
+                f"study {settings.study!r} already has training runs with {name}={found} (e.g. run "
+                f"{other['run_id'].iloc[0]}), not {value}; use another --study id for other settings"
+            )
+    return runs[columns]
+
+
+def pending(settings: StudySettings, done: pd.DataFrame) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(to train, already finished) as (framework, seed) pairs, seeds outermost.
+
+    Seeds outermost: an interrupted study then holds about as many runs of each framework.
+    """
+    finished = {(str(r.framework), str(r.backend), int(r.seed)) for r in done.itertuples(index=False)}
+    todo: list[tuple[str, int]] = []
+    skipped: list[tuple[str, int]] = []
+    for seed in settings.seeds:
+        for framework in settings.frameworks:
+            pair = (framework, seed)
+            key = (framework, settings.backend_of(framework), seed)
+            (skipped if key in finished else todo).append(pair)
+    return todo, skipped
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def training_command(settings: StudySettings, framework: str, seed: int) -> list[str]:
+    command = [sys.executable, "-m", f"thread_bench.{framework}_train", "--profile", settings.profile]
+    command += ["--seed", str(seed), "--data_seed", str(settings.data.seed), "--experiment", settings.experiment]
+    if framework == "keras":
+        command += ["--backend", settings.backend]
+    if settings.data.source != DataConfig.source:
+        command += ["--source", settings.data.source]
+    if settings.epochs_given:
+        command += ["--epochs", str(settings.epochs)]
+    return command
+
+
+def training_environment(settings: StudySettings, study_run_id: str) -> dict[str, str]:
+    """The environment of a training subprocess.
+
+    ``MLFLOW_RUN_CONTEXT`` (MLflow's run-context provider: JSON tags added to every run the process starts)
+    tags the training run with the study and nests it under the study run, without the training entry
+    point needing to know about studies. ``MLFLOW_RUN_ID`` is removed: the training would take it for an
+    ``mlflow run`` launch run.
+    """
+    environment = dict(os.environ)
+    environment.pop("MLFLOW_RUN_ID", None)
+    environment["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    environment["THREAD_BENCH_DATA"] = str(settings.data_root)
+    environment["MLFLOW_RUN_CONTEXT"] = json.dumps(
+        {tracking.TAG_STUDY: settings.study, MLFLOW_PARENT_RUN_ID: study_run_id}
+    )
+    return environment
+
+
+def train(settings: StudySettings, framework: str, seed: int, study_run_id: str) -> bool:
+    """Run one training to completion in a subprocess; True when it succeeded."""
+    command = training_command(settings, framework, seed)
+    log.info("training %s seed %d: %s", framework, seed, " ".join(command[1:]))
+    completed = subprocess.run(command, env=training_environment(settings, study_run_id), check=False)
+    if completed.returncode != 0:
+        log.error("training %s seed %d failed (exit status %d)", framework, seed, completed.returncode)
+    return completed.returncode == 0
+
+
+def _mark_unfinished_children_killed(study_run_id: str, experiment: str) -> None:
+    """After Ctrl-C: a training killed before it could end its run would otherwise stay RUNNING forever."""
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return
+    children = mlflow.search_runs(
+        experiment_ids=[found.experiment_id],
+        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{study_run_id}' and attributes.status = 'RUNNING'",
+        output_format="list",
+    )
+    for child in children:
+        assert isinstance(child, mlflow.entities.Run)
+        mlflow.MlflowClient().set_terminated(child.info.run_id, status="KILLED")
+
+
+# --------------------------------------------------------------------------------------------- study
+
+
+def run_study(settings: StudySettings) -> StudyOutcome:
+    """Prepare the data, train what is missing, analyse (see the module docstring).
+
+    Raises:
+        ValueError: the study id already holds runs of other settings; nothing finished to analyse.
+    """
+    # Imported here: the analysis pulls in pandas/seaborn/matplotlib, which --help does not need.
+    from analysis.cli import AnalysisSettings, run_analysis
+    from thread_bench.preprocessing import prepare_and_log
+
+    done = finished_runs(settings)
+    todo, skipped = pending(settings, done)
+    if skipped:
+        log.info("resuming study %s: %d trainings already finished, %d to go", settings.study, len(skipped), len(todo))
+    tags = {tracking.TAG_ROLE: tracking.ROLE_STUDY, tracking.TAG_STUDY: settings.study}
+    trained: list[tuple[str, int]] = []
+    failed: list[tuple[str, int]] = []
+    analysis_run_id = None
+    with tracking.tracked_run(
+        settings.experiment, run_name=f"study-{settings.study}", tags=tags, launch_link_tag=tracking.TAG_STUDY_RUN_ID
+    ) as active:
+        study_run_id = active.info.run_id
+        tracking.log_params(
+            {
+                "study": settings.study,
+                "seeds": ",".join(map(str, settings.seeds)),
+                "frameworks": ",".join(settings.frameworks),
+                tracking.PARAM_BACKEND: settings.backend,
+                tracking.PARAM_PROFILE: settings.profile,
+                tracking.PARAM_DATA_SEED: settings.data.seed,
+                "epochs": settings.epochs,
+            }
+        )
+        # Prepared once, here, so the trainings all reuse it (and no two of them build it at once).
+        dataset = prepare_and_log(settings.data, settings.data_root, settings.experiment, profile=settings.profile)
+        try:
+            for framework, seed in todo:
+                (trained if train(settings, framework, seed, study_run_id) else failed).append((framework, seed))
+        except KeyboardInterrupt:
+            _mark_unfinished_children_killed(study_run_id, settings.experiment)
+            raise
+        mlflow.log_metrics({"n_trained": len(trained), "n_skipped": len(skipped), "n_failed": len(failed)})
+        _check_digests(settings, dataset.digest)
+        if settings.analyze:
+            result = run_analysis(
+                AnalysisSettings(
+                    experiment=settings.experiment,
+                    study=settings.study,
+                    out=settings.out,
+                    dataset=str(dataset.path),
+                    data_root=str(settings.data_root),
+                )
+            )
+            analysis_run_id = result.run_id
+            mlflow.set_tag(tracking.TAG_ANALYSIS_RUN_ID, analysis_run_id)
+    return StudyOutcome(study_run_id, trained, skipped, failed, analysis_run_id)
+
+
+def _check_digests(settings: StudySettings, digest: str) -> None:
+    """Every training must have used the study's dataset; a mismatch is a bug worth a loud message."""
+    runs = finished_runs(settings)
+    other = runs[runs["dataset_digest"] != digest]
+    if not other.empty:
+        raise ValueError(
+            f"study {settings.study!r}: runs {list(other['run_id'])} trained on another dataset than "
+            f"{digest[:16]}… (the study's); the analysis would refuse them"
+        )
+
+
+# ------------------------------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m thread_bench.study",
+        description="Train every framework on several seeds (one prepared dataset, each training in its own "
+        "process), tag the runs with a study id, then run the analysis. Re-running the same study skips the "
+        "trainings that already finished.",
+    )
+    parser.add_argument(
+        "--study", default=None, help="study id (default: <profile>-<backend>-data<data_seed>); reuse it to resume"
+    )
+    parser.add_argument("--seeds", default=None, help=f"number of seeds (default: {DEFAULT_SEEDS})")
+    parser.add_argument("--first_seed", default=None, help="first training seed (default: 0)")
+    parser.add_argument(
+        "--frameworks", default=None, help=f"comma-separated, from {list(FRAMEWORKS)} (default: all of them)"
+    )
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help=f"Keras backend, one of {list(KERAS_BACKENDS)} (default: {KerasOptions.backend})",
+    )
+    cli.add_profile_option(parser)
+    parser.add_argument("--data_seed", default=None, help="seed of the prepared dataset (default: the profile's)")
+    parser.add_argument("--source", default=None, help="'synthetic' or a raw corpus directory (default: the profile's)")
+    parser.add_argument("--epochs", default=None, help="maximum epochs per training (default: the profile's)")
+    parser.add_argument(
+        "--experiment", default=None, help=f"MLflow experiment (default: {tracking.DEFAULT_EXPERIMENT})"
+    )
+    parser.add_argument("--out", default=None, help="report folder (default: reports/<study>)")
+    parser.add_argument("--data_root", default=None, help="data root (default: $THREAD_BENCH_DATA or ./data)")
+    parser.add_argument("--analyze", default=None, help="run the analysis at the end: true/false (default: true)")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> StudySettings:
+    """Resolve the options ("" = not given, as MLflow passes unset parameters).
+
+    Raises:
+        ValueError: a malformed or out-of-range option.
+    """
+
+    def given(value: str | None) -> str | None:
+        return value if value not in (None, "") else None
+
+    def integer(name: str, default: int | None) -> int | None:
+        text = given(getattr(args, name))
+        if text is None:
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"--{name} must be an integer, got {text!r}") from None
+
+    n_seeds = integer("seeds", DEFAULT_SEEDS)
+    first_seed = integer("first_seed", 0)
+    assert n_seeds is not None and first_seed is not None
+    if n_seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {n_seeds}")
+    frameworks = tuple(f.strip() for f in (given(args.frameworks) or ",".join(FRAMEWORKS)).split(",") if f.strip())
+    unknown = sorted(set(frameworks) - set(FRAMEWORKS))
+    if unknown or not frameworks:
+        raise ValueError(f"--frameworks: unknown {unknown}; expected a comma-separated subset of {list(FRAMEWORKS)}")
+    backend = KerasOptions(backend=given(args.backend) or KerasOptions.backend).backend  # validates it
+    if args.profile not in profile_names():
+        raise ValueError(f"unknown profile {args.profile!r}; expected one of {profile_names()}")
+    source = given(args.source)
+    if source is not None and source != "synthetic":
+        # Absolute, so that the trainings (and a later resume from elsewhere) log the same source param.
+        source = str(Path(source).resolve())
+    data = resolve(DataConfig, args.profile, {"seed": integer("data_seed", None), "source": source})
+    if data.source != "synthetic" and not Path(data.source).is_dir():
+        raise FileNotFoundError(f"--source {data.source!r}: no such directory (expected 'synthetic' or a corpus dir)")
+    epochs_given = integer("epochs", None)
+    epochs = resolve(TrainConfig, args.profile, {"epochs": epochs_given}).epochs
+    study = given(args.study) or f"{args.profile}-{backend}-data{data.seed}"
+    return StudySettings(
+        study=study,
+        seeds=tuple(range(first_seed, first_seed + n_seeds)),
+        frameworks=tuple(dict.fromkeys(frameworks)),
+        backend=backend,
+        profile=args.profile,
+        data=data,
+        epochs=epochs,
+        epochs_given=epochs_given is not None,
+        experiment=tracking.experiment_name(given(args.experiment)),
+        out=given(args.out) or str(Path("reports") / study),
+        data_root=data_root(given(args.data_root)).resolve(),
+        analyze=cli.parse_bool(given(args.analyze) or "true"),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = cli.parse(parser, argv)
+    cli.configure_logging(args.verbose)
+    try:
+        settings = settings_from_args(args)
+        outcome = run_study(settings)
+    except (ValueError, FileNotFoundError, argparse.ArgumentTypeError) as error:
+        cli.fail(parser, error)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume the study", file=sys.stderr)
+        return 130
+    print(
+        f"study {settings.study}: {len(outcome.trained)} trained, {len(outcome.skipped)} already finished, "
+        f"{len(outcome.failed)} failed (study run {outcome.run_id})"
+    )
+    if outcome.analysis_run_id:
+        print(f"report: {Path(settings.out or '') / 'report.md'} (analysis run {outcome.analysis_run_id})")
+    if outcome.failed:
+        print(f"failed trainings: {outcome.failed}; re-run the same command to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
