@@ -75,17 +75,7 @@ SUMMARY_METRICS = (
 )
 
 #: Per-epoch metrics read back as the training history.
-EPOCH_METRICS = (
-    tracking.TRAIN_LOSS,
-    tracking.VAL_LOSS,
-    tracking.EPOCH_TIME_S,
-    tracking.TRAIN_TIME_S,
-    tracking.VAL_TIME_S,
-    tracking.LEARNING_RATE,
-    tracking.HOST_RSS_PEAK_BYTES,
-    tracking.GPU_MEM_PEAK_BYTES,
-    tracking.GPU_MEM_NVML_BYTES,
-)
+EPOCH_METRICS = tracking.EPOCH_METRICS
 
 
 def quote(value: str) -> str:

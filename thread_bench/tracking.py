@@ -74,6 +74,18 @@ LEARNING_RATE = "learning_rate"
 HOST_RSS_PEAK_BYTES = "host_rss_peak_bytes"
 GPU_MEM_PEAK_BYTES = "gpu_mem_peak_bytes"
 GPU_MEM_NVML_BYTES = "gpu_mem_nvml_bytes"
+#: Every per-epoch metric, in the order of ``history.csv``.
+EPOCH_METRICS = (
+    TRAIN_LOSS,
+    VAL_LOSS,
+    EPOCH_TIME_S,
+    TRAIN_TIME_S,
+    VAL_TIME_S,
+    LEARNING_RATE,
+    HOST_RSS_PEAK_BYTES,
+    GPU_MEM_PEAK_BYTES,
+    GPU_MEM_NVML_BYTES,
+)
 
 # Summary metrics.
 BEST_VAL_LOSS = "best_val_loss"

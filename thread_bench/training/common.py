@@ -32,17 +32,7 @@ from thread_bench.data.prepared import PreparedDataset
 from thread_bench.measure import PeakGpuMemory, PeakHostMemory, PythonAllocPeak, Sync, Timer
 
 #: The per-epoch metric keys, in the order of ``history.csv``.
-EPOCH_METRICS = (
-    tracking.TRAIN_LOSS,
-    tracking.VAL_LOSS,
-    tracking.EPOCH_TIME_S,
-    tracking.TRAIN_TIME_S,
-    tracking.VAL_TIME_S,
-    tracking.LEARNING_RATE,
-    tracking.HOST_RSS_PEAK_BYTES,
-    tracking.GPU_MEM_PEAK_BYTES,
-    tracking.GPU_MEM_NVML_BYTES,
-)
+EPOCH_METRICS = tracking.EPOCH_METRICS
 
 #: Independent stream of ``numpy.random.default_rng((seed, stream, epoch))`` for the batch order.
 _SHUFFLE_STREAM = 7
