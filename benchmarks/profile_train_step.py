@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from machine_load import ForeignLoad, wait_until_quiet
 
 FRAMEWORKS = ("torch-eager", "torch-channels_last", "keras-tensorflow", "keras-torch")

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from machine_load import ForeignLoad, wait_until_quiet
 
+from machine_load import ForeignLoad, wait_until_quiet
 from thread_bench.config import ModelConfig
 from thread_bench.models import spec
 

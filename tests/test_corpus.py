@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from corpus_helpers import COLUMNS, read_index_rows, write_grid_corpus, write_index
 
+from corpus_helpers import COLUMNS, read_index_rows, write_grid_corpus, write_index
 from thread_bench.data import corpus
 
 

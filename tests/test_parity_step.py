@@ -13,8 +13,9 @@ achieved values are the constants of ``model_parity``):
 
 from __future__ import annotations
 
-import model_parity
 import pytest
+
+import model_parity
 
 
 @pytest.fixture(scope="module")

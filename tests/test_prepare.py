@@ -7,10 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from corpus_helpers import grid_patch, read_index_rows, write_grid_corpus, write_index
-from thread_bench.counting import count_threads
 
+from corpus_helpers import grid_patch, read_index_rows, write_grid_corpus, write_index
 from thread_bench.config import DataConfig
+from thread_bench.counting import count_threads
 from thread_bench.data import prepare
 from thread_bench.data.prepare import _Augmentation, apply_augmentation, ensure_prepared, equalize_histogram
 from thread_bench.data.prepared import MANIFEST, SPLITS, load_prepared

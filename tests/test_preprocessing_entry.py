@@ -6,8 +6,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from corpus_helpers import write_grid_corpus
 
+from corpus_helpers import write_grid_corpus
 from thread_bench import tracking
 from thread_bench.preprocessing import main
 

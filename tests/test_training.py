@@ -19,8 +19,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
-from conftest import make_fake_prepared
 
+from conftest import make_fake_prepared
 from thread_bench import keras_train, torch_train, tracking
 from thread_bench.config import ModelConfig, TrainConfig
 from thread_bench.data.prepare import DATA_ROOT_ENV

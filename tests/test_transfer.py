@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import keras
-import model_parity
 import numpy as np
 import pytest
 
+import model_parity
 from thread_bench.config import ModelConfig
 from thread_bench.models import keras_model, torch_model, transfer
 
