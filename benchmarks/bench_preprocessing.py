@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import tempfile
 import threading
 import time
@@ -52,6 +53,12 @@ class TreeRssPeak:
         self._thread.join()
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the spawned workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="paper")
@@ -70,9 +77,11 @@ def main() -> None:
         )
         corpus_s = time.perf_counter() - started
         with TreeRssPeak() as memory:
+            cpu_before = _cpu_seconds()
             started = time.perf_counter()
             result = ensure_prepared(config, root, workers=args.workers)
             prep_s = time.perf_counter() - started
+            cpu_s = _cpu_seconds() - cpu_before
         splits = result.dataset.manifest["splits"]
         skipped = result.dataset.manifest["skipped"]
         total = sum(s["n"] for s in splits.values())
@@ -86,6 +95,13 @@ def main() -> None:
         print(
             f"preparation:       {prep_s:.1f} s  ({total / prep_s:.0f} sub-patches/s; target <= 30 s, "
             f"reference 520 s = {520 / prep_s:.0f}x slower)"
+        )
+        # CPU seconds do not grow when other jobs share the cores (wall time does): cpu_s / cores is the wall
+        # time the same work takes on free cores.
+        cores = psutil.cpu_count() or 1
+        print(
+            f"CPU time (process tree): {cpu_s:.1f} s = {cpu_s / cores:.1f} s of wall time on {cores} free cores; "
+            f"machine load average during the run: {psutil.getloadavg()[0]:.1f}"
         )
         print(f"peak RSS (process tree): {memory.peak_bytes / 2**30:.2f} GiB (target <= 2.5 GB)")
 
