@@ -10,9 +10,10 @@ the XPlane it writes). Ops are grouped into the same classes for both. TensorFlo
 (the three branches of a module) concurrently on its inter-op threads, so its op times can add up to more
 than the wall time (``ops / wall``).
 
-``--onednn`` reruns the same steps with ``ONEDNN_VERBOSE=1`` and sums the oneDNN primitives (convolution
-implementation and ISA, layout reorders) — the two frameworks share that library, so this shows whether
-they get the same kernels.
+``--onednn`` reruns the same steps with ``ONEDNN_VERBOSE=1`` (timestamped, to keep only the steps) and sums
+the oneDNN primitives (convolution implementation and ISA, layout reorders): the two frameworks share that
+library, so this shows whether they get the same kernels. ``--wait-quiet`` waits for idle cores before each
+step (shared machines: PyTorch's OpenMP threads slow down many-fold when other processes compete).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,26 +101,26 @@ def build_step(framework: str, base_filters: int, input_size: int, batch: int) -
     return step
 
 
-def profile_torch(step: Callable[[], Any], steps: int) -> dict[str, float]:
+def profile_torch(step: Callable[[], Any]) -> dict[str, float]:
+    """Self CPU ms of each aten op during one step."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
+        step()
     totals: dict[str, float] = collections.defaultdict(float)
     for event in prof.key_averages():
         totals[event.key] += event.self_cpu_time_total / 1e3  # microseconds -> ms
     return dict(totals)
 
 
-def profile_tensorflow(step: Callable[[], Any], steps: int) -> dict[str, float]:
+def profile_tensorflow(step: Callable[[], Any]) -> dict[str, float]:
+    """ms of each TF op type on the executor threads during one step."""
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
-        for _ in range(steps):
-            step()
+        step()
         tf.profiler.experimental.stop()
         (path,) = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
         space = xplane_pb2.XSpace()
@@ -135,17 +138,21 @@ def profile_tensorflow(step: Callable[[], Any], steps: int) -> dict[str, float]:
     return dict(totals)
 
 
-def summarise_onednn(lines: list[str], steps: int) -> str:
+def summarise_onednn(lines: list[str], windows: list[tuple[float, float]]) -> str:
+    """Sum the oneDNN primitives executed inside the step windows (epoch ms, ONEDNN_VERBOSE_TIMESTAMP)."""
     totals: dict[tuple[str, ...], list[float]] = collections.defaultdict(lambda: [0, 0.0])
     for line in lines:
         fields = line.strip().split(",")
-        if len(fields) < 10 or fields[3] != "exec":
+        if len(fields) < 12 or fields[3:5] != ["primitive", "exec"]:
             continue
-        kind, implementation, propagation = fields[5], fields[6], fields[7]
-        layout = re.sub(r"::f0|f32:|:p:|:ap:|:a:", ":", fields[8])[:60] if kind == "reorder" else ""
+        if not any(begin <= float(fields[2]) <= end for begin, end in windows):
+            continue
+        kind, implementation, propagation = fields[6], fields[7], fields[8]
+        layout = re.sub(r"::f0|f32:|:p:|:ap:|:a:", ":", fields[9])[:60] if kind == "reorder" else ""
         entry = totals[(kind, implementation, propagation, layout)]
         entry[0] += 1
         entry[1] += float(fields[-1])
+    steps = max(len(windows), 1)
     rows = [f"{'ms/step':>9} {'calls':>6}  oneDNN primitive"]
     for key, (count, total_ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:12]:
         rows.append(f"{total_ms / steps:9.1f} {count // steps:6d}  {' '.join(k for k in key if k)}")
@@ -156,16 +163,30 @@ def _cores(value: float | None) -> str:
     return "?" if value is None else f"{value:.2f}"
 
 
+def _gated_steps(run: Callable[[], Any], steps: int, wait_quiet_s: float) -> tuple[list[Any], list[float], float]:
+    """Run ``steps`` times, each after waiting for idle cores; results, wall ms each, max foreign cores."""
+    results, walls_ms, foreign_max = [], [], 0.0
+    for _ in range(steps):
+        if wait_quiet_s > 0:
+            wait_until_quiet(wait_quiet_s)
+        with ForeignLoad() as foreign:
+            start = time.perf_counter()
+            results.append(run())
+            walls_ms.append((time.perf_counter() - start) * 1e3)
+        foreign_max = max(foreign_max, foreign.cores or 0.0)
+    return results, walls_ms, foreign_max
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--framework", choices=FRAMEWORKS, default="torch-eager")
     parser.add_argument("--base-filters", type=int, default=8)
     parser.add_argument("--input-size", type=int, default=200)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=3, help="profiled steps (after 2 warm-up steps)")
+    parser.add_argument("--steps", type=int, default=3, help="timed and profiled steps (after 2 warm-up steps)")
     parser.add_argument("--onednn", action="store_true", help="also sum oneDNN primitives (ONEDNN_VERBOSE)")
     parser.add_argument(
-        "--wait-quiet", type=float, default=0.0, metavar="SECONDS", help="wait for idle cores before each phase"
+        "--wait-quiet", type=float, default=0.0, metavar="SECONDS", help="wait for idle cores before each step"
     )
     parser.add_argument("--onednn-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,46 +199,51 @@ def main() -> None:
     step = build_step(args.framework, args.base_filters, args.input_size, args.batch)
     for _ in range(2):
         step()
-    if args.wait_quiet > 0:
-        wait_until_quiet(args.wait_quiet)
+
     if args.onednn_child:
-        print(ONEDNN_MARKER, flush=True)
-        for _ in range(args.steps):
+
+        def windowed_step() -> tuple[float, float]:
+            begin = time.time() * 1e3
             step()
+            return begin, time.time() * 1e3
+
+        windows, _, _ = _gated_steps(windowed_step, args.steps, args.wait_quiet)
+        print(ONEDNN_MARKER + json.dumps(windows), flush=True)
         return
 
-    with ForeignLoad() as foreign:
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        wall_ms = (time.perf_counter() - start) * 1e3 / args.steps
-    if args.wait_quiet > 0:
-        wait_until_quiet(args.wait_quiet)
-    with ForeignLoad() as foreign_profiled:
-        start = time.perf_counter()
-        per_op = (profile_tensorflow if args.framework == "keras-tensorflow" else profile_torch)(step, args.steps)
-        profiled_wall_ms = (time.perf_counter() - start) * 1e3 / args.steps
+    _, walls_ms, foreign = _gated_steps(step, args.steps, args.wait_quiet)
+    profile_step = profile_tensorflow if args.framework == "keras-tensorflow" else profile_torch
+    per_step_ops, profiled_walls_ms, foreign_profiled = _gated_steps(
+        lambda: profile_step(step), args.steps, args.wait_quiet
+    )
+    per_op: dict[str, float] = collections.defaultdict(float)
+    for ops in per_step_ops:
+        for name, total_ms in ops.items():
+            per_op[name] += total_ms / args.steps
     by_class: dict[str, float] = collections.defaultdict(float)
-    for name, total_ms in per_op.items():
-        by_class[classify(name)] += total_ms / args.steps
+    for name, ms in per_op.items():
+        by_class[classify(name)] += ms
     busy = sum(by_class.values())
+    wall_ms, profiled_wall_ms = statistics.median(walls_ms), statistics.median(profiled_walls_ms)
     print(f"{args.framework}: base {args.base_filters}, input {args.input_size}, batch {args.batch}")
-    print(f"wall time {wall_ms:.0f} ms/step ({args.batch / wall_ms * 1e3:.1f} samples/s); other processes used "
-          f"{_cores(foreign.cores)} cores meanwhile")  # fmt: skip
+    print(f"wall time {wall_ms:.0f} ms/step, median of {args.steps} ({args.batch / wall_ms * 1e3:.1f} samples/s); "
+          f"other processes used up to {_cores(foreign)} cores meanwhile")  # fmt: skip
     print(f"profiled: wall {profiled_wall_ms:.0f} ms/step, op time {busy:.0f} ms/step (ops / wall "
-          f"{busy / profiled_wall_ms:.2f}); other processes used {_cores(foreign_profiled.cores)} cores")  # fmt: skip
+          f"{busy / profiled_wall_ms:.2f}); other processes used up to {_cores(foreign_profiled)} cores")  # fmt: skip
     print(f"{'ms/step':>9} {'share':>6}  op class")
     for label, ms in sorted(by_class.items(), key=lambda kv: -kv[1]):
         print(f"{ms:9.1f} {ms / busy:6.1%}  {label}")
     print(f"\n{'ms/step':>9}  top ops")
-    for name, total_ms in sorted(per_op.items(), key=lambda kv: -kv[1])[:12]:
-        print(f"{total_ms / args.steps:9.1f}  {name}")
+    for name, ms in sorted(per_op.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"{ms:9.1f}  {name}")
 
     if args.onednn:
-        env = {**os.environ, "ONEDNN_VERBOSE": "1"}
+        env = {**os.environ, "ONEDNN_VERBOSE": "1", "ONEDNN_VERBOSE_TIMESTAMP": "1"}
         child = [sys.executable, __file__, *sys.argv[1:], "--onednn-child"]
         output = subprocess.run(child, env=env, capture_output=True, text=True, check=True).stdout
-        print("\n" + summarise_onednn(output.split(ONEDNN_MARKER, 1)[-1].splitlines(), args.steps))
+        marker_line = next(line for line in output.splitlines() if line.startswith(ONEDNN_MARKER))
+        windows = [(float(b), float(e)) for b, e in json.loads(marker_line.removeprefix(ONEDNN_MARKER))]
+        print("\n" + summarise_onednn(output.splitlines(), windows))
 
 
 if __name__ == "__main__":
