@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from thread_bench.config import DEFAULT_PROFILE, PROFILES, DataConfig, ModelConfig, TrainConfig, resolve
+from thread_bench.config import DEFAULT_PROFILE, PROFILES, VARIANTS, DataConfig, ModelConfig, TrainConfig, resolve
+from thread_bench.training.options import KerasOptions, TorchOptions
 
 
 def test_paper_profile_is_the_dataclass_defaults() -> None:
@@ -49,6 +50,9 @@ def test_unknown_profile_and_parameter() -> None:
         (TrainConfig, {"epochs": -1}, "epochs must be a positive integer, got -1"),
         (TrainConfig, {"learning_rate": 0.0}, "learning_rate must be > 0"),
         (TrainConfig, {"lr_schedule": "cosine"}, "lr_schedule must be one of"),
+        (TrainConfig, {"precision": "fp16"}, r"precision must be one of \['fp32', 'tf32', 'bf16'\], got 'fp16'"),
+        (TrainConfig, {"input_pipeline": "gpu"}, "input_pipeline must be one of"),
+        (TrainConfig, {"device_data_fraction": 1.5}, r"device_data_fraction must be in \[0, 1\]"),
     ],
 )
 def test_invalid_values_are_refused(cls: type, values: dict[str, object], message: str) -> None:
@@ -58,3 +62,26 @@ def test_invalid_values_are_refused(cls: type, values: dict[str, object], messag
 
 def test_batchnorm_momentum_converts_between_conventions() -> None:
     assert ModelConfig(batchnorm_momentum=0.99).torch_batchnorm_momentum == pytest.approx(0.01)
+
+
+def test_variants_sit_between_the_profile_and_explicit_values() -> None:
+    assert resolve(TrainConfig, "smoke", variant="default") == resolve(TrainConfig, "smoke")
+    tuned = resolve(TrainConfig, "smoke", variant="tuned")
+    assert not tuned.deterministic and tuned.epochs == PROFILES["smoke"]["TrainConfig"]["epochs"]
+    assert resolve(TrainConfig, "smoke", {"deterministic": True}, variant="tuned").deterministic
+    assert resolve(TorchOptions, "smoke", variant="tuned") == TorchOptions(channels_last=True, compile=True)
+    assert resolve(KerasOptions, "smoke", variant="tuned").jit_compile == "true"
+    assert not resolve(TrainConfig, "paper", variant="nondeterministic").deterministic
+    assert resolve(TorchOptions, "paper", variant="nondeterministic") == TorchOptions()
+
+
+def test_every_variant_names_only_known_fields() -> None:
+    classes = {cls.__name__: cls for cls in (DataConfig, ModelConfig, TrainConfig, TorchOptions, KerasOptions)}
+    for name, overrides in VARIANTS.items():
+        for class_name, values in overrides.items():
+            resolve(classes[class_name], "paper", values, variant=name)
+
+
+def test_unknown_variant() -> None:
+    with pytest.raises(ValueError, match="unknown variant 'fast'; expected one of"):
+        resolve(TrainConfig, "paper", variant="fast")

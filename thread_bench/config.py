@@ -14,6 +14,8 @@ from typing import Any
 
 #: The profile used when none is given (fast enough for a laptop CPU).
 DEFAULT_PROFILE = "laptop"
+#: The variant used when none is given: the protocol as written (deterministic).
+DEFAULT_VARIANT = "default"
 
 #: Fraction of sub-patches per split in the reference study (24,360 / 4,368 / 1,512 of 30,240).
 PAPER_SPLIT_FRACTIONS = (24360 / 30240, 4368 / 30240, 1512 / 30240)
@@ -104,6 +106,21 @@ class TrainConfig:
     #: CPU threads of the framework's kernels; 0 keeps the framework's default (one per core). On a machine
     #: shared with other jobs, 1 avoids PyTorch's OpenMP slowing down several-fold when a core is taken.
     threads: int = 0
+    #: Numerics of every framework and backend alike: ``fp32`` (strict IEEE float32, TF32 off everywhere),
+    #: ``tf32`` (TF32 allowed for matmuls and convolutions where the hardware has it) or ``bf16`` (mixed:
+    #: bfloat16 compute; float32 weights, optimizer state, output layer and loss). Frameworks' own defaults
+    #: differ on GPUs (JAX and TensorFlow use TF32 for float32, PyTorch only for convolutions), so it is set
+    #: explicitly, never left to them.
+    precision: str = "fp32"
+    #: How batches reach the model: ``device`` keeps the uint8 train and validation images on the device and
+    #: gathers and converts each batch there; ``host`` gathers on the host and copies each batch (pinned,
+    #: asynchronous); ``auto`` picks ``device`` when the images fit in ``device_data_fraction`` of the
+    #: device's memory. ``staged`` is for measurement only: every step reuses one pre-made batch, so the
+    #: epoch times are those of the model alone (the losses mean nothing). The batches and their order are
+    #: the same with ``device`` and ``host``.
+    input_pipeline: str = "auto"
+    #: Largest share of the device's memory that ``input_pipeline=auto`` lets the resident images take.
+    device_data_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         _check_positive(self, ("epochs", "batch_size", "patience"))
@@ -115,9 +132,34 @@ class TrainConfig:
             raise ValueError(f"min_delta must be >= 0, got {self.min_delta}")
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
             raise ValueError(f"threads must be an integer >= 0 (0 = the framework's default), got {self.threads!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.input_pipeline not in INPUT_PIPELINES:
+            raise ValueError(f"input_pipeline must be one of {list(INPUT_PIPELINES)}, got {self.input_pipeline!r}")
+        if not 0.0 <= self.device_data_fraction <= 1.0:
+            raise ValueError(f"device_data_fraction must be in [0, 1], got {self.device_data_fraction}")
 
 
 LR_SCHEDULES = ("none", "inverse_time")
+PRECISIONS = ("fp32", "tf32", "bf16")
+INPUT_PIPELINES = ("auto", "device", "host", "staged")
+
+#: Named sets of knobs, applied on top of the profile (explicit parameters still win); keyed by dataclass
+#: name like the profiles. A comparison is made within one variant; the variant is logged.
+#: - ``default``: the protocol as written (deterministic kernels, the framework's default speed knobs).
+#: - ``nondeterministic``: the same with deterministic kernels off; against ``default`` it isolates what
+#:   determinism costs each framework (PyTorch then also lets cuDNN benchmark its convolution algorithms).
+#: - ``tuned``: each framework's known-good speed knobs, non-deterministic where they need it: PyTorch
+#:   channels_last + torch.compile, Keras XLA compilation (``jit_compile``).
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    "nondeterministic": {"TrainConfig": {"deterministic": False}},
+    "tuned": {
+        "TrainConfig": {"deterministic": False},
+        "TorchOptions": {"channels_last": True, "compile": True},
+        "KerasOptions": {"jit_compile": "true"},
+    },
+}
 
 #: Profile overrides, keyed by dataclass name. ``paper`` is the reference protocol (meant for a GPU);
 #: ``laptop`` finishes in minutes on a CPU; ``smoke`` finishes in seconds (tests).
@@ -150,19 +192,27 @@ def profile_names() -> list[str]:
     return sorted(PROFILES)
 
 
-def resolve(cls: type, profile: str, overrides: Mapping[str, Any] | None = None) -> Any:
-    """Build ``cls`` from its defaults, then the profile's overrides, then explicit ``overrides``.
+def variant_names() -> list[str]:
+    return list(VARIANTS)
+
+
+def resolve(
+    cls: type, profile: str, overrides: Mapping[str, Any] | None = None, *, variant: str = DEFAULT_VARIANT
+) -> Any:
+    """Build ``cls`` from its defaults, then the profile's overrides, the variant's, then explicit ``overrides``.
 
     ``None`` values in ``overrides`` mean "not given" and are ignored. Unknown keys raise ``ValueError``.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {profile_names()}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {variant_names()}")
     names = {f.name for f in fields(cls)}
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = set(given) - names
     if unknown:
         raise ValueError(f"unknown {cls.__name__} parameter(s): {sorted(unknown)}")
-    values = {**PROFILES[profile].get(cls.__name__, {}), **given}
+    values = {**PROFILES[profile].get(cls.__name__, {}), **VARIANTS[variant].get(cls.__name__, {}), **given}
     return cls(**values)
 
 
