@@ -79,7 +79,8 @@ def mean_absolute_error(predictions: np.ndarray, labels: np.ndarray) -> float:
 
 # ------------------------------------------------------------------------------------------- models
 
-#: Framework -> the MLflow flavor that loads its models.
+#: Framework -> the MLflow flavor that loads its models. PyTorch models are pyfunc models over their weights
+#: (``thread_bench.models.torch_pyfunc``); runs logged before that used the ``pytorch`` flavor (``pt2``).
 _FLAVORS = {"keras": "mlflow.keras", "torch": "mlflow.pytorch"}
 
 
@@ -115,6 +116,10 @@ def load_model(uri: str, framework: str) -> Any:
     """
     if framework not in _FLAVORS:
         raise ValueError(f"unknown framework {framework!r}; expected one of {sorted(_FLAVORS)}")
+    if framework == "torch" and "pytorch" not in mlflow.models.get_model_info(uri).flavors:
+        from thread_bench.models import torch_pyfunc
+
+        return torch_pyfunc.load_model(uri)
     flavor = importlib.import_module(_FLAVORS[framework])
     if framework == "keras":
         # Prediction needs no loss or optimizer: not compiling also spares resolving the training's custom
@@ -148,16 +153,22 @@ def predictor(framework: str, model: Any, batch_size: int = DEFAULT_BATCH_SIZE) 
 def _torch_predictor(model: Any, batch_size: int) -> Predictor:
     """PyTorch models move to the GPU when there is one.
 
-    The training logs the model in MLflow's ``pt2`` format, which loads as a ``torch.fx.GraphModule``
-    exported from the model in eval mode; such a module refuses ``eval()`` (and has no ``config``, so
-    ``torch_model.predict`` does not apply), hence this loop. A pickled ``nn.Module`` is put in eval mode.
+    A model logged by this version is a ``RegVGG`` (``torch_model.predict`` applies); one logged before it in
+    MLflow's ``pt2`` format loads as a ``torch.fx.GraphModule``, which refuses ``eval()`` and has no
+    ``config``, hence the loop for it.
     """
     import torch
 
+    from thread_bench.models import torch_model
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    if not isinstance(model, torch.fx.GraphModule):
-        model.eval()
+    if isinstance(model, torch_model.RegVGG):
+        return Predictor(
+            predict=lambda images: torch_model.predict(model, images, batch_size=batch_size),
+            device=str(device),
+            sync=measure.device_sync("torch"),
+        )
 
     def predict(images: np.ndarray) -> np.ndarray:
         x = spec.as_model_input(images, images.shape[1])

@@ -57,6 +57,19 @@ EQUIVALENT_EPSILON_WEIGHT_ATOL = 1e-6
 #: Achieved: 5e-8 (mean), 1.2e-7 (variance), all three backends.
 RUNNING_STATS_ATOL = 1e-5
 
+#: ``precision=bf16``: eval-mode outputs of the two frameworks' bf16 models built from the same float32 weights
+#: (small config, seed 0, random BatchNorm statistics), relative to the largest |output| of the float32
+#: model. Achieved at seed 0: 0.007 (TensorFlow), 0.013 (JAX), 0.023 (Keras on torch); over seeds 0-2 and
+#: both small configs up to 0.09 (JAX) and 0.2 (Keras on torch, one ill-conditioned case): bfloat16 keeps 8
+#: bits of mantissa, and each framework's outputs are as far from the float32 outputs as from each other.
+BF16_OUTPUT_RTOL = 0.05
+#: ... and each bf16 model is further than this from float32 (also relative): it did compute in bfloat16, it
+#: is not a float32 run under a bf16 label. Achieved: 0.005 .. 0.05.
+BF16_MIN_DEVIATION = 1e-3
+#: ``precision=tf32`` on a GPU with TF32 (10-bit mantissa in matmuls and convolutions). On a CPU there is no
+#: TF32 arithmetic, and tf32 runs are held to the float32 tolerances.
+TF32_GPU_OUTPUT_RTOL = 1e-2
+
 LEARNING_RATE = 1e-3
 ADAM_EPSILON = 1e-7
 ADAM_BETA_1, ADAM_BETA_2 = 0.9, 0.999
@@ -410,6 +423,59 @@ def check_transfer_both_ways(
     return {"keras_to_torch": keras_to_torch, "torch_to_keras": float(np.abs(got - expected).max())}
 
 
+def check_bf16_parity(config: ModelConfig = SMALL_CONFIGS[0], seed: int = 0) -> dict[str, float]:
+    """Both frameworks' ``bfloat16`` models, given one float32 model's weights: their eval-mode outputs agree
+    within ``BF16_OUTPUT_RTOL`` and each differs from the float32 outputs by more than
+    ``BF16_MIN_DEVIATION`` (relative to the float32 outputs' largest magnitude)."""
+    seed_frameworks(seed)
+    rng = np.random.default_rng(seed)
+    images = random_images(rng, 4, config.input_size)
+    reference = keras_model.build_model(config)
+    randomise_keras_state(reference, rng)
+    keras_bf16 = keras_model.build_model(config, "bfloat16")
+    keras_bf16.set_weights(reference.get_weights())
+    torch_bf16 = torch_model.build_model(config, "bfloat16")
+    transfer.keras_to_torch(reference, torch_bf16)
+    expected = keras_outputs(reference, images)
+    scale = float(np.abs(expected).max())
+    keras_got, torch_got = keras_outputs(keras_bf16, images), torch_outputs(torch_bf16, images)
+    deviations = {
+        "cross": float(np.abs(keras_got - torch_got).max()) / scale,
+        "keras_vs_float32": float(np.abs(keras_got - expected).max()) / scale,
+        "torch_vs_float32": float(np.abs(torch_got - expected).max()) / scale,
+    }
+    assert deviations["cross"] <= BF16_OUTPUT_RTOL, deviations
+    assert min(deviations["keras_vs_float32"], deviations["torch_vs_float32"]) >= BF16_MIN_DEVIATION, deviations
+    return deviations
+
+
+def check_input_pipelines(seed: int = 0) -> dict[str, float]:
+    """Keras' batches (``_Batches``) through every input pipeline this backend offers equal
+    ``ArraySplit.batch`` bit for bit, in the sampler's order; ``staged`` repeats one batch per size."""
+    from thread_bench.training import common
+    from thread_bench.training import keras_train as trainer
+
+    rng = np.random.default_rng(seed)
+    split = common.ArraySplit(
+        rng.integers(0, 256, (21, 16, 16), dtype=np.uint8), rng.uniform(6, 23, 21).astype(np.float32)
+    )
+    sampler = common.BatchSampler(len(split), 8, seed)
+    pipelines = ["host"] if keras.backend.backend() == "tensorflow" else ["host", "device"]
+    for pipeline in pipelines:
+        batches = trainer._Batches(split, 8, pipeline, sampler)
+        for epoch in range(2):
+            batches.set_epoch(epoch)
+            for index, indices in enumerate(sampler.batches(epoch)):
+                images, labels = (keras.ops.convert_to_numpy(t) for t in batches[index])
+                expected_images, expected_labels = split.batch(indices)
+                np.testing.assert_array_equal(images[..., 0], expected_images, err_msg=pipeline)
+                np.testing.assert_array_equal(labels, expected_labels, err_msg=pipeline)
+    staged = trainer._Batches(split, 8, "staged", sampler)
+    first, again = staged[0], staged[1]
+    assert first[0] is again[0], "staged batches of one size are one batch"
+    return {"pipelines": float(len(pipelines))}
+
+
 def main() -> None:
     report: dict[str, Any] = {"backend": keras.backend.backend()}
     # One config (2x2 final maps, so the dense1 permutation counts): under JAX every eager op is compiled
@@ -421,6 +487,8 @@ def main() -> None:
     report["gradient_relative"] = check_gradients(result)
     report["adam_step"] = check_adam_step(result)
     report["running_statistics"] = check_running_statistics(result)
+    report["bf16"] = check_bf16_parity()
+    report["input_pipelines"] = check_input_pipelines()
     print(json.dumps(report))
 
 

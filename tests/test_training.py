@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,10 @@ import pytest
 
 from conftest import make_fake_prepared
 from thread_bench import keras_train, torch_train, tracking
-from thread_bench.config import ModelConfig, TrainConfig
 from thread_bench.data.prepare import DATA_ROOT_ENV
-from thread_bench.data.prepared import load_prepared
-from thread_bench.training import common, driver
+from thread_bench.training import driver
 from thread_bench.training import torch_train as torch_trainer
-from thread_bench.training.options import KerasOptions, TorchOptions
+from thread_bench.training.options import TorchOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY_POINTS = {"torch": torch_train, "keras": keras_train}
@@ -54,8 +53,19 @@ DESIGN_PARAMS = {
     "n_test",
     "n_params",
     "data_seed",
+    # precision read back from the framework, variant, input pipeline
+    "variant",
+    "input_pipeline",
+    "compute_dtype",
+    "output_dtype",
+    "tf32_matmul",
+    "tf32_conv",
+    "bf16_hardware",
 }
-KNOBS = {"torch": {"torch_compile", "channels_last"}, "keras": {"jit_compile", "tf_memory_growth"}}
+KNOBS = {
+    "torch": {"torch_compile", "compile_mode", "channels_last", "cudnn_benchmark", "torch_fp32_precision"},
+    "keras": {"jit_compile", "tf_memory_growth", "tf_tensor_float_32"},
+}
 SUMMARY_METRICS = {
     tracking.BEST_VAL_LOSS,
     tracking.BEST_EPOCH,
@@ -134,7 +144,9 @@ def test_a_run_logs_params_metrics_artifacts_and_model(
     assert params["framework"] == framework
     assert params["backend"] == ("torch" if framework == "torch" else "tensorflow")
     assert (params["profile"], params["seed"], params["epochs"], params["data_seed"]) == ("smoke", "3", "2", "0")
-    assert params["deterministic"] == "True" and params["precision"] == "float32"
+    assert params["deterministic"] == "True" and params["precision"] == "fp32" and params["variant"] == "default"
+    assert (params["compute_dtype"], params["output_dtype"], params["tf32_matmul"]) == ("float32", "float32", "False")
+    assert params["input_pipeline"] == ("device" if framework == "torch" else "host")  # the CPU; tf.data
     assert int(params["n_params"]) > 0 and int(params["n_train"]) > 0
     if framework == "keras":
         assert params["jit_compile"] == "False"  # "auto" resolves to False for TensorFlow on a CPU
@@ -162,10 +174,12 @@ def test_a_run_logs_params_metrics_artifacts_and_model(
     config = json.loads((directory / "config.json").read_text())
     assert config["train"]["seed"] == 3 and config["dataset"]["digest"] == params["dataset_digest"]
 
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     size = int(params["input_size"])
     shape = (3, 1, size, size) if framework == "torch" else (3, size, size, 1)
-    predictions = np.asarray(model.predict(np.random.default_rng(0).random(shape, dtype=np.float32)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # loads and predicts without a warning (a GPU machine picks CUDA)
+        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+        predictions = np.asarray(model.predict(np.random.default_rng(0).random(shape, dtype=np.float32)))
     assert predictions.shape in {(3, 1), (3,)} and np.all(np.isfinite(predictions))
     assert model.metadata.signature is not None
 
@@ -199,39 +213,6 @@ def test_same_seed_gives_identical_losses(smoke_runs: dict[str, list[mlflow.enti
     assert _losses(first.info.run_id) == _losses(second.info.run_id)
 
 
-@pytest.mark.parametrize("framework", sorted(ENTRY_POINTS))
-def test_both_frameworks_train_on_the_same_batches_in_the_same_order(
-    framework: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    dataset = make_fake_prepared(tmp_path, n_train=21, n_val=6, n_test=2, size=32)
-    data = common.TrainingData.from_prepared(load_prepared(dataset))
-    seen: list[list[int]] = []
-
-    class RecordingSplit(common.ArraySplit):
-        def batch(self, indices: Any) -> tuple[np.ndarray, np.ndarray]:
-            seen.append(np.arange(len(self))[indices].tolist())
-            return super().batch(indices)
-
-    data = common.TrainingData(RecordingSplit(data.train.images, data.train.labels), data.val)
-    config = TrainConfig(seed=5, epochs=2, batch_size=8, patience=5)
-    if framework == "torch":
-        trainer: Any = torch_trainer
-        options: Any = TorchOptions()
-    else:
-        from thread_bench.training import keras_train as trainer
-
-        options = KerasOptions()
-    model = trainer.build_model(ModelConfig(base_filters=1, input_size=32))
-    trainer.compile_model(model, config, options)
-    trainer.fit(model, data, config, options, on_epoch_end=lambda record: None)
-    sampler = common.BatchSampler(21, 8, seed=5)
-    expected = [b.tolist() for epoch in range(2) for b in sampler.batches(epoch)]
-    # Keras first peeks at a couple of batches to learn their shapes; after that it trains in order.
-    assert seen[-len(expected) :] == expected
-    assert all(batch in expected for batch in seen)
-
-
 # ---------------------------------------------------------------------------------------- failures
 
 
@@ -245,6 +226,10 @@ def test_both_frameworks_train_on_the_same_batches_in_the_same_order(
         ("keras", ["--backend", "theano"], "backend must be one of"),
         ("keras", ["--jit_compile", "always"], "jit_compile must be one of"),
         ("keras", ["--input_size", "16"], "input_size"),
+        ("torch", ["--precision", "fp16"], "precision must be one of ['fp32', 'tf32', 'bf16'], got 'fp16'"),
+        ("keras", ["--variant", "fast"], "unknown variant 'fast'; expected one of ['default', 'nondeterministic'"),
+        ("torch", ["--compile_mode", "turbo"], "compile_mode must be one of"),
+        ("keras", ["--input_pipeline", "device"], "input_pipeline=device is not available for Keras on TensorFlow"),
     ],
 )
 def test_invalid_params_exit_2_with_one_line_before_any_run(
@@ -371,12 +356,48 @@ def test_the_entry_points_are_in_mlproject_with_the_issue_parameters() -> None:
     }
     assert common_params | {"backend", "jit_compile"} <= set(entry_points["keras_train"]["parameters"])
     assert common_params | {"channels_last", "compile"} <= set(entry_points["torch_train"]["parameters"])
+    assert {"precision", "variant"} <= set(entry_points["torch_train"]["parameters"])
     # Same protocol parameters in both; only the framework knobs differ.
     keras_params = set(entry_points["keras_train"]["parameters"]) - {"backend", "jit_compile"}
-    assert keras_params == set(entry_points["torch_train"]["parameters"]) - {"channels_last", "compile"}
+    torch_knobs = {"channels_last", "compile", "compile_mode"}
+    assert keras_params == set(entry_points["torch_train"]["parameters"]) - torch_knobs
 
 
 def test_help_lists_every_option() -> None:
     out = io.StringIO()
     driver.build_parser("torch", TorchOptions).print_help(out)
     assert "--data_seed" in out.getvalue() and "--channels_last" in out.getvalue()
+
+
+@pytest.mark.parametrize("framework", sorted(ENTRY_POINTS))
+def test_a_bf16_nondeterministic_run_logs_what_the_framework_did(
+    tracking_store: str, tmp_path: Path, framework: str
+) -> None:
+    dataset = make_fake_prepared(tmp_path, 16, 6, 2, size=32)
+    argv = ["--profile", "smoke", "--dataset", str(dataset), "--epochs", "1", "--precision", "bf16"]
+    assert ENTRY_POINTS[framework].main([*argv, "--variant", "nondeterministic"]) == 0
+    (run,) = _train_runs()
+    params = run.data.params
+    assert (params["precision"], params["variant"], params["deterministic"]) == ("bf16", "nondeterministic", "False")
+    # Read back from the framework: bfloat16 layers, a float32 output layer (and loss), no TF32.
+    assert (params["compute_dtype"], params["output_dtype"]) == ("bfloat16", "float32")
+    assert params["tf32_matmul"] == params["tf32_conv"] == "False"
+    assert params["bf16_hardware"] in {"native", "emulated"}
+    assert (
+        run.data.tags["mlflow.runName"]
+        == f"{framework}{'-tensorflow' if framework == 'keras' else ''}-bf16-nondeterministic-seed0"
+    )
+    if framework == "torch":
+        from thread_bench.models import torch_pyfunc
+
+        model = torch_pyfunc.load_model(f"runs:/{run.info.run_id}/model", device="cpu")
+        assert model.compute_dtype == "bfloat16"  # the logged model predicts as it trained
+
+
+def test_a_variant_sets_its_knobs_and_explicit_options_still_win() -> None:
+    parser = driver.build_parser("torch", TorchOptions)
+    request = driver.request_from_args(
+        parser.parse_args(["--profile", "smoke", "--variant", "tuned", "--compile", "false"]), "torch", TorchOptions
+    )
+    assert request.variant == "tuned" and not request.train.deterministic
+    assert request.options == TorchOptions(channels_last=True, compile=False)

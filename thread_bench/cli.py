@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from thread_bench.config import DEFAULT_PROFILE, profile_names
+from thread_bench.config import DEFAULT_PROFILE, DEFAULT_VARIANT, VARIANTS, profile_names, variant_names
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -53,6 +53,18 @@ def add_profile_option(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PROFILE,
         choices=profile_names(),
         help=f"named set of defaults (default: {DEFAULT_PROFILE})",
+    )
+
+
+def add_variant_option(parser: argparse.ArgumentParser) -> None:
+    described = []
+    for name in variant_names():
+        knobs = [f"{key}={value}" for overrides in VARIANTS[name].values() for key, value in overrides.items()]
+        described.append(f"{name} ({', '.join(knobs) or 'the protocol as written'})")
+    parser.add_argument(
+        "--variant",
+        default=DEFAULT_VARIANT,
+        help=f"named set of knobs applied on top of the profile: {'; '.join(described)} (default: {DEFAULT_VARIANT})",
     )
 
 

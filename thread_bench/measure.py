@@ -273,6 +273,54 @@ def nvml_process_bytes() -> int | None:
             pynvml.nvmlShutdown()
 
 
+def gpu_compute_capability(framework: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of the first GPU ``framework`` sees; ``None`` on CPU (or when it cannot tell)."""
+    if not gpu_available(framework):
+        return None
+    if framework == "torch":
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(0)
+        return int(major), int(minor)
+    if framework == "tensorflow":
+        import tensorflow as tf
+
+        device = tf.config.list_physical_devices("GPU")[0]
+        found = tf.config.experimental.get_device_details(device).get("compute_capability")
+        return (int(found[0]), int(found[1])) if found else None
+    import jax
+
+    text = str(getattr(next(d for d in jax.devices() if d.platform == "gpu"), "compute_capability", ""))
+    first, _, second = text.partition(".")
+    return (int(first), int(second or 0)) if first.isdigit() else None
+
+
+def device_memory_bytes(framework: str) -> int | None:
+    """Memory of the first GPU ``framework`` (``torch`` or ``jax``) sees, bytes; ``None`` on CPU."""
+    if not gpu_available(framework):
+        return None
+    if framework == "torch":
+        import torch
+
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    if framework == "jax":
+        import jax
+
+        stats = next(d for d in jax.devices() if d.platform == "gpu").memory_stats() or {}
+        return int(stats["bytes_limit"]) if "bytes_limit" in stats else None
+    # TensorFlow reports no device total, and Keras on TensorFlow never keeps the data on the device.
+    raise ValueError(f"framework must be torch or jax, got {framework!r}")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has bfloat16 instructions (x86 ``avx512_bf16`` or AMX ``amx_bf16``; Arm ``bf16``)."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith(("flags", "Features")):
+                return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(line.split(":", 1)[1].split()))
+    return False
+
+
 def cpu_model() -> str:
     """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:

@@ -63,6 +63,22 @@ PARAM_TF_MEMORY_GROWTH = "tf_memory_growth"
 PARAM_XLA_PREALLOCATE = "xla_preallocate"
 PARAM_TORCH_COMPILE = "torch_compile"
 PARAM_CHANNELS_LAST = "channels_last"
+PARAM_COMPILE_MODE = "compile_mode"
+#: The named set of knobs (``config.VARIANTS``) a training ran with.
+PARAM_VARIANT = "variant"
+#: TrainConfig.input_pipeline as resolved for this run (``device``, ``host`` or ``staged``; never ``auto``).
+PARAM_INPUT_PIPELINE = "input_pipeline"
+# Effective numerics, read back from the framework after ``precision`` was applied (not the request).
+PARAM_COMPUTE_DTYPE = "compute_dtype"
+PARAM_OUTPUT_DTYPE = "output_dtype"
+PARAM_TF32_MATMUL = "tf32_matmul"
+PARAM_TF32_CONV = "tf32_conv"
+#: ``native`` (bf16 instructions in the CPU or GPU), ``emulated`` (a CPU without them) or ``unused``.
+PARAM_BF16_HARDWARE = "bf16_hardware"
+PARAM_TORCH_FP32_PRECISION = "torch_fp32_precision"
+PARAM_TF_TENSOR_FLOAT_32 = "tf_tensor_float_32"
+PARAM_JAX_MATMUL_PRECISION = "jax_default_matmul_precision"
+PARAM_CUDNN_BENCHMARK = "cudnn_benchmark"
 
 # Per-epoch metrics (step = epoch, from 0).
 TRAIN_LOSS = "train_loss"

@@ -89,15 +89,21 @@ class Stage(nn.Module):
 
 
 class RegVGG(nn.Module):
-    """Input ``(N, 1, H, W)`` float32 in [0, 1], output ``(N, 1)``.
+    """Input ``(N, 1, H, W)`` float32 in [0, 1], output ``(N, 1)`` float32.
 
     Children: ``stage1 .. stage5``, ``flatten``, ``dense1``, ``dense2``, ``output``. ``flatten`` produces
     NCHW order, so ``dense1``'s columns are a permutation of the Keras kernel's rows (see ``transfer``).
+
+    ``compute_dtype="bfloat16"`` is the twin of Keras' ``mixed_bfloat16`` policy: every layer but the output
+    computes in bfloat16 (autocast), weights stay float32, and the output layer, hence the loss, is float32.
+    It is part of the model, like a Keras layer's dtype policy, so a saved model predicts as it trained.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, compute_dtype: str = "float32") -> None:
         super().__init__()
+        spec.check_compute_dtype(compute_dtype)
         self.config = config
+        self.compute_dtype = compute_dtype
         all_modules = spec.modules(config)
         for stage_number in range(1, len(spec.STAGE_MODULES) + 1):
             stage_modules = [m for m in all_modules if m.stage == stage_number]
@@ -125,17 +131,19 @@ class RegVGG(nn.Module):
             nn.init.zeros_(dense.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages():
-            x = stage(x)
-        x = self.flatten(x)
         *hidden, output = self.denses()
-        for dense in hidden:
-            x = F.relu(dense(x))
-        return output(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == "bfloat16"):
+            for stage in self.stages():
+                x = stage(x)
+            x = self.flatten(x)
+            for dense in hidden:
+                x = F.relu(dense(x))
+        with torch.autocast(x.device.type, enabled=False):
+            return output(x.float())
 
 
-def build_model(config: ModelConfig) -> RegVGG:
-    return RegVGG(config)
+def build_model(config: ModelConfig, compute_dtype: str = "float32") -> RegVGG:
+    return RegVGG(config, compute_dtype)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -23,13 +23,24 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from thread_bench import tracking
 from thread_bench.config import TrainConfig
 from thread_bench.data.prepared import PreparedDataset
-from thread_bench.measure import PeakGpuMemory, PeakHostMemory, PythonAllocPeak, Sync, Timer
+from thread_bench.measure import (
+    PeakGpuMemory,
+    PeakHostMemory,
+    PythonAllocPeak,
+    Sync,
+    Timer,
+    cpu_has_bf16,
+    gpu_compute_capability,
+    gpu_name,
+)
+from thread_bench.models import spec
 
 #: The per-epoch metric keys, in the order of ``history.csv``.
 EPOCH_METRICS = tracking.EPOCH_METRICS
@@ -52,13 +63,17 @@ class ArraySplit:
         return int(self.labels.shape[0])
 
     def batch(self, indices: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
-        """Images as float32 in [0, 1] ``(B, S, S)`` and labels ``(B, 1)``; the same bytes for both frameworks."""
-        images = self.images[indices].astype(np.float32) / np.float32(255.0)
-        return images, self.labels[indices].reshape(-1, 1)
+        """Images as float32 in [0, 1] ``(B, S, S)`` and labels ``(B, 1)``; the same bytes for both frameworks
+        and for every input pipeline (the device pipelines convert through the same ``spec.PIXEL_VALUES``)."""
+        return spec.PIXEL_VALUES[self.images[indices]], self.labels[indices].reshape(-1, 1)
 
     def batches_in_order(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for start in range(0, len(self), batch_size):
-            yield self.batch(slice(start, start + batch_size))
+        for indices in in_order(len(self), batch_size):
+            yield self.batch(indices)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.images.nbytes + self.labels.nbytes)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,47 @@ class TrainingData:
     @property
     def input_size(self) -> int:
         return int(self.train.images.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        """What keeping both splits on the device takes (uint8 images, float32 labels)."""
+        return self.train.nbytes + self.val.nbytes
+
+
+def in_order(n_samples: int, batch_size: int) -> list[slice]:
+    """The batches of a split in file order (validation and prediction)."""
+    return [slice(start, min(start + batch_size, n_samples)) for start in range(0, n_samples, batch_size)]
+
+
+def index_array(indices: np.ndarray | slice, n_samples: int) -> np.ndarray:
+    """The sample indices of a batch given as an index array or as a slice of a split of ``n_samples``."""
+    return np.arange(*indices.indices(n_samples)) if isinstance(indices, slice) else np.asarray(indices)
+
+
+def resolve_input_pipeline(config: TrainConfig, data_bytes: int, device_bytes: int | None) -> str:
+    """``config.input_pipeline`` made concrete: ``device``, ``host`` or ``staged`` (never ``auto``).
+
+    Args:
+        data_bytes: what the resident train and validation splits take (``TrainingData.nbytes``).
+        device_bytes: the GPU's memory; ``None`` when training on the CPU, where the device is the host and
+            the "device-resident" split is the one already in memory (nothing is uploaded).
+
+    Raises:
+        ValueError: ``device`` was asked for but the images do not fit in ``device_data_fraction`` of the GPU.
+    """
+    requested = config.input_pipeline
+    if requested in ("host", "staged") or device_bytes is None:
+        return "device" if requested == "auto" else requested
+    budget = config.device_data_fraction * device_bytes
+    if data_bytes <= budget:
+        return "device"
+    if requested == "device":
+        raise ValueError(
+            f"input_pipeline=device: the train and validation images take {data_bytes / 2**30:.2f} GiB, more "
+            f"than device_data_fraction={config.device_data_fraction} of the GPU's {device_bytes / 2**30:.1f} "
+            "GiB; raise device_data_fraction or use input_pipeline=host"
+        )
+    return "host"
 
 
 class BatchSampler:
@@ -213,6 +269,80 @@ def set_deterministic(enabled: bool, framework: str) -> None:
                 tf.config.experimental.disable_op_determinism()
     elif framework != "jax":
         raise ValueError(f"framework must be torch, tensorflow or jax, got {framework!r}")
+
+
+def set_precision(precision: str, framework: str) -> dict[str, Any]:
+    """Apply ``precision``'s float32 rules to ``framework`` (``torch``, ``tensorflow`` or ``jax``); returns the
+    settings read back from the framework (logged as params, so a run shows what was in force, not what
+    was asked for).
+
+    TF32 is allowed for matmuls and convolutions only under ``tf32``; ``fp32`` and the float32 parts of
+    ``bf16`` (output layer, loss, optimizer) are IEEE float32. Each framework's own default differs on a GPU
+    (JAX and TensorFlow use TF32 for float32, PyTorch for convolutions only), hence explicit settings for
+    all three. bfloat16 compute is a property of the model (Keras dtype policy, PyTorch autocast), set when
+    it is built.
+    """
+    tf32 = precision == "tf32"
+    if framework == "torch":
+        import torch
+
+        mode = "tf32" if tf32 else "ieee"
+        backends: Any = torch.backends  # the stubs lack the fp32_precision settings (PyTorch >= 2.9)
+        backends.cuda.matmul.fp32_precision = mode
+        backends.cudnn.conv.fp32_precision = mode
+        # oneDNN (CPU) kernels: TF32 only on CPUs that have it (none of this project's machines do).
+        backends.mkldnn.fp32_precision = mode
+        matmul, conv = backends.cuda.matmul.fp32_precision, backends.cudnn.conv.fp32_precision
+        return {
+            tracking.PARAM_TF32_MATMUL: matmul == "tf32",
+            tracking.PARAM_TF32_CONV: conv == "tf32",
+            tracking.PARAM_TORCH_FP32_PRECISION: (
+                f"cuda.matmul={matmul} cudnn.conv={conv} mkldnn={backends.mkldnn.fp32_precision}"
+            ),
+        }
+    if framework == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
+        enabled = bool(tf.config.experimental.tensor_float_32_execution_enabled())
+        return {
+            tracking.PARAM_TF32_MATMUL: enabled,
+            tracking.PARAM_TF32_CONV: enabled,
+            tracking.PARAM_TF_TENSOR_FLOAT_32: enabled,
+        }
+    if framework == "jax":
+        import jax
+
+        # Applies to every dot and convolution XLA compiles without an explicit precision (Keras' layers).
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+        value = str(jax.config.jax_default_matmul_precision)  # type: ignore[attr-defined]
+        reduced = value not in ("highest", "float32")
+        return {
+            tracking.PARAM_TF32_MATMUL: reduced,
+            tracking.PARAM_TF32_CONV: reduced,
+            tracking.PARAM_JAX_MATMUL_PRECISION: value,
+        }
+    raise ValueError(f"framework must be torch, tensorflow or jax, got {framework!r}")
+
+
+def bf16_hardware(framework: str) -> str:
+    """Whether the device ``framework`` trains on computes bfloat16 natively: ``native`` or ``emulated``.
+
+    Raises:
+        ValueError: a GPU without bfloat16 (compute capability below 8.0): a ``bf16`` run there would not be
+            bf16, so it is refused rather than logged as such.
+    """
+    capability = gpu_compute_capability(framework)
+    if capability is not None:
+        if capability < (8, 0):
+            raise ValueError(
+                f"precision=bf16: the GPU {gpu_name(framework)} has compute capability "
+                f"{capability[0]}.{capability[1]}; bfloat16 needs 8.0 (Ampere) or newer. Use fp32 or tf32"
+            )
+        return "native"
+    # A CPU without bfloat16 instructions still computes in bfloat16 (converting in software): the numbers
+    # are bf16's, the speed is not; logged so that such a run is not read as a bf16 speed measurement.
+    return "native" if cpu_has_bf16() else "emulated"
 
 
 def set_threads(threads: int, framework: str) -> None:

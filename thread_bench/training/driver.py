@@ -1,8 +1,13 @@
 """The run around ``fit``, shared by both entry points: configs, validation, dataset, MLflow logging.
 
 A framework module (``keras_train`` or ``torch_train`` in this package) is passed in as a plain module; it
-provides ``FRAMEWORK``, ``configure``, ``versions``, ``environment``, ``build_model``, ``count_parameters``,
-``compile_model``, ``fit``, ``predict`` and ``log_model`` with the same meaning in both.
+provides ``FRAMEWORK``, ``configure``, ``versions``, ``backend``, ``environment``, ``build_model``,
+``count_parameters``, ``compile_model``, ``input_pipeline``, ``fit``, ``predict`` and ``log_model`` with the
+same meaning in both.
+
+**Precision and variants.** ``precision`` (TrainConfig) is applied by the framework module's ``configure``
+(float32 rules, read back and logged) and ``build_model`` (bfloat16 compute); ``variant`` picks a named set
+of knobs (``config.VARIANTS``) between the profile and the explicit options, and is logged.
 
 **Seeds.** ``seed`` (TrainConfig) drives initialisation, dropout and the batch order; ``data_seed``
 (DataConfig.seed) drives the prepared dataset (synthetic corpus, augmentation, split). Runs with different
@@ -36,7 +41,7 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
 from thread_bench import cli, tracking
-from thread_bench.config import DataConfig, ModelConfig, TrainConfig, resolve
+from thread_bench.config import DEFAULT_VARIANT, DataConfig, ModelConfig, TrainConfig, resolve
 from thread_bench.data.prepared import PreparedDataset, load_prepared
 from thread_bench.training.common import (
     EpochRecord,
@@ -50,8 +55,6 @@ from thread_bench.training.options import KerasOptions, TorchOptions
 
 log = logging.getLogger(__name__)
 
-#: Only float32 training is implemented; logged so that a later mixed-precision run is told apart.
-PRECISION = "float32"
 #: Images used for the model signature and input example.
 _EXAMPLE_IMAGES = 4
 
@@ -68,6 +71,7 @@ class TrainRequest:
     model: ModelConfig
     train: TrainConfig
     options: FrameworkOptions
+    variant: str = DEFAULT_VARIANT
     experiment: str | None = None
     #: A prepared dataset directory to train on as is, instead of preparing one from ``data``.
     dataset_dir: Path | None = None
@@ -85,6 +89,7 @@ def build_parser(framework: str, options_cls: type) -> argparse.ArgumentParser:
         "Every option defaults to the profile's value (an empty string also means 'from the profile').",
     )
     cli.add_profile_option(parser)
+    cli.add_variant_option(parser)
     cli.add_dataclass_options(parser, TrainConfig)
     cli.add_dataclass_options(parser, ModelConfig)  # input_size applies to the data and the model alike
     cli.add_dataclass_options(parser, DataConfig, exclude=("seed", "input_size"))
@@ -104,10 +109,11 @@ def build_parser(framework: str, options_cls: type) -> argparse.ArgumentParser:
 def request_from_args(args: argparse.Namespace, framework: str, options_cls: type) -> TrainRequest:
     """Resolve the profile and the given options; raises ``ValueError``/``FileNotFoundError`` for bad input."""
     data_overrides = {**cli.pick(args, DataConfig), "seed": args.data_seed}
-    data = resolve(DataConfig, args.profile, data_overrides)
-    model = resolve(ModelConfig, args.profile, cli.pick(args, ModelConfig))
-    train = resolve(TrainConfig, args.profile, cli.pick(args, TrainConfig))
-    options = resolve(options_cls, args.profile, cli.pick(args, options_cls))
+    variant = args.variant or DEFAULT_VARIANT
+    data = resolve(DataConfig, args.profile, data_overrides, variant=variant)
+    model = resolve(ModelConfig, args.profile, cli.pick(args, ModelConfig), variant=variant)
+    train = resolve(TrainConfig, args.profile, cli.pick(args, TrainConfig), variant=variant)
+    options = resolve(options_cls, args.profile, cli.pick(args, options_cls), variant=variant)
     dataset_dir = Path(args.dataset) if args.dataset else None
     request = TrainRequest(
         framework=framework,
@@ -116,6 +122,7 @@ def request_from_args(args: argparse.Namespace, framework: str, options_cls: typ
         model=model,
         train=train,
         options=options,
+        variant=variant,
         experiment=args.experiment or None,
         dataset_dir=dataset_dir,
         run_name=args.run_name or None,
@@ -147,8 +154,15 @@ def validate(request: TrainRequest) -> None:
 # ------------------------------------------------------------------------------------------ the run
 
 
-def run(request: TrainRequest, trainer: ModuleType) -> str:
-    """Train and log one run; returns its MLflow run id. The run ends FINISHED, FAILED or KILLED."""
+def run(request: TrainRequest, trainer: ModuleType, knobs: dict[str, Any] | None = None) -> str:
+    """Train and log one run; returns its MLflow run id. The run ends FINISHED, FAILED or KILLED.
+
+    Args:
+        knobs: what ``trainer.configure`` returned, when the caller configured the process already (to
+            refuse unsupported settings before any run starts); configured here otherwise.
+    """
+    if knobs is None:
+        knobs = trainer.configure(request.options, request.train)
     tags = {tracking.TAG_ROLE: tracking.ROLE_TRAIN, tracking.TAG_FRAMEWORK: trainer.FRAMEWORK}
     with tracking.tracked_run(
         request.experiment,
@@ -158,30 +172,38 @@ def run(request: TrainRequest, trainer: ModuleType) -> str:
         launch_link_tag=tracking.TAG_TRAINING_RUN_ID,
     ) as active:
         run_id = active.info.run_id
-        knobs = trainer.configure(request.options, request.train)
         dataset = _dataset(request)
         data = TrainingData.from_prepared(dataset)
-        seed_everything(request.train.seed)
-        model = trainer.build_model(request.model)
-        knobs.update(trainer.compile_model(model, request.train, request.options))
+        train = dataclasses.replace(request.train, input_pipeline=trainer.input_pipeline(request.train, data))
+        seed_everything(train.seed)
+        model = trainer.build_model(request.model, train.precision)
+        knobs = {**knobs, **trainer.compile_model(model, train, request.options)}
         environment = trainer.environment()
-        _log_setup(request, trainer, dataset, trainer.count_parameters(model), knobs, environment)
+        _log_setup(request, train, trainer, dataset, trainer.count_parameters(model), knobs, environment)
         print(
-            f"{trainer.FRAMEWORK} ({knobs[tracking.PARAM_BACKEND]}) on {environment['device']}: "
-            f"{len(data.train)} train / {len(data.val)} val images of {data.input_size} px, "
-            f"run {run_id}",
+            f"{trainer.FRAMEWORK} ({knobs[tracking.PARAM_BACKEND]}, {train.precision}, variant "
+            f"{request.variant}, {train.input_pipeline} input) on {environment['device']}: "
+            f"{len(data.train)} train / {len(data.val)} val images of {data.input_size} px, run {run_id}",
             flush=True,
         )
-        result = trainer.fit(model, data, request.train, request.options, on_epoch_end=_report_epoch)
-        _add_validation_scores(result, trainer, model, data)
+        if train.input_pipeline == "staged":
+            log.warning(
+                "input_pipeline=staged: every step sees one pre-made batch; the timings hold, the losses do not"
+            )
+        result = trainer.fit(model, data, train, request.options, on_epoch_end=_report_epoch)
+        _add_validation_scores(result, trainer, model, data, check=train.input_pipeline != "staged")
         _log_result(result, trainer, model, data)
     _print_summary(result, run_id)
     return run_id
 
 
 def _run_name(request: TrainRequest) -> str:
+    """``<framework>[-<backend>][-<precision>][-<variant>]-seed<seed>``; the defaults are left out."""
     backend = request.options.backend if isinstance(request.options, KerasOptions) else None
-    return "-".join(part for part in (request.framework, backend, f"seed{request.train.seed}") if part)
+    precision = request.train.precision if request.train.precision != TrainConfig.precision else None
+    variant = request.variant if request.variant != DEFAULT_VARIANT else None
+    parts = (request.framework, backend, precision, variant, f"seed{request.train.seed}")
+    return "-".join(part for part in parts if part)
 
 
 def _dataset(request: TrainRequest) -> PreparedDataset:
@@ -206,18 +228,22 @@ def _data_params(request: TrainRequest, dataset: PreparedDataset) -> dict[str, A
 
 def _log_setup(
     request: TrainRequest,
+    train: TrainConfig,
     trainer: ModuleType,
     dataset: PreparedDataset,
     n_params: int,
     knobs: dict[str, Any],
     environment: dict[str, Any],
 ) -> None:
-    """Params, tags, the dataset input and the resolved config; all before the first epoch."""
+    """Params, tags, the dataset input and the resolved config; all before the first epoch.
+
+    ``train`` is ``request.train`` with ``input_pipeline`` resolved (what this run used).
+    """
     params = {
         tracking.PARAM_FRAMEWORK: trainer.FRAMEWORK,
         tracking.PARAM_PROFILE: request.profile,
-        tracking.PARAM_PRECISION: PRECISION,
-        **dataclasses.asdict(request.train),
+        tracking.PARAM_VARIANT: request.variant,
+        **dataclasses.asdict(train),
         **dataclasses.asdict(request.model),
         **_data_params(request, dataset),
         tracking.PARAM_DATASET_DIGEST: dataset.digest,
@@ -251,7 +277,9 @@ def _log_setup(
     config = {
         "framework": trainer.FRAMEWORK,
         "profile": request.profile,
-        "train": dataclasses.asdict(request.train),
+        "variant": request.variant,
+        "train": dataclasses.asdict(train),
+        "train_requested": dataclasses.asdict(request.train),
         "model": dataclasses.asdict(request.model),
         "data": dataclasses.asdict(request.data) if request.dataset_dir is None else None,
         "options": dataclasses.asdict(request.options),
@@ -276,8 +304,15 @@ def _report_epoch(record: EpochRecord) -> None:
     )
 
 
-def _add_validation_scores(result: TrainResult, trainer: ModuleType, model: Any, data: TrainingData) -> None:
-    """Score the restored best model on the validation split, next to the mean-predictor baseline."""
+def _add_validation_scores(
+    result: TrainResult, trainer: ModuleType, model: Any, data: TrainingData, *, check: bool = True
+) -> None:
+    """Score the restored best model on the validation split, next to the mean-predictor baseline.
+
+    Args:
+        check: warn when the rescored loss differs from the best epoch's (off for staged runs, whose epoch
+            losses were computed on a pre-made batch).
+    """
     predictions = trainer.predict(model, data.val.images)
     labels = data.val.labels
     baseline_loss, baseline_mae = mean_predictor_baseline(data.train.labels, labels)
@@ -289,7 +324,7 @@ def _add_validation_scores(result: TrainResult, trainer: ModuleType, model: Any,
         }
     )
     rescored = normalized_mae(predictions, labels)
-    if abs(rescored - result.best_val_loss) > 1e-3 * max(1.0, result.best_val_loss):
+    if check and abs(rescored - result.best_val_loss) > 1e-3 * max(1.0, result.best_val_loss):
         log.warning(
             "the restored model scores %.5f on validation, the best epoch scored %.5f", rescored, result.best_val_loss
         )
@@ -332,11 +367,12 @@ def main(argv: Sequence[str] | None, framework: str, options_cls: type, load_tra
     try:
         request = request_from_args(args, framework, options_cls)
         trainer = load_trainer(request)
+        knobs = trainer.configure(request.options, request.train)
     except (ValueError, FileNotFoundError) as error:
         cli.fail(parser, error)
         return 2
     try:
-        run(request, trainer)
+        run(request, trainer, knobs)
     except KeyboardInterrupt:
         print("interrupted: the MLflow run is marked KILLED", file=sys.stderr)
         return 130

@@ -17,7 +17,7 @@ import numpy as np
 
 from thread_bench import tracking
 from thread_bench.config import ModelConfig, TrainConfig
-from thread_bench.measure import device_sync, environment_info, gpu_available
+from thread_bench.measure import device_memory_bytes, device_sync, environment_info, gpu_available
 from thread_bench.models import keras_model, spec
 from thread_bench.training.common import (
     ArraySplit,
@@ -27,10 +27,15 @@ from thread_bench.training.common import (
     EpochMeter,
     TrainingData,
     TrainResult,
+    bf16_hardware,
     check_finite_loss,
+    in_order,
+    index_array,
     lr_at_epoch,
     python_alloc_meter,
+    resolve_input_pipeline,
     set_deterministic,
+    set_precision,
     set_threads,
 )
 from thread_bench.training.options import KerasOptions
@@ -49,11 +54,20 @@ def configure(options: KerasOptions, train: TrainConfig) -> dict[str, Any]:
 
     TensorFlow reserves nearly all GPU memory at start unless memory growth is on (DESIGN.md section 7),
     so growth is enabled here, before anything touches the GPU.
+
+    Raises:
+        ValueError: a setting this machine or backend cannot honour (bf16 on a GPU without it;
+            ``input_pipeline=device`` on TensorFlow).
     """
     if backend() != options.backend:
         raise RuntimeError(
             f"Keras is running on {backend()!r} but backend={options.backend!r} was asked for: Keras picks its "
             "backend at its first import; start a fresh process (python -m thread_bench.keras_train)"
+        )
+    if options.backend == "tensorflow" and train.input_pipeline == "device":
+        raise ValueError(
+            "input_pipeline=device is not available for Keras on TensorFlow: Keras feeds a PyDataset through "
+            "tf.data, which brings every batch to the host; use host (prefetched by tf.data) or auto"
         )
     set_threads(train.threads, options.backend)  # before memory growth: both need an unstarted runtime
     params: dict[str, Any] = {tracking.PARAM_BACKEND: options.backend}
@@ -62,6 +76,8 @@ def configure(options: KerasOptions, train: TrainConfig) -> dict[str, Any]:
     elif options.backend == "jax":
         params[tracking.PARAM_XLA_PREALLOCATE] = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
     set_deterministic(train.deterministic, options.backend)
+    params.update(set_precision(train.precision, options.backend))
+    params[tracking.PARAM_BF16_HARDWARE] = bf16_hardware(options.backend) if train.precision == "bf16" else "unused"
     if not gpu_available(options.backend):
         log.info("no GPU visible to Keras (%s backend): training on the CPU", options.backend)
     return params
@@ -104,8 +120,8 @@ def environment() -> dict[str, Any]:
     return environment_info(backend())
 
 
-def build_model(config: ModelConfig) -> keras.Model:
-    return keras_model.build_model(config)
+def build_model(config: ModelConfig, precision: str = "fp32") -> keras.Model:
+    return keras_model.build_model(config, spec.compute_dtype(precision))
 
 
 def count_parameters(model: keras.Model) -> int:
@@ -126,36 +142,79 @@ def compile_model(model: keras.Model, train: TrainConfig, options: KerasOptions)
         jit_compile=options.jit_compile_setting,
     )
     # "auto" is resolved by Keras (False for TensorFlow on a CPU); log what it chose.
-    return {tracking.PARAM_JIT_COMPILE: bool(model.jit_compile)}
+    hidden_dtype, output_dtype = keras_model.compute_dtype_of(model)
+    return {
+        tracking.PARAM_JIT_COMPILE: bool(model.jit_compile),
+        tracking.PARAM_COMPUTE_DTYPE: hidden_dtype,
+        tracking.PARAM_OUTPUT_DTYPE: output_dtype,
+    }
+
+
+def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
+    """``config.input_pipeline`` resolved for this machine: ``device``, ``host`` or ``staged``.
+
+    On TensorFlow ``auto`` means ``host``: Keras wraps a PyDataset in ``tf.data.Dataset.from_generator``, which
+    converts every batch to NumPy, so device-resident batches would make a round trip through the host;
+    ``tf.data`` prefetches the host batches on a thread of its own instead.
+    """
+    if backend() == "tensorflow":
+        return "host" if config.input_pipeline == "auto" else config.input_pipeline
+    return resolve_input_pipeline(config, data.nbytes, device_memory_bytes(backend()))
 
 
 class _Batches(keras.utils.PyDataset):
-    """Batch ``i`` of the current epoch in the shared :class:`BatchSampler` order (or in file order)."""
+    """Batch ``i`` of the current epoch in the shared :class:`BatchSampler` order (or in file order).
 
-    def __init__(self, split: ArraySplit, batch_size: int, sampler: BatchSampler | None = None) -> None:
+    With ``device`` (JAX and torch backends) the uint8 images and the labels are uploaded once and each batch
+    is gathered and converted on the device; with ``host`` it is gathered and converted in NumPy; ``staged``
+    returns one pre-made batch per size (measurement only). The values are ``ArraySplit.batch``'s, bit for
+    bit (see ``spec.PIXEL_VALUES``).
+    """
+
+    def __init__(self, split: ArraySplit, batch_size: int, pipeline: str, sampler: BatchSampler | None = None):
         super().__init__(workers=1, use_multiprocessing=False)
         self.split = split
         self.sampler = sampler
-        self.batch_size = batch_size
+        self.pipeline = pipeline
+        self.order = in_order(len(split), batch_size)
+        if pipeline == "device":
+            self.images = keras.ops.convert_to_tensor(split.images)
+            self.labels = keras.ops.convert_to_tensor(split.labels)
+            self.pixel_values = keras.ops.convert_to_tensor(spec.PIXEL_VALUES)
+        self._staged: dict[int, tuple[Any, Any]] = {}
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         # The epoch is set by a callback at on_epoch_begin, before Keras asks for the epoch's first batch,
         # so the order never depends on when Keras calls PyDataset.on_epoch_end or how far it prefetches.
         self.epoch = epoch
-        self._batches = self.sampler.batches(epoch) if self.sampler is not None else None
+        self._batches: list[np.ndarray] | list[slice] = (
+            self.sampler.batches(epoch) if self.sampler is not None else self.order
+        )
 
     def __len__(self) -> int:
-        if self._batches is not None:
-            return len(self._batches)
-        return -(-len(self.split) // self.batch_size)
+        return len(self._batches)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._batches is not None:
-            images, labels = self.split.batch(self._batches[index])
-        else:
-            images, labels = self.split.batch(slice(index * self.batch_size, (index + 1) * self.batch_size))
-        return images[..., np.newaxis], labels
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        return self.batch(self._batches[index])
+
+    def batch(self, indices: np.ndarray | slice) -> tuple[Any, Any]:
+        """Images ``(B, S, S, 1)`` float32 in [0, 1] and labels ``(B, 1)``."""
+        if self.pipeline == "staged":
+            size = len(index_array(indices, len(self.split)))
+            if size not in self._staged:
+                self._staged[size] = self._gather(slice(0, size))
+            return self._staged[size]
+        return self._gather(indices)
+
+    def _gather(self, indices: np.ndarray | slice) -> tuple[Any, Any]:
+        if self.pipeline != "device":
+            images, labels = self.split.batch(indices)
+            return images[..., np.newaxis], labels
+        index = keras.ops.convert_to_tensor(index_array(indices, len(self.split)))
+        images = keras.ops.take(self.pixel_values, keras.ops.take(self.images, index, axis=0))
+        labels = keras.ops.take(self.labels, index, axis=0)
+        return keras.ops.expand_dims(images, -1), keras.ops.expand_dims(labels, -1)
 
 
 class _SetEpoch(keras.callbacks.Callback):
@@ -227,10 +286,13 @@ def fit(
     *,
     on_epoch_end: EpochCallback,
 ) -> TrainResult:
-    """Train a compiled model with ``fit``; on return ``model`` holds the best-validation weights."""
+    """Train a compiled model with ``fit``; on return ``model`` holds the best-validation weights.
+
+    ``config.input_pipeline`` must be resolved (:func:`input_pipeline`).
+    """
     sampler = BatchSampler(len(data.train), config.batch_size, config.seed)
-    train_batches = _Batches(data.train, config.batch_size, sampler)
-    val_batches = _Batches(data.val, config.batch_size)
+    train_batches = _Batches(data.train, config.batch_size, config.input_pipeline, sampler)
+    val_batches = _Batches(data.val, config.batch_size, config.input_pipeline)
     stopper = EarlyStopping(config.patience, config.min_delta)
     meter = EpochMeter(options.backend, device_sync(options.backend))
     keep_best = _KeepBest(stopper, meter, config, on_epoch_end)

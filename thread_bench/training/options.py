@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 JIT_COMPILE_CHOICES = ("auto", "true", "false")
+#: ``torch.compile`` modes; ``reduce-overhead`` adds CUDA graphs (for launch-bound small batches on a GPU).
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -41,3 +43,9 @@ class TorchOptions:
     channels_last: bool = False
     #: Wrap the model in ``torch.compile`` (logged as ``torch_compile``).
     compile: bool = False
+    #: The ``mode`` of ``torch.compile`` (used only with ``compile``).
+    compile_mode: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.compile_mode not in TORCH_COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {list(TORCH_COMPILE_MODES)}, got {self.compile_mode!r}")

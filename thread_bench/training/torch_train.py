@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import mlflow
 import numpy as np
 import torch
 from torch import nn
 
 from thread_bench import tracking
 from thread_bench.config import ModelConfig, TrainConfig
-from thread_bench.measure import device_sync, environment_info, gpu_available
-from thread_bench.models import spec, torch_model
+from thread_bench.measure import device_memory_bytes, device_sync, environment_info, gpu_available
+from thread_bench.models import spec, torch_model, torch_pyfunc
 from thread_bench.training.common import (
     ArraySplit,
     BatchSampler,
@@ -26,10 +26,15 @@ from thread_bench.training.common import (
     EpochMeter,
     TrainingData,
     TrainResult,
+    bf16_hardware,
     check_finite_loss,
+    in_order,
+    index_array,
     lr_at_epoch,
     python_alloc_meter,
+    resolve_input_pipeline,
     set_deterministic,
+    set_precision,
     set_threads,
 )
 from thread_bench.training.options import TorchOptions
@@ -40,18 +45,31 @@ FRAMEWORK = "torch"
 #: The allocator/GPU meters and the sync follow the backend that does the work.
 GPU_FRAMEWORK = "torch"
 
+Batch = tuple[torch.Tensor, torch.Tensor]
+
 
 def configure(options: TorchOptions, train: TrainConfig) -> dict[str, Any]:
-    """Process-wide settings, before any model exists; returns the knob params to log."""
+    """Process-wide settings, before any model exists; returns the knob params to log.
+
+    Raises:
+        ValueError: a setting this machine cannot honour (bf16 on a GPU without it).
+    """
     set_threads(train.threads, GPU_FRAMEWORK)
     set_deterministic(train.deterministic, GPU_FRAMEWORK)
+    knobs: dict[str, Any] = {tracking.PARAM_BACKEND: "torch", **set_precision(train.precision, GPU_FRAMEWORK)}
+    knobs[tracking.PARAM_BF16_HARDWARE] = bf16_hardware(GPU_FRAMEWORK) if train.precision == "bf16" else "unused"
+    knobs[tracking.PARAM_CUDNN_BENCHMARK] = bool(torch.backends.cudnn.benchmark)
     if not gpu_available(GPU_FRAMEWORK):
         log.info("no GPU visible to PyTorch: training on the CPU")
-    return {tracking.PARAM_BACKEND: "torch"}
+    return knobs
 
 
 def versions() -> dict[str, str]:
     return {"torch": torch.__version__}
+
+
+def backend() -> str:
+    return "torch"
 
 
 def environment() -> dict[str, Any]:
@@ -62,8 +80,8 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    return torch_model.build_model(config).to(_device())
+def build_model(config: ModelConfig, precision: str = "fp32") -> nn.Module:
+    return torch_model.build_model(config, spec.compute_dtype(precision)).to(_device())
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -74,7 +92,44 @@ def compile_model(model: nn.Module, train: TrainConfig, options: TorchOptions) -
     """Apply the memory-format knob in place; returns the resolved knobs (``torch.compile`` wraps in ``fit``)."""
     if options.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack the keyword
-    return {tracking.PARAM_TORCH_COMPILE: options.compile, tracking.PARAM_CHANNELS_LAST: options.channels_last}
+    hidden_dtype, output_dtype = _observed_dtypes(model)
+    return {
+        tracking.PARAM_TORCH_COMPILE: options.compile,
+        tracking.PARAM_COMPILE_MODE: options.compile_mode if options.compile else "",
+        tracking.PARAM_CHANNELS_LAST: options.channels_last,
+        tracking.PARAM_COMPUTE_DTYPE: hidden_dtype,
+        tracking.PARAM_OUTPUT_DTYPE: output_dtype,
+    }
+
+
+def _observed_dtypes(model: nn.Module) -> tuple[str, str]:
+    """The dtypes of the first convolution's output and of the model's output on one blank image.
+
+    Autocast decides dtypes per call, so the only read-back of what bf16 does is to run the model once.
+    """
+    seen: dict[str, torch.dtype] = {}
+    first_conv = model.get_submodule(spec.torch_module_path(spec.conv_name("stage1_module1", spec.KERNEL_SIZES[0])))
+
+    def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:  # None: the output is kept
+        seen["hidden"] = output.dtype
+
+    hook = first_conv.register_forward_hook(record)
+    parameter = next(model.parameters())
+    side = int(model.config.input_size)  # type: ignore[union-attr,arg-type]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            output = model(torch.zeros(1, spec.INPUT_CHANNELS, side, side, device=parameter.device))
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return str(seen["hidden"]).removeprefix("torch."), str(output.dtype).removeprefix("torch.")
+
+
+def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
+    """``config.input_pipeline`` resolved for this machine: ``device``, ``host`` or ``staged``."""
+    return resolve_input_pipeline(config, data.nbytes, device_memory_bytes(GPU_FRAMEWORK))
 
 
 def normalized_mae(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -82,43 +137,84 @@ def normalized_mae(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return ((predictions - targets).abs() / targets).mean()
 
 
-def _to_device(images: np.ndarray, labels: np.ndarray, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    device = _device()
-    x = torch.from_numpy(images).unsqueeze(1).to(device, non_blocking=True)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, torch.from_numpy(labels).to(device, non_blocking=True)
+class DeviceBatches:
+    """One split as PyTorch tensors, cut into batches by index arrays (see ``TrainConfig.input_pipeline``).
+
+    ``device``: the uint8 images and the labels are uploaded once; each batch is gathered and converted to
+    float32 on the device. ``host``: each batch is gathered on the host, pinned and copied asynchronously, then
+    converted on the device (a quarter of the bytes of a float32 copy). ``staged``: every request returns one
+    pre-made batch of that size (measurement only). The values are ``ArraySplit.batch``'s, bit for bit: the
+    conversion is a gather from ``spec.PIXEL_VALUES``.
+    """
+
+    def __init__(self, split: ArraySplit, pipeline: str, channels_last: bool = False) -> None:
+        self.split = split
+        self.pipeline = pipeline
+        self.channels_last = channels_last
+        self.device = _device()
+        resident = self.device if pipeline == "device" else torch.device("cpu")
+        # On a CPU the "device" is the host: from_numpy shares the memory, nothing is copied.
+        self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(resident)
+        self.labels = torch.from_numpy(np.ascontiguousarray(split.labels, dtype=np.float32)).to(resident)
+        self.pixel_values = torch.from_numpy(spec.PIXEL_VALUES).to(self.device)
+        self._staged: dict[int, Batch] = {}
+
+    def batch(self, indices: np.ndarray | slice) -> Batch:
+        """Images ``(B, 1, S, S)`` float32 in [0, 1] and labels ``(B, 1)``, on the training device."""
+        if self.pipeline == "staged":
+            size = len(index_array(indices, len(self.split)))
+            if size not in self._staged:
+                self._staged[size] = self._gather(slice(0, size))
+            return self._staged[size]
+        return self._gather(indices)
+
+    def _gather(self, indices: np.ndarray | slice) -> Batch:
+        if isinstance(indices, slice):
+            images, labels = self.images[indices], self.labels[indices]
+        else:
+            index = torch.from_numpy(indices)
+            if self.images.device != index.device:
+                index = index.to(self.images.device, non_blocking=True)
+            images, labels = self.images.index_select(0, index), self.labels.index_select(0, index)
+        if images.device != self.device:
+            # Pinned through PyTorch's caching host allocator, which keeps the block until the copy is done.
+            images = images.pin_memory().to(self.device, non_blocking=True)
+            labels = labels.pin_memory().to(self.device, non_blocking=True)
+        x = torch.take(self.pixel_values, images.long()).unsqueeze(1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, labels.unsqueeze(1)
+
+    def batches(self, index_batches: Iterable[np.ndarray | slice]) -> Iterator[Batch]:
+        for indices in index_batches:
+            yield self.batch(indices)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    split: ArraySplit,
-    batches: list[np.ndarray],
-    channels_last: bool = False,
-) -> float:
-    """One pass over ``batches`` (index arrays into ``split``); returns the sample-weighted mean loss."""
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch]) -> float:
+    """One pass over ``batches`` (device tensors); returns the sample-weighted mean loss."""
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=_device())
-    for indices in batches:
-        x, y = _to_device(*split.batch(indices), channels_last)
+    count = 0
+    for x, y in batches:
         optimizer.zero_grad(set_to_none=True)
         loss = normalized_mae(model(x), y)
         loss.backward()
         optimizer.step()
-        total += loss.detach().double() * len(indices)
-    return float(total.item()) / sum(len(b) for b in batches)
+        total += loss.detach().double() * len(y)
+        count += len(y)
+    return float(total.item()) / count
 
 
-def evaluate(model: nn.Module, split: ArraySplit, batch_size: int, channels_last: bool = False) -> float:
-    """Mean normalised MAE over ``split`` in eval mode (running BatchNorm statistics, no dropout)."""
+def evaluate(model: nn.Module, batches: Iterable[Batch]) -> float:
+    """Mean normalised MAE over ``batches`` in eval mode (running BatchNorm statistics, no dropout)."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=_device())
+    count = 0
     with torch.inference_mode():
-        for images, labels in split.batches_in_order(batch_size):
-            x, y = _to_device(images, labels, channels_last)
-            total += normalized_mae(model(x), y).double() * len(labels)
-    return float(total.item()) / len(split)
+        for x, y in batches:
+            total += normalized_mae(model(x), y).double() * len(y)
+            count += len(y)
+    return float(total.item()) / count
 
 
 def fit(
@@ -129,10 +225,18 @@ def fit(
     *,
     on_epoch_end: EpochCallback,
 ) -> TrainResult:
-    """Train with Adam and early stopping; on return ``model`` holds the best-validation weights."""
-    runner: nn.Module = torch.compile(model) if options.compile else model  # type: ignore[assignment]
+    """Train with Adam and early stopping; on return ``model`` holds the best-validation weights.
+
+    ``config.input_pipeline`` must be resolved (:func:`input_pipeline`).
+    """
+    runner: nn.Module = (
+        torch.compile(model, mode=options.compile_mode) if options.compile else model  # type: ignore[assignment]
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, eps=config.adam_epsilon)
     sampler = BatchSampler(len(data.train), config.batch_size, config.seed)
+    train_inputs = DeviceBatches(data.train, config.input_pipeline, options.channels_last)
+    val_inputs = DeviceBatches(data.val, config.input_pipeline, options.channels_last)
+    val_order = in_order(len(data.val), config.batch_size)
     stopper = EarlyStopping(config.patience, config.min_delta)
     meter = EpochMeter(GPU_FRAMEWORK, device_sync(GPU_FRAMEWORK))
     history = []
@@ -144,9 +248,9 @@ def fit(
                 group["lr"] = learning_rate
             batches = sampler.batches(epoch)
             meter.begin_epoch()
-            train_loss = train_one_epoch(runner, optimizer, data.train, batches, options.channels_last)
+            train_loss = train_one_epoch(runner, optimizer, train_inputs.batches(batches))
             meter.begin_validation()
-            val_loss = evaluate(runner, data.val, config.batch_size, options.channels_last)
+            val_loss = evaluate(runner, val_inputs.batches(val_order))
             meter.end_validation()
             meter.end_epoch()
             check_finite_loss(epoch, train_loss)
@@ -177,23 +281,11 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.nd
 
 
 def log_model(model: nn.Module, example_images: np.ndarray) -> str:
-    """Log ``model`` as an MLflow PyTorch model with a signature; returns its model URI.
+    """Log ``model`` to MLflow with a signature (see :mod:`thread_bench.models.torch_pyfunc` for the format
+    and why); returns its model URI.
 
     Args:
         example_images: a few ``(N, S, S)`` images; the signature and input example are
             ``(N, 1, S, S)`` float32 in [0, 1].
     """
-    model = model.to("cpu").eval()
-    x = spec.as_model_input(example_images, example_images.shape[1])[:, np.newaxis]
-    with torch.inference_mode():
-        y = model(torch.from_numpy(x)).numpy()
-    signature = mlflow.models.infer_signature(x, y)
-    info = mlflow.pytorch.log_model(
-        model,
-        name=tracking.ARTIFACT_MODEL,
-        signature=signature,
-        input_example=x,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
-    )
-    model.to(_device())
-    return str(info.model_uri)
+    return torch_pyfunc.log_model(model, example_images)  # type: ignore[arg-type]
