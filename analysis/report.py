@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import plots, stats
+from analysis import plots, runs, stats
 from thread_bench import tracking
 
 #: Per-run quantities derived from the epoch history (first epoch apart from the steady state).
@@ -61,6 +62,10 @@ _UNITS = {
 
 NOT_MEASURED = "not measured"
 
+#: Group knobs ignored when pairing a deterministic group with a non-deterministic one: the variant names the
+#: set a run belongs to, and cuDNN benchmarking follows from ``deterministic`` (it is not a group knob).
+_DETERMINISM_COMPANIONS = frozenset({"deterministic", tracking.PARAM_VARIANT})
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -82,6 +87,8 @@ class Report:
     evaluations: pd.DataFrame
     summary: pd.DataFrame
     comparisons: pd.DataFrame
+    determinism: pd.DataFrame
+    """Per framework, deterministic vs non-deterministic groups alike in every other knob (``determinism_costs``)."""
     baseline: Baseline | None
     context: dict[str, str] = field(default_factory=dict)
     """Scope of the report (experiment, study, dataset digest, tracking URI...), shown as a list."""
@@ -216,9 +223,45 @@ def build_report(
         comparisons=stats.compare_groups(
             per_run, time_metric=STEADY_EPOCH_TIME_S, loss_metric=tracking.BEST_VAL_LOSS, seed=seed
         ),
+        determinism=determinism_costs(per_run, seed=seed),
         baseline=baseline,
         context=dict(context or {}),
     )
+
+
+def determinism_costs(per_run: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+    """What deterministic kernels cost each framework: for every pair of its groups that differ in
+    ``deterministic`` and in no other group knob (precision, backend, compile, ... and device), the ratio of
+    mean steady-state epoch times, deterministic / non-deterministic, with a bootstrap interval.
+
+    Returns columns ``framework``, ``deterministic``, ``nondeterministic`` (group names), ``n_a``, ``n_b``,
+    ``ratio``, ``low``, ``high``; empty when no such pair was trained (e.g. a study without the
+    ``nondeterministic`` variant).
+    """
+    columns = ["framework", "deterministic", "nondeterministic", "n_a", "n_b", "ratio", "low", "high"]
+    if per_run.empty or "deterministic" not in per_run.columns:
+        return pd.DataFrame(columns=columns)
+    knobs = [c for c in runs.GROUP_COLUMNS if c in per_run.columns and c not in _DETERMINISM_COMPANIONS]
+    settings = per_run.drop_duplicates("group").set_index("group")
+    flag = settings["deterministic"].astype(str)
+    rows = []
+    for strict, relaxed in itertools.product(settings.index[flag == "True"], settings.index[flag == "False"]):
+        a, b = settings.loc[strict], settings.loc[relaxed]
+        if a["framework"] != b["framework"] or not all(_same(a[k], b[k]) for k in knobs):
+            continue
+        interval = stats.bootstrap_ratio(
+            per_run.loc[per_run["group"] == strict, STEADY_EPOCH_TIME_S],
+            per_run.loc[per_run["group"] == relaxed, STEADY_EPOCH_TIME_S],
+            seed=seed,
+        )
+        rows.append(
+            [a["framework"], strict, relaxed, interval.n_a, interval.n_b, interval.ratio, interval.low, interval.high]
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(pd.isna(a) and pd.isna(b)) or str(a) == str(b)
 
 
 def figures(report: Report) -> dict[str, Figure]:
@@ -263,6 +306,7 @@ def write_report(report: Report, directory: str | Path, *, dpi: int = 110) -> li
     write("evaluations.csv", report.evaluations.to_csv(index=False))
     write("statistics.csv", report.summary.to_csv(index=False))
     write("comparisons.csv", report.comparisons.to_csv(index=False))
+    write("determinism.csv", report.determinism.to_csv(index=False))
     figure_paths = {}
     for stem, figure in figures(report).items():
         path = out / "figures" / f"{stem}.png"
@@ -275,7 +319,7 @@ def write_report(report: Report, directory: str | Path, *, dpi: int = 110) -> li
 
 def table_markdown(table: pd.DataFrame) -> str:
     """The comparison table as a GitHub Markdown table, values formatted with their units."""
-    return _markdown(_formatted(table))
+    return markdown_table(_formatted(table))
 
 
 def table_html(table: pd.DataFrame) -> str:
@@ -313,8 +357,9 @@ def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
             f"({report.baseline.n_failed} uncountable, left out); resolution from the "
             f"{report.baseline.px_per_cm_source}.",
         ]
-    lines += ["", "## Statistics across seeds", "", _markdown(_summary_wide(report.summary)), ""]
+    lines += ["", "## Statistics across seeds", "", markdown_table(_summary_wide(report.summary)), ""]
     lines += _comparison_lines(report.comparisons)
+    lines += ["", "## The cost of determinism", "", *_determinism_lines(report.determinism)]
     if figure_paths:
         lines += ["", "## Figures", ""]
         for stem, path in figure_paths.items():
@@ -352,7 +397,33 @@ def _comparison_lines(comparisons: pd.DataFrame) -> list[str]:
         f"({stats.BOOTSTRAP_RESAMPLES} resamples); with few runs the interval is wide or degenerate and the "
         "rank test cannot reach significance (two runs per group: the smallest possible p is 0.33)."
     )
-    return [_markdown(frame), "", note]
+    return [markdown_table(frame), "", note]
+
+
+def _determinism_lines(determinism: pd.DataFrame) -> list[str]:
+    if determinism.empty:
+        return [
+            f"{NOT_MEASURED}: no two groups of a framework differ in `deterministic` alone. A study measures it "
+            "with `--variants default,nondeterministic` (same knobs, deterministic kernels off)."
+        ]
+    frame = pd.DataFrame(
+        {
+            "framework": determinism["framework"],
+            "deterministic / non-deterministic group": determinism["deterministic"]
+            + " / "
+            + determinism["nondeterministic"],
+            "runs": determinism["n_a"].astype(str) + " / " + determinism["n_b"].astype(str),
+            "steady epoch time ratio, 95 % bootstrap CI": [
+                f"{r.ratio:.3g} [{r.low:.3g}, {r.high:.3g}]" for r in determinism.itertuples(index=False)
+            ],
+        }
+    )
+    note = (
+        "A ratio above 1 is the slowdown that deterministic kernels cost that framework (PyTorch also stops "
+        "cuDNN from benchmarking its convolution algorithms). It is reported apart because it belongs to the "
+        "protocol, not to the framework comparison: compare frameworks within one variant."
+    )
+    return [markdown_table(frame), "", note]
 
 
 def _summary_wide(summary: pd.DataFrame) -> pd.DataFrame:
@@ -412,7 +483,8 @@ def _format(value: Any, unit: str) -> str:
     return f"{number:.3g} {unit}".strip()
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub Markdown table, cells as ``str`` gives them (format numbers first)."""
     if frame.empty:
         return "(no data)"
     columns = [str(c) for c in frame.columns]

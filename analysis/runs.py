@@ -33,8 +33,11 @@ log = logging.getLogger(__name__)
 KNOB_PARAMS = (
     tracking.PARAM_BACKEND,
     tracking.PARAM_PRECISION,
+    tracking.PARAM_VARIANT,
+    tracking.PARAM_INPUT_PIPELINE,
     tracking.PARAM_JIT_COMPILE,
     tracking.PARAM_TORCH_COMPILE,
+    tracking.PARAM_COMPILE_MODE,
     tracking.PARAM_CHANNELS_LAST,
     tracking.PARAM_TF_MEMORY_GROWTH,
     tracking.PARAM_XLA_PREALLOCATE,
@@ -161,12 +164,11 @@ def assign_groups(runs: pd.DataFrame, knobs: Sequence[str] = GROUP_COLUMNS) -> p
     framework.
 
     Two frameworks with a single setting each give the groups ``keras`` and ``torch``; Keras runs on two
-    backends give ``keras (backend=jax)`` and ``keras (backend=tensorflow)``.
+    backends give ``keras (backend=jax)`` and ``keras (backend=tensorflow)``. A knob that a varying ``variant``
+    sets (constant within each variant) is left out of the label: ``torch (variant=tuned)``, not
+    ``torch (variant=tuned, deterministic=False, channels_last=True, ...)``.
     """
-    varying: dict[str, list[str]] = {
-        str(framework): [knob for knob in knobs if knob in frame.columns and frame[knob].nunique(dropna=False) > 1]
-        for framework, frame in runs.groupby("framework")
-    }
+    varying = {str(framework): _varying_knobs(frame, knobs) for framework, frame in runs.groupby("framework")}
 
     def label(row: pd.Series) -> str:
         parts = [f"{knob}={row[knob]}" for knob in varying[str(row["framework"])] if pd.notna(row[knob])]
@@ -178,6 +180,15 @@ def assign_groups(runs: pd.DataFrame, knobs: Sequence[str] = GROUP_COLUMNS) -> p
         if knob_names:
             log.info("%s runs differ in %s: grouped by them too", framework, ", ".join(knob_names))
     return grouped.sort_values(["group", "seed", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def _varying_knobs(frame: pd.DataFrame, knobs: Sequence[str]) -> list[str]:
+    varying = [knob for knob in knobs if knob in frame.columns and frame[knob].nunique(dropna=False) > 1]
+    variant = tracking.PARAM_VARIANT
+    if variant not in varying:
+        return varying
+    by_variant = frame.groupby(variant, dropna=False)
+    return [k for k in varying if k == variant or (by_variant[k].nunique(dropna=False) > 1).any()]
 
 
 def best_per_group(runs: pd.DataFrame) -> pd.DataFrame:

@@ -59,6 +59,7 @@ def fabricate_run(
     epoch_time_s: float = 2.0,
     val_floor: float = 0.1,
     status: str = "FINISHED",
+    params: dict[str, object] | None = None,
 ) -> str:
     """A training run with the names training logs (DESIGN.md section 5), without a model."""
     mlflow.set_experiment(experiment)
@@ -75,6 +76,7 @@ def fabricate_run(
                 "profile": "smoke",
                 "dataset_digest": digest,
                 "batch_size": 8,
+                **(params or {}),
             }
         )
         val_losses = []
@@ -165,6 +167,39 @@ def test_groups_split_on_knobs_that_vary_within_a_framework(experiment: str) -> 
     assert groups == ["keras (backend=jax)", "keras (backend=tensorflow)", "torch"]
 
 
+def test_variants_form_groups_and_the_cost_of_determinism_is_reported_apart(experiment: str) -> None:
+    variants = {
+        "default": ({"deterministic": True, "channels_last": False}, 3.0),
+        "nondeterministic": ({"deterministic": False, "channels_last": False}, 1.5),
+        "tuned": ({"deterministic": False, "channels_last": True}, 1.0),
+    }
+    for variant, (knobs, epoch_time_s) in variants.items():
+        for seed in range(2):
+            params = {"variant": variant, "precision": "bf16", **knobs}
+            fabricate_run("torch", seed, experiment=experiment, epoch_time_s=epoch_time_s, params=params)
+    fabricate_run("keras", 0, experiment=experiment, params={"variant": "default", "deterministic": True})
+    chosen = selected(experiment)
+    # The knobs a variant sets are implied by its name.
+    assert sorted(chosen["group"].unique()) == [
+        "keras",
+        "torch (variant=default)",
+        "torch (variant=nondeterministic)",
+        "torch (variant=tuned)",
+    ]
+    costs = report.determinism_costs(report.per_run_table(chosen, runs.load_histories(chosen)))
+    # Only default vs nondeterministic differ in determinism alone (tuned also changes channels_last).
+    (cost,) = costs.itertuples(index=False)
+    assert (cost.framework, cost.deterministic, cost.nondeterministic) == (
+        "torch",
+        "torch (variant=default)",
+        "torch (variant=nondeterministic)",
+    )
+    assert cost.low <= cost.ratio == pytest.approx(2.0, rel=0.06) and cost.ratio <= cost.high
+    lines = "\n".join(report._determinism_lines(costs))
+    assert "torch (variant=default) / torch (variant=nondeterministic)" in lines
+    assert "not measured" in report._determinism_lines(costs.iloc[0:0])[0]
+
+
 def test_best_run_per_group_has_the_lowest_validation_loss(experiment: str) -> None:
     worse = fabricate_run("keras", 0, experiment=experiment, val_floor=0.3)
     better = fabricate_run("keras", 1, experiment=experiment, val_floor=0.1)
@@ -215,6 +250,9 @@ def test_report_has_a_column_per_framework_and_every_file(experiment: str, tmp_p
     assert comparison["time_ratio"] <= comparison["time_ratio_high"]
     names = {path.relative_to(tmp_path / "report").as_posix() for path in written}
     assert {"table.md", "table.csv", "table.html", "report.md", "statistics.csv", "comparisons.csv"} <= names
+    assert (
+        "determinism.csv" in names and "## The cost of determinism" in (tmp_path / "report" / "report.md").read_text()
+    )
     assert {f"figures/{stem}.png" for stem in report.figures(built)} <= names
     markdown = (tmp_path / "report" / "table.md").read_text()
     assert "| quantity | keras | torch |" in markdown
