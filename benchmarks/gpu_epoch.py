@@ -1,0 +1,162 @@
+"""Epoch times of both frameworks' real training loops for each precision x variant, on a GPU or a CPU.
+
+    python benchmarks/gpu_epoch.py [--profile paper] [--epochs 3] [--backend jax] [--precisions fp32,tf32,bf16]
+                                   [--variants default,nondeterministic,tuned] [--frameworks torch,keras]
+
+Prepares (or reuses) the profile's dataset once, then runs the real entry points (``python -m
+thread_bench.torch_train`` / ``keras_train``) in fresh processes against a throwaway MLflow store, twice per
+setting: with the real input pipeline (``--input_pipeline auto``) and with ``staged`` batches (one pre-made
+batch per size, already on the device: the step loop alone). It prints one table:
+
+- steady epoch time (median of the epochs after the first) and the first epoch (tracing, compilation);
+- training samples/s and the achieved TFLOP/s (``spec.train_step_flops``: convolutions and dense layers,
+  forward + backward, analytic);
+- the framework allocator's GPU peak (or the host RSS peak on a CPU);
+- ``input/step``: steady training-pass time of the real loop / of the staged loop; the budget is <= 1.05;
+- ``vs default``: steady epoch time of the default variant / of this row (same framework and precision);
+  ``vs fp32``: fp32 / this row (same framework and variant).
+
+The defaults measure the GPU question (paper profile). On a CPU, ``--profile laptop --precisions fp32,bf16
+--variants default,tuned`` takes about an hour on 2 cores (torch.compile alone spends minutes per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from analysis.report import markdown_table
+from machine_load import system_busy_cpu_s
+from thread_bench import tracking
+from thread_bench.config import PRECISIONS, DataConfig, ModelConfig, resolve, variant_names
+from thread_bench.data.prepare import ensure_prepared
+from thread_bench.models import spec
+
+EXPERIMENT = "gpu-epoch"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2: the first is warm-up)")
+    parser.add_argument("--frameworks", default="torch,keras")
+    parser.add_argument("--backend", default="tensorflow", help="Keras backend")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS))
+    parser.add_argument("--variants", default=",".join(variant_names()))
+    parser.add_argument("--threads", default="", help="TrainConfig.threads for every run (default: the profile's)")
+    parser.add_argument("--data_root", default=None, help="where the prepared dataset is kept (default: ./data)")
+    parser.add_argument("--out", default=None, help="also write the table as CSV here")
+    return parser
+
+
+def train(
+    framework: str, args: argparse.Namespace, dataset: Path, precision: str, variant: str, pipeline: str, store: str
+) -> str | None:
+    """One training in a fresh process; its run id, or None when it failed (its stderr is shown)."""
+    name = f"{framework}-{precision}-{variant}-{pipeline}"
+    command = [sys.executable, "-m", f"thread_bench.{framework}_train", "--profile", args.profile]
+    command += ["--dataset", str(dataset), "--epochs", str(args.epochs), "--threads", args.threads]
+    command += ["--precision", precision, "--variant", variant, "--input_pipeline", pipeline]
+    command += ["--experiment", EXPERIMENT, "--run_name", name]
+    if framework == "keras":
+        command += ["--backend", args.backend]
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    environment.pop("MLFLOW_RUN_ID", None)
+    started = time.perf_counter()
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        print(f"{name}: FAILED\n{completed.stderr[-2000:]}", file=sys.stderr, flush=True)
+        return None
+    print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    (run,) = mlflow.search_runs(
+        experiment_names=[EXPERIMENT], filter_string=f"tags.`mlflow.runName` = '{name}'", output_format="list"
+    )
+    return str(run.info.run_id)
+
+
+def steady_train_time_s(run_id: str) -> float:
+    history = mlflow.MlflowClient().get_metric_history(run_id, tracking.TRAIN_TIME_S)
+    times = [m.value for m in sorted(history, key=lambda m: m.step)]
+    return statistics.median(times[1:] or times)
+
+
+def row(framework: str, precision: str, variant: str, real: str, staged: str | None, flops: int) -> dict[str, object]:
+    run = mlflow.get_run(real)
+    metrics, params = run.data.metrics, run.data.params
+    samples_per_s = metrics[tracking.TRAIN_SAMPLES_PER_S]
+    gpu_peak = metrics.get(tracking.GPU_MEM_PEAK_BYTES)
+    return {
+        "framework": f"{framework} ({params[tracking.PARAM_BACKEND]})",
+        "precision": precision,
+        "variant": variant,
+        "input": params[tracking.PARAM_INPUT_PIPELINE],
+        "steady epoch s": metrics[tracking.MEDIAN_EPOCH_TIME_S],
+        "first epoch s": metrics[tracking.FIRST_EPOCH_TIME_S],
+        "samples/s": samples_per_s,
+        "TFLOP/s": samples_per_s * flops / 1e12,
+        "memory peak GiB": (gpu_peak if gpu_peak is not None else metrics[tracking.HOST_RSS_PEAK_BYTES]) / 2**30,
+        "memory kind": "GPU allocator" if gpu_peak is not None else "host RSS",
+        "input/step": steady_train_time_s(real) / steady_train_time_s(staged) if staged else float("nan"),
+        "device": run.data.tags.get(tracking.TAG_DEVICE, "?"),
+    }
+
+
+def add_ratios(table: pd.DataFrame) -> pd.DataFrame:
+    epoch = table.set_index(["framework", "precision", "variant"])["steady epoch s"]
+
+    def ratio(row: pd.Series, key: tuple[str, str, str]) -> float:
+        return float(epoch[key] / row["steady epoch s"]) if key in epoch.index else float("nan")
+
+    table["vs default"] = table.apply(lambda r: ratio(r, (r["framework"], r["precision"], "default")), axis=1)
+    table["vs fp32"] = table.apply(lambda r: ratio(r, (r["framework"], "fp32", r["variant"])), axis=1)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.epochs < 2:
+        raise SystemExit("--epochs must be >= 2: the first epoch is warm-up, the steady state is the rest")
+    data = resolve(DataConfig, args.profile)
+    flops = spec.train_step_flops(resolve(ModelConfig, args.profile), batch=1)
+    dataset = ensure_prepared(data, args.data_root).dataset.path
+    busy_before, children_before = system_busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall_started = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gpu-epoch-") as directory:
+        store = f"sqlite:///{Path(directory) / 'mlflow.db'}"
+        mlflow.set_tracking_uri(store)
+        for framework in args.frameworks.split(","):
+            for precision in args.precisions.split(","):
+                for variant in args.variants.split(","):
+                    real = train(framework, args, dataset, precision, variant, "auto", store)
+                    staged = train(framework, args, dataset, precision, variant, "staged", store)
+                    if real is not None:
+                        rows.append(row(framework, precision, variant, real, staged, flops))
+    table = add_ratios(pd.DataFrame(rows))
+    print(f"\nprofile {args.profile}, {args.epochs} epochs per run, {flops / 1e9:.2f} GFLOP per training sample")
+    print(markdown_table(table.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)))
+    busy_after, children_after = system_busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    if busy_before is not None and busy_after is not None:
+        own = (children_after.ru_utime + children_after.ru_stime) - (
+            children_before.ru_utime + children_before.ru_stime
+        )
+        foreign = max(0.0, (busy_after - busy_before) - own) / (time.perf_counter() - wall_started)
+        print(f"\nother processes used {foreign:.2f} cores on average meanwhile (0 = a quiet machine)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
