@@ -9,11 +9,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
+from mlflow.entities import LifecycleStage, Run, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from thread_bench import lifecycle, store
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,14 @@ TAG_LINKED_RUN_ID = "thread_bench.linked_run_id"
 #: On a launch run of ``mlflow run -e analysis`` / ``-e study``: the analysis or study run it led to.
 TAG_ANALYSIS_RUN_ID = "thread_bench.analysis_run_id"
 TAG_STUDY_RUN_ID = "thread_bench.study_run_id"
+#: The process that runs the run (see lifecycle.ProcessIdentity): a RUNNING run whose process is gone is
+#: reconciled (marked KILLED) by the next run in its experiment.
+TAG_HOST = "thread_bench.host"
+TAG_PID = "thread_bench.pid"
+TAG_PROCESS_START = "thread_bench.process_start"
+TAG_PROCESS_NAMESPACE = "thread_bench.process_namespace"
+#: Why a run ended other than FINISHED: ``signal SIGTERM``, the exception, or the reconciliation.
+TAG_END_REASON = "thread_bench.end_reason"
 
 ROLE_TRAIN = "train"
 ROLE_PREPROCESS = "preprocess"
@@ -142,6 +157,8 @@ FFT_FAILED_SUBPATCHES = "fft_failed_subpatches"
 # Preprocessing runs.
 PREP_TIME_S = "prep_time_s"
 PREP_SKIPPED_PATCHES = "skipped_patches"
+#: Rows whose density_v/density_h in index.csv differ from the counted density (listed in the manifest).
+PREP_DENSITY_MISMATCHES = "density_mismatches"
 
 
 def experiment_name(given: str | None) -> str:
@@ -149,6 +166,106 @@ def experiment_name(given: str | None) -> str:
     if given:
         return given
     return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+
+#: Attempts at finding or creating an experiment when other processes create it at the same moment.
+_EXPERIMENT_ATTEMPTS = 5
+#: The end reason is a tag value: MLflow keeps 5000 characters; a reason needs one line.
+_REASON_CHARS = 500
+
+
+def ensure_experiment(name: str) -> str:
+    """The id of the active experiment ``name``, created if missing; safe when many processes race for it.
+
+    ``mlflow.set_experiment`` is not: the process that loses the creation race gets the experiment back
+    without making it active, and its run then lands in the Default experiment. Here the loser reads the
+    winner's experiment back, and callers pass the id on.
+
+    Raises:
+        ValueError: the experiment exists but is deleted.
+    """
+    client = mlflow.MlflowClient()
+    for attempt in range(_EXPERIMENT_ATTEMPTS):
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage != LifecycleStage.ACTIVE:
+                raise ValueError(
+                    f"experiment {name!r} (id {found.experiment_id}) is deleted in {mlflow.get_tracking_uri()}; "
+                    f"restore it (mlflow experiments restore --experiment-id {found.experiment_id}) or use another name"
+                )
+            return str(found.experiment_id)
+        try:
+            return str(client.create_experiment(name))
+        except MlflowException as error:
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            log.debug("experiment %r was created by another process meanwhile (attempt %d)", name, attempt + 1)
+            time.sleep(0.05 * (attempt + 1))
+    raise RuntimeError(f"experiment {name!r}: neither found nor created after {_EXPERIMENT_ATTEMPTS} attempts")
+
+
+def process_tags(identity: lifecycle.ProcessIdentity | None = None) -> dict[str, str]:
+    """The tags that name the process running a run (see :func:`process_of`)."""
+    identity = identity or lifecycle.ProcessIdentity.current()
+    return {
+        TAG_HOST: identity.host,
+        TAG_PID: str(identity.pid),
+        TAG_PROCESS_START: repr(identity.start_time),
+        TAG_PROCESS_NAMESPACE: identity.namespace,
+    }
+
+
+def process_of(run: Run) -> lifecycle.ProcessIdentity | None:
+    """The process that ran ``run``, from its tags; None for a run without them (not started here)."""
+    tags = run.data.tags
+    if not all(tags.get(key) for key in (TAG_HOST, TAG_PID, TAG_PROCESS_START, TAG_PROCESS_NAMESPACE)):
+        return None
+    return lifecycle.ProcessIdentity(
+        host=tags[TAG_HOST],
+        pid=int(tags[TAG_PID]),
+        start_time=float(tags[TAG_PROCESS_START]),
+        namespace=tags[TAG_PROCESS_NAMESPACE],
+    )
+
+
+def running_runs(experiment_ids: list[str], extra_filter: str | None = None) -> list[Run]:
+    """Every RUNNING run of the experiments (and ``extra_filter``), oldest first."""
+    clauses = ["attributes.status = 'RUNNING'", *([extra_filter] if extra_filter else [])]
+    client = mlflow.MlflowClient()
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, " and ".join(clauses), order_by=["attributes.start_time ASC"], page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def reconcile_runs(experiment_ids: list[str], extra_filter: str | None = None) -> list[str]:
+    """Mark KILLED (with an end-reason tag) the RUNNING runs whose process is gone; returns their ids.
+
+    Only runs whose process can be checked from here count (same host, boot and pid namespace); a run on
+    another machine, or without process tags (``mlflow run``'s launch run), is left alone.
+    """
+    client = mlflow.MlflowClient()
+    reconciled = []
+    for run in running_runs(experiment_ids, extra_filter):
+        owner = process_of(run)
+        if owner is None or not owner.on_this_machine() or owner.alive():
+            continue
+        # Read again now that the process is known gone: it may have ended the run just before it exited.
+        if client.get_run(run.info.run_id).info.status != RunStatus.to_string(RunStatus.RUNNING):
+            continue
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        reason = f"reconciled: its process ({owner.describe()}) ended without ending the run; found at {now}"
+        client.set_tag(run.info.run_id, TAG_END_REASON, reason)
+        client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
+        log.warning("run %s was left RUNNING by %s, which is gone: marked KILLED", run.info.run_id, owner.describe())
+        reconciled.append(run.info.run_id)
+    return reconciled
 
 
 @contextlib.contextmanager
@@ -161,7 +278,12 @@ def tracked_run(
     log_system_metrics: bool | None = None,
     launch_link_tag: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start an MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C), never RUNNING.
+    """Start an MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM), never RUNNING.
+
+    The store is checked first (:func:`thread_bench.store.open_store`), the experiment found or created by
+    :func:`ensure_experiment` and the run started in it by id. The run carries its process
+    (:func:`process_tags`); a top-level run first reconciles the runs of its experiment that an earlier
+    process, killed outright, left RUNNING. A run that does not end FINISHED gets ``TAG_END_REASON``.
 
     **Under ``mlflow run``** (``MLFLOW_RUN_ID`` set), MLflow has already created a launch run and logged every
     MLproject parameter there as given, an unset one as ``''``. MLflow params cannot be changed afterwards, so
@@ -170,27 +292,70 @@ def tracked_run(
     (``TAG_LAUNCH_RUN_ID`` here, ``launch_link_tag`` on the launch run). Inside an active run, the new run is
     its child.
     """
+    store.open_store()
     launch_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     nested = nested or mlflow.active_run() is not None
-    all_tags = dict(tags or {})
+    all_tags = {**process_tags(), **(tags or {})}
     client = mlflow.MlflowClient()
+    experiment_id = None
     if not nested:
-        target = mlflow.set_experiment(experiment_name(experiment))
+        experiment_id = ensure_experiment(experiment_name(experiment))
+        # Also the active experiment, as mlflow.set_experiment made it before (by id: no creation race).
+        found = mlflow.set_experiment(experiment_id=experiment_id)
+        store.check_artifact_location(mlflow.get_tracking_uri(), found.artifact_location)
+        reconcile_runs([experiment_id])
         if launch_run_id:
             all_tags[TAG_LAUNCH_RUN_ID] = launch_run_id
-            if target.experiment_id == client.get_run(launch_run_id).info.experiment_id:
+            if experiment_id == client.get_run(launch_run_id).info.experiment_id:
                 all_tags[MLFLOW_PARENT_RUN_ID] = launch_run_id  # the UI shows this run under the launch run
-    run = mlflow.start_run(run_name=run_name, tags=all_tags, nested=nested, log_system_metrics=log_system_metrics)
+    run = None
+    status, reason = RunStatus.FAILED, None
     try:
-        with run:
-            if launch_run_id and not nested:
-                _link_launch_run(client, launch_run_id, run, launch_link_tag or TAG_LINKED_RUN_ID)
-            yield run
-    except KeyboardInterrupt:
-        # mlflow's ActiveRun.__exit__ marks any exception FAILED; Ctrl-C is a kill, not a failure.
-        client.set_terminated(run.info.run_id, status="KILLED")
-        log.warning("interrupted: run %s marked KILLED", run.info.run_id)
+        with lifecycle.deferred_signals():  # a run started is a run ended, whenever the signal comes
+            run = mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=run_name,
+                tags=all_tags,
+                nested=nested,
+                log_system_metrics=log_system_metrics,
+            )
+        if launch_run_id and not nested:
+            _link_launch_run(client, launch_run_id, run, launch_link_tag or TAG_LINKED_RUN_ID)
+        yield run
+        status = RunStatus.FINISHED
+    except BaseException as error:
+        status, reason = _classify(error)
+        if status == RunStatus.KILLED and not isinstance(error, KeyboardInterrupt):
+            # Native code turned the interrupt into another exception (pybind11 under Keras): still a kill.
+            signum = lifecycle.stop_signal()
+            assert signum is not None
+            raise lifecycle.Interrupted(signum) from error
         raise
+    finally:
+        if run is not None:
+            with lifecycle.deferred_signals():
+                _end_run(client, run, status, reason)
+
+
+def _classify(error: BaseException) -> tuple[int, str]:
+    """(status, end reason) of a run left by ``error``: KILLED for a stop signal, FAILED otherwise."""
+    if isinstance(error, KeyboardInterrupt) or lifecycle.stop_signal() is not None:
+        return RunStatus.KILLED, lifecycle.describe_stop(error)
+    message = " ".join(str(error).split())
+    return RunStatus.FAILED, f"{type(error).__name__}: {message}"[:_REASON_CHARS]
+
+
+def _end_run(client: mlflow.MlflowClient, run: mlflow.ActiveRun, status: int, reason: str | None) -> None:
+    run_id = run.info.run_id
+    if reason is not None:
+        client.set_tag(run_id, TAG_END_REASON, reason)
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(RunStatus.to_string(status))  # also stops system metrics and flushes async logging
+    else:
+        client.set_terminated(run_id, status=RunStatus.to_string(status))
+    if status == RunStatus.KILLED:
+        log.warning("interrupted (%s): run %s marked KILLED", reason, run_id)
 
 
 def _link_launch_run(client: mlflow.MlflowClient, launch_run_id: str, run: mlflow.ActiveRun, tag: str) -> None:

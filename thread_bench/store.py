@@ -1,0 +1,176 @@
+"""The tracking store, checked and opened once per process before any work.
+
+Two failure modes this exists for:
+
+- **Many processes opening a new SQLite store at once.** MLflow creates the schema on first open by running
+  its migrations, unguarded: four trainings started together against a fresh ``mlflow.db`` all died in the
+  migration (``duplicate column name: step``, ``table _alembic_tmp_latest_metrics already exists``) and left
+  the store half-migrated for good. Here the first open is serialised by a lock on the database's directory;
+  later processes find the schema complete and only verify it.
+- **A store that cannot be used.** Unreachable servers cost minutes of MLflow's own retries and then several
+  chained tracebacks; a read-only database fails only at the first write. Here a quick probe (no retries, a
+  short timeout; a real write inside a transaction that is rolled back) says in one line which URI failed and
+  why, before any data is prepared or any model is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import mlflow
+import sqlalchemy
+from mlflow.exceptions import MlflowException
+from sqlalchemy.engine import make_url
+
+from thread_bench import lifecycle
+
+log = logging.getLogger(__name__)
+
+#: Seconds a probe of an HTTP store or a busy SQLite file may take (connect and answer).
+PROBE_TIMEOUT_S = 5.0
+_PROBE_TABLE = "thread_bench_write_probe"
+
+#: URIs already checked and opened by this process.
+_opened: set[str] = set()
+
+
+class StoreError(ValueError):
+    """The tracking store cannot be used; the message names the URI and the cause in one line."""
+
+
+def open_store(uri: str | None = None) -> str:
+    """Check that the store at ``uri`` (default: MLflow's tracking URI) is reachable and writable, create its
+    schema if it is new (serialised between processes), and return the URI. Cheap after the first call.
+
+    Raises:
+        StoreError: unreachable, refused, read-only or damaged; the message names the URI and the cause.
+    """
+    uri = uri or mlflow.get_tracking_uri()
+    if uri in _opened:
+        return uri
+    started = time.monotonic()
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        _probe_http(uri)
+    elif scheme == "sqlite":
+        _open_sqlite(uri)
+    _opened.add(uri)
+    log.debug("tracking store %s checked in %.2f s", uri, time.monotonic() - started)
+    return uri
+
+
+def check_artifact_location(uri: str, location: str) -> None:
+    """A local artifact location must be writable (else the run would fail at its first artifact, after
+    the work). Remote locations are left to MLflow.
+
+    Raises:
+        StoreError: the location, or the folder it would be created in, is not writable.
+    """
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        return
+    path = Path(unquote(parsed.path))
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise StoreError(f"tracking store {uri}: artifact location {location} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise StoreError(
+            f"tracking store {uri}: artifact location {location} is not writable ({error.strerror} in {existing})"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+
+def _probe_http(uri: str) -> None:
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    endpoint = "/api/2.0/mlflow/experiments/search"
+    try:
+        response = http_request(
+            get_default_host_creds(uri),
+            endpoint,
+            "GET",
+            max_retries=0,
+            timeout=PROBE_TIMEOUT_S,
+            raise_on_status=False,
+            params={"max_results": 1},
+        )
+    except MlflowException as error:
+        raise StoreError(
+            f"tracking store {uri} is unreachable ({_root_cause(str(error))}); start the tracking server or "
+            "point MLFLOW_TRACKING_URI elsewhere"
+        ) from None
+    if response.status_code != 200:
+        text = " ".join(response.text.split())[:200]
+        raise StoreError(f"tracking store {uri} answered HTTP {response.status_code} to {endpoint} ({text})")
+
+
+def _root_cause(message: str) -> str:
+    """The operating system's words from a requests/urllib3 error chain (``[Errno 111] Connection refused``)."""
+    found = re.findall(r"\[Errno -?\d+\] [^'\")]+", message)
+    if found:
+        return found[-1].strip()
+    if "timed out" in message.lower() or "timeout" in message.lower():
+        return f"no answer within {PROBE_TIMEOUT_S:.0f} s"
+    return " ".join(message.split())[:200]
+
+
+# -------------------------------------------------------------------------------------------- SQLite
+
+
+def _open_sqlite(uri: str) -> None:
+    database = make_url(uri).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return  # in-memory or URI-style: private to this process, nothing to guard
+    path = Path(database).absolute()  # relative to the working directory, as SQLAlchemy resolves it
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # MLflow would create it too
+    except OSError as error:
+        raise StoreError(f"tracking store {uri}: cannot create the folder {path.parent} ({error.strerror})") from None
+    with lifecycle.directory_lock(path.parent):
+        _probe_sqlite_write(uri, path)
+        try:
+            # Creates MLflow's schema when the file is new; inside the lock, so exactly one process migrates.
+            mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except (MlflowException, sqlalchemy.exc.SQLAlchemyError) as error:
+            cause = " ".join(str(error).split())[:300]
+            raise StoreError(f"tracking store {uri}: cannot open it ({cause})") from None
+
+
+def _probe_sqlite_write(uri: str, path: Path) -> None:
+    """A real write (a table created in a transaction that is rolled back): it needs the file and its
+    folder to be writable (the rollback journal lives there), and leaves nothing behind."""
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=rwc", uri=True, timeout=PROBE_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as error:
+        raise StoreError(f"tracking store {uri}: cannot open {path} ({error}{_sqlite_hint(path, error)})") from None
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(f"CREATE TABLE {_PROBE_TABLE} (x)")
+        connection.execute("ROLLBACK")
+    except sqlite3.Error as error:
+        raise StoreError(f"tracking store {uri}: cannot write {path} ({error}{_sqlite_hint(path, error)})") from None
+    finally:
+        connection.close()
+
+
+def _sqlite_hint(path: Path, error: sqlite3.Error) -> str:
+    name = getattr(error, "sqlite_errorname", "")
+    if name == "SQLITE_READONLY":
+        return f"; the file or its folder {path.parent} is read-only"
+    if name == "SQLITE_CANTOPEN":
+        return f"; is the folder {path.parent} writable?"
+    if name == "SQLITE_BUSY":
+        return f"; another process held it locked for {PROBE_TIMEOUT_S:.0f} s"
+    return ""
