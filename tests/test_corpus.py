@@ -63,7 +63,9 @@ def test_missing_column(grid_corpus: Path) -> None:
         ("density_v", "abc", r"row 2: column 'density_v' must be a number"),
         ("patch_id", "", r"row 2: column 'patch_id' is empty"),
         ("patch_id", "p0_0", r"row 2: patch_id 'p0_0' repeats row 1"),
-        ("image", "/abs/path.png", r"row 2: column 'image' must be a path relative"),
+        ("image", "/abs/path.png", r"row 2: column 'image' must be a path inside the corpus directory"),
+        ("image", "../other/images/x.png", r"row 2: column 'image' must be a path inside the corpus directory"),
+        ("v_mask", "masks/../../x.png", r"row 2: column 'v_mask' must be a path inside the corpus directory"),
         ("h_mask", "gone.png", r"row 2 \(h_mask\): file .*gone\.png not found"),
     ],
 )
@@ -115,3 +117,32 @@ def test_source_digest_changes_with_one_pixel(grid_corpus: Path) -> None:
     image[5, 5] ^= 1
     cv2.imwrite(str(grid_corpus / "p0_0.png"), image)
     assert corpus.source_digest(grid_corpus, records) != before
+
+
+def test_paths_that_stay_inside_are_accepted(grid_corpus: Path) -> None:
+    (grid_corpus / "sub").mkdir()
+    (grid_corpus / "p0_0.png").rename(grid_corpus / "sub" / "p0_0.png")
+    rows: list[dict[str, object]] = list(read_index_rows(grid_corpus))
+    rows[0]["image"] = "sub/../sub/./p0_0.png"
+    write_index(grid_corpus, rows)
+    assert corpus.read_index(grid_corpus)[0].image == "sub/../sub/./p0_0.png"
+
+
+def test_byte_order_mark_is_accepted(grid_corpus: Path) -> None:
+    index = grid_corpus / corpus.INDEX
+    index.write_bytes(b"\xef\xbb\xbf" + index.read_bytes())  # "CSV UTF-8" as spreadsheet programs save it
+    assert [r.painting_id for r in corpus.read_index(grid_corpus)] == ["painting0", "painting1", "painting2"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(256)) * 4, r"index\.csv: not UTF-8 text \(byte 0x80 at offset 128\); save it as CSV in UTF-8"),
+        (b"painting_id," + b"x" * 200_000, r"index\.csv: not a readable CSV file \(field larger than field limit"),
+        ("painting_id;patch_id\nä;b\n".encode("latin-1"), r"index\.csv: not UTF-8 text \(byte 0xe4"),
+    ],
+)
+def test_binary_or_foreign_index_is_named(grid_corpus: Path, content: bytes, message: str) -> None:
+    (grid_corpus / corpus.INDEX).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        corpus.read_index(grid_corpus)

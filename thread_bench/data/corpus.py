@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,13 +53,7 @@ def read_index(directory: Path) -> list[PatchRecord]:
     index_path = directory / INDEX
     if not index_path.is_file():
         raise FileNotFoundError(f"{index_path}: missing; a corpus directory needs an index.csv ({_columns_hint()})")
-    with open(index_path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise ValueError(f"{index_path}: missing column(s) {missing}; expected {_columns_hint()}")
-        records = [_parse_row(index_path, number, row) for number, row in enumerate(reader, start=1)]
+    records = _read_rows(index_path)
     if not records:
         raise ValueError(f"{index_path}: no rows")
     seen: dict[str, int] = {}
@@ -75,6 +70,26 @@ def read_index(directory: Path) -> list[PatchRecord]:
     return records
 
 
+def _read_rows(index_path: Path) -> list[PatchRecord]:
+    # utf-8-sig: spreadsheet programs save "CSV UTF-8" with a byte-order mark, which would glue itself to
+    # the first column's name.
+    try:
+        with open(index_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            if missing:
+                raise ValueError(f"{index_path}: missing column(s) {missing}; expected {_columns_hint()}")
+            return [_parse_row(index_path, number, row) for number, row in enumerate(reader, start=1)]
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{index_path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+            "save it as CSV in UTF-8"
+        ) from None
+    except csv.Error as error:
+        raise ValueError(f"{index_path}: not a readable CSV file ({error})") from None
+
+
 def _columns_hint() -> str:
     return "columns " + ", ".join(REQUIRED_COLUMNS) + " and optionally " + ", ".join(OPTIONAL_COLUMNS)
 
@@ -85,8 +100,11 @@ def _parse_row(index_path: Path, number: int, row: dict[str, str | None]) -> Pat
     for column in ("painting_id", "patch_id", "image", "h_mask", "v_mask"):
         if not values.get(column):
             raise ValueError(f"{where}: column {column!r} is empty")
-        if column in ("image", "h_mask", "v_mask") and Path(values[column]).is_absolute():
-            raise ValueError(f"{where}: column {column!r} must be a path relative to the corpus directory")
+        if column in ("image", "h_mask", "v_mask") and not _inside(values[column]):
+            raise ValueError(
+                f"{where}: column {column!r} must be a path inside the corpus directory, relative to it; "
+                f"got {values[column]!r}"
+            )
     px_per_cm = _number(where, "px_per_cm", values["px_per_cm"])
     if px_per_cm is None or not px_per_cm > 0:
         raise ValueError(f"{where}: px_per_cm must be a number > 0, got {values['px_per_cm']!r}")
@@ -102,6 +120,15 @@ def _parse_row(index_path: Path, number: int, row: dict[str, str | None]) -> Pat
         density_h=densities["density_h"],
         density_v=densities["density_v"],
     )
+
+
+def _inside(relative: str) -> bool:
+    """A relative path that stays in the corpus directory (judged by its text: a symbolic link inside the
+    corpus may still point elsewhere, which is the corpus owner's choice, not a typo in index.csv)."""
+    if Path(relative).is_absolute():
+        return False
+    normal = os.path.normpath(relative)
+    return normal != ".." and not normal.startswith(".." + os.sep)
 
 
 def _number(where: str, column: str, text: str) -> float | None:
