@@ -12,35 +12,43 @@ depend on the number of worker processes or on their scheduling: same corpus + s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import psutil
 
+from thread_bench import lifecycle
 from thread_bench.config import DataConfig
-from thread_bench.counting import CountingError, count_threads
+from thread_bench.counting import CountingError, ThreadDensity, count_threads
 from thread_bench.data import corpus, synthetic
 from thread_bench.data.prepared import (
     FORMAT_VERSION,
     MANIFEST,
+    PLAUSIBLE_DENSITY_THREADS_PER_CM,
     SPLITS,
+    DamagedDatasetError,
     PreparedDataset,
     array_filename,
     canonical_json,
     content_digest,
+    file_stamps,
     load_prepared,
+    write_stamp,
 )
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,17 @@ DEFAULT_DATA_ROOT = Path("data")
 # Independent random streams per purpose (see module docstring).
 _SPLIT_STREAM = 1
 _AUGMENT_STREAM = 2
+
+#: A ground-truth density in index.csv that differs from the counted one by more than this fraction is
+#: reported (counting itself is within 3 % on the synthetic corpus).
+DENSITY_TOLERANCE = 0.10
+#: Sub-patches whose count falls outside the plausible range are skipped under this reason.
+_IMPLAUSIBLE_REASON = "implausible thread density"
+#: Staging and trash directories next to the datasets: ``.<key>.<kind>-<host>-<pid>-<start ms>``; the owner is
+#: in the name so that a later run can tell a build in progress from the remains of a killed one.
+_WORK_DIRECTORY = re.compile(r"^\.(?P<key>.+)\.(?P<kind>tmp|trash)-(?P<host>.+)-(?P<pid>\d+)-(?P<start_ms>\d+)$")
+#: Before owners were named: ``.<key>.tmp-<pid>``.
+_OLD_STAGING = re.compile(r"^\.(?P<key>.+)\.tmp-(?P<pid>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,8 @@ class _PatchOutput:
     density_h: np.ndarray
     skip_reasons: Counter[str]
     patch_skipped: str | None = None
+    #: The index's ground truth where it disagrees with the count: (column, given, counted).
+    density_mismatches: list[tuple[str, float, float]] = field(default_factory=list)
 
 
 def data_root(root: str | Path | None = None) -> Path:
@@ -105,10 +126,12 @@ def ensure_prepared(config: DataConfig, root: str | Path | None = None, *, worke
     source_digest = corpus.source_digest(corpus_dir, records)
     key = dataset_key(config, source_digest)
     target = root_dir / "prepared" / key
-    if (target / MANIFEST).is_file():
-        log.info("reusing prepared dataset %s", target)
+    remove_stale_work_directories(target.parent)
+    reused = _reusable(target)
+    if reused is not None:
+        log.info("reusing prepared dataset %s (content digest verified)", target)
         stats = {"corpus_time_s": corpus_time_s, "total_time_s": time.perf_counter() - started}
-        return PrepareResult(load_prepared(target), built=False, corpus_dir=corpus_dir, stats=stats)
+        return PrepareResult(reused, built=False, corpus_dir=corpus_dir, stats=stats)
 
     log.info("preparing dataset %s from %s (%d patches)", key, corpus_dir, len(records))
     build_started = time.perf_counter()
@@ -121,6 +144,54 @@ def ensure_prepared(config: DataConfig, root: str | Path | None = None, *, worke
         "skipped_subpatches": manifest["skipped"]["subpatches"],
     }
     return PrepareResult(load_prepared(target), built=True, corpus_dir=corpus_dir, stats=stats)
+
+
+def _reusable(target: Path, *, quiet: bool = False) -> PreparedDataset | None:
+    """The dataset at ``target`` when it is complete and intact; None (said in one line unless ``quiet``)
+    when it must be built."""
+    if not target.exists():
+        return None
+    try:
+        return load_prepared(target)
+    except (DamagedDatasetError, FileNotFoundError) as error:
+        if not quiet:
+            log.warning("prepared dataset %s cannot be reused, rebuilding it: %s", target.name, error)
+        return None
+
+
+def remove_stale_work_directories(directory: Path) -> list[Path]:
+    """Remove the staging and trash directories in ``directory`` whose process is gone (killed mid-build);
+    returns them. Those of live processes, and of other hosts (which cannot be checked), are kept."""
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.iterdir():
+        owner = _dead_owner(path.name)
+        if owner is None:
+            continue
+        log.info("removing %s, left by a build that was killed (%s)", path, owner)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _dead_owner(name: str) -> str | None:
+    """The process that made the work directory ``name``, described, when it is certainly gone; else None."""
+    matched = _WORK_DIRECTORY.match(name)
+    if matched:
+        here = lifecycle.ProcessIdentity.current()
+        start_time = int(matched["start_ms"]) / 1000
+        owner = lifecycle.ProcessIdentity(matched["host"], int(matched["pid"]), start_time, here.namespace)
+        return owner.describe() if owner.on_this_machine() and not owner.alive() else None
+    old = _OLD_STAGING.match(name)
+    if old and not psutil.pid_exists(int(old["pid"])):
+        return f"pid {old['pid']}"
+    return None
+
+
+def _work_directory(target: Path, kind: str) -> Path:
+    me = lifecycle.ProcessIdentity.current()
+    return target.parent / f".{target.name}.{kind}-{me.host}-{me.pid}-{round(me.start_time * 1000)}"
 
 
 def dataset_key(config: DataConfig, source_digest: str) -> str:
@@ -276,10 +347,12 @@ def prepare_patch(task: tuple[Path, corpus.PatchRecord, DataConfig]) -> _PatchOu
         empty.patch_skipped = f"{width}x{height} px is smaller than crop_px={config.crop_px}"
         return empty
     try:
-        count_threads(patch.h_mask, patch.v_mask, record.px_per_cm)
+        whole = count_threads(patch.h_mask, patch.v_mask, record.px_per_cm)
     except CountingError as error:
         empty.patch_skipped = str(error)
         return empty
+    check_plausible(corpus_dir, record, whole)
+    mismatches = density_mismatches(record, whole)
 
     equalized = equalize_histogram(patch.image)
     rng = np.random.default_rng((config.seed, _AUGMENT_STREAM, record.row))
@@ -295,6 +368,9 @@ def prepare_patch(task: tuple[Path, corpus.PatchRecord, DataConfig]) -> _PatchOu
         except CountingError as error:
             reasons[_reason_kind(error)] += 1
             continue
+        if not (_plausible(density.vertical) and _plausible(density.horizontal)):
+            reasons[_IMPLAUSIBLE_REASON] += 1
+            continue
         image = apply_augmentation(equalized, augmentation, config.crop_px, nearest=False)
         if size != config.crop_px:
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
@@ -303,13 +379,48 @@ def prepare_patch(task: tuple[Path, corpus.PatchRecord, DataConfig]) -> _PatchOu
         density_h.append(density.horizontal)
     if not images:
         empty.skip_reasons = reasons
+        empty.density_mismatches = mismatches
         return empty
     return _PatchOutput(
         images=np.stack(images),
         labels=np.asarray(labels, np.float32),
         density_h=np.asarray(density_h, np.float32),
         skip_reasons=reasons,
+        density_mismatches=mismatches,
     )
+
+
+def _plausible(density: float) -> bool:
+    low, high = PLAUSIBLE_DENSITY_THREADS_PER_CM
+    return low <= density <= high  # False for NaN
+
+
+def check_plausible(corpus_dir: Path, record: corpus.PatchRecord, density: ThreadDensity) -> None:
+    """The whole patch's count must be a canvas density; else the resolution or the masks are wrong.
+
+    Raises:
+        ValueError: naming the row, the counts and the resolution they came from.
+    """
+    if _plausible(density.vertical) and _plausible(density.horizontal):
+        return
+    low, high = PLAUSIBLE_DENSITY_THREADS_PER_CM
+    raise ValueError(
+        f"{corpus_dir / corpus.INDEX} row {record.row} (patch {record.patch_id!r}): counted "
+        f"{density.vertical:.3g} (vertical) and {density.horizontal:.3g} (horizontal) threads/cm at "
+        f"px_per_cm={record.px_per_cm:g}; a canvas has {low:g}-{high:g}: check px_per_cm and the masks"
+    )
+
+
+def density_mismatches(record: corpus.PatchRecord, density: ThreadDensity) -> list[tuple[str, float, float]]:
+    """(column, given, counted) for each ground-truth density of ``record`` off by more than DENSITY_TOLERANCE."""
+    found = []
+    for column, given, counted in (
+        ("density_v", record.density_v, density.vertical),
+        ("density_h", record.density_h, density.horizontal),
+    ):
+        if given is not None and abs(given - counted) > DENSITY_TOLERANCE * counted:
+            found.append((column, given, counted))
+    return found
 
 
 def _reason_kind(error: CountingError) -> str:
@@ -333,7 +444,7 @@ def _build(
     assignment = split_paintings(records, config)
     split_of = {painting: split for split, paintings in assignment.items() for painting in paintings}
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{key}.tmp-{os.getpid()}"
+    staging = _work_directory(target, "tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
@@ -356,15 +467,31 @@ def _build(
         manifest["content_digest"] = content_digest(staging, manifest)
         # The manifest is the completeness marker: written last, then the directory appears atomically.
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / MANIFEST).is_file():
-                raise
-            log.info("another process prepared %s meanwhile; using it", target)
+        # The digest was just computed from these very files: record it, so the first reuse is cheap too.
+        write_stamp(staging, manifest["content_digest"], file_stamps(staging))
+        _publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``, unless another process published an intact dataset there first.
+
+    A ``target`` without a manifest, or damaged, is moved aside first (never left to block every later build);
+    the check and the renames hold the lock of the ``prepared`` folder, so two builders cannot interleave them.
+    """
+    trash = None
+    with lifecycle.directory_lock(target.parent):
+        if target.exists():
+            if _reusable(target, quiet=True) is not None:
+                log.info("another process prepared %s meanwhile; using it", target)
+                return
+            trash = _work_directory(target, "trash")
+            os.rename(target, trash)
+        os.rename(staging, target)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _write_splits(
@@ -380,27 +507,19 @@ def _write_splits(
     capacity = {split: len(rows[split]) * config.subpatches_per_patch for split in SPLITS}
     writers = {split: _SplitWriter(staging, split, capacity[split], size) for split in SPLITS}
     skipped_patches: list[dict[str, str]] = []
+    mismatches: list[dict[str, Any]] = []
     reasons: Counter[str] = Counter()
     ordered = [(split, record) for split in SPLITS for record in rows[split]]
     tasks = [(corpus_dir, record, config) for _, record in ordered]
-    for (split, record), output in zip(ordered, _map(prepare_patch, tasks, workers), strict=True):
-        if output.patch_skipped is not None:
-            skipped_patches.append({"patch_id": record.patch_id, "reason": output.patch_skipped})
-            log.warning(
-                "skipped patch %s (%s row %d): %s",
-                record.patch_id,
-                corpus.INDEX,
-                record.row,
-                output.patch_skipped,
-            )
-            continue
-        reasons.update(output.skip_reasons)
-        writers[split].append(output, record.row)
+    with contextlib.closing(_map(prepare_patch, tasks, workers)) as outputs:  # closed (pool ended) on any exit
+        for (split, record), output in zip(ordered, outputs, strict=True):
+            mismatches += _report_mismatches(corpus_dir, record, output.density_mismatches)
+            _collect(output, split, record, writers, skipped_patches, reasons)
     splits = {split: writer.close() for split, writer in writers.items()}
     for split, summary in splits.items():
         if summary["n"] == 0:
             raise ValueError(f"the {split} split is empty after skipping uncountable patches; check the corpus")
-    return {
+    manifest: dict[str, Any] = {
         "splits": splits,
         "skipped": {
             "patches": skipped_patches,
@@ -408,9 +527,49 @@ def _write_splits(
             "reasons": dict(reasons),
         },
     }
+    if mismatches:
+        # Only when there are some: an unchanged manifest keeps the content digest of earlier builds.
+        manifest["density_mismatches"] = mismatches
+    return manifest
 
 
-def _map(function: Any, tasks: list[Any], workers: int | None) -> Iterator[_PatchOutput]:
+def _collect(
+    output: _PatchOutput,
+    split: str,
+    record: corpus.PatchRecord,
+    writers: dict[str, _SplitWriter],
+    skipped_patches: list[dict[str, str]],
+    reasons: Counter[str],
+) -> None:
+    if output.patch_skipped is not None:
+        skipped_patches.append({"patch_id": record.patch_id, "reason": output.patch_skipped})
+        log.warning("skipped patch %s (%s row %d): %s", record.patch_id, corpus.INDEX, record.row, output.patch_skipped)
+        return
+    reasons.update(output.skip_reasons)
+    writers[split].append(output, record.row)
+
+
+def _report_mismatches(
+    corpus_dir: Path, record: corpus.PatchRecord, found: list[tuple[str, float, float]]
+) -> list[dict[str, Any]]:
+    for column, given, counted in found:
+        log.warning(
+            "%s row %d (patch %r): %s is %.3g threads/cm but the masks count %.3g (more than %.0f %% apart)",
+            corpus_dir / corpus.INDEX,
+            record.row,
+            record.patch_id,
+            column,
+            given,
+            counted,
+            100 * DENSITY_TOLERANCE,
+        )
+    return [
+        {"row": record.row, "patch_id": record.patch_id, "column": c, "given": g, "counted": round(n, 6)}
+        for c, g, n in found
+    ]
+
+
+def _map(function: Any, tasks: list[Any], workers: int | None) -> Generator[_PatchOutput, None, None]:
     count = workers if workers is not None else min(os.cpu_count() or 1, 8)
     if count <= 1 or len(tasks) < 4:
         yield from map(function, tasks)
@@ -418,11 +577,20 @@ def _map(function: Any, tasks: list[Any], workers: int | None) -> Iterator[_Patc
     # spawn, not fork: the caller may hold OpenCV, BLAS or framework thread pools, which a forked child
     # inherits in a locked state (a fork here deadlocked in cv2). imap keeps the patch order: deterministic bytes.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(count, initializer=_init_worker) as pool:
+    pool = None
+    try:
+        # Workers ignore Ctrl-C (this process handles it and terminates them) and die with this process. A
+        # signal while they start waits until the pool exists, so that it is terminated like any other.
+        with lifecycle.deferred_signals(), lifecycle.interrupts_ignored_by_new_children():
+            pool = context.Pool(count, initializer=_init_worker, initargs=(os.getpid(),))
         yield from pool.imap(function, tasks, chunksize=2)
+    finally:
+        if pool is not None:
+            pool.terminate()  # what `with pool` does; workers still starting are stopped too
 
 
-def _init_worker() -> None:
+def _init_worker(parent_pid: int) -> None:
+    lifecycle.die_with_parent(parent_pid)
     # The pool already uses every core; OpenCV's own threads would only contend with it (~20 % CPU measured).
     cv2.setNumThreads(1)
 
