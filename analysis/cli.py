@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ import mlflow
 import pandas as pd
 
 from analysis import evaluate, report, runs
-from thread_bench import cli, tracking
+from thread_bench import cli, lifecycle, store, tracking
 from thread_bench.data.prepared import PreparedDataset
 
 log = logging.getLogger(__name__)
@@ -247,11 +248,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse(parser, argv)
     cli.configure_logging(args.verbose)
-    try:
-        result = run_analysis(settings_from_args(args))
-    except (ValueError, FileNotFoundError) as error:
-        cli.fail(parser, error)
-        return 2
+    with lifecycle.stop_on_signals():  # SIGTERM like Ctrl-C: the analysis run ends KILLED, not RUNNING
+        try:
+            settings = settings_from_args(args)
+            store.open_store()  # an unusable tracking store: one line, before any model is loaded
+            result = run_analysis(settings)
+        except (ValueError, FileNotFoundError) as error:
+            cli.fail(parser, error)
+            return 2
+        except KeyboardInterrupt as interrupt:
+            print(f"{parser.prog}: interrupted ({lifecycle.describe_stop(interrupt)})", file=sys.stderr)
+            return lifecycle.exit_status(interrupt)
     print(report.table_markdown(result.report.table))
     print(f"\nreport: {result.out / 'report.md'} (analysis run {result.run_id})")
     return 0

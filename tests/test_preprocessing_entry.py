@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
+import psutil
 import pytest
 
-from corpus_helpers import write_grid_corpus
+from corpus_helpers import read_index_rows, write_grid_corpus, write_index
 from thread_bench import tracking
 from thread_bench.preprocessing import main
 
@@ -86,3 +92,63 @@ def test_under_mlflow_run_the_work_gets_its_own_linked_run(
     assert work.data.params["seed"] == "0"
     assert work.data.tags[tracking.TAG_LAUNCH_RUN_ID] == launch.info.run_id
     assert client.get_run(launch.info.run_id).data.tags[tracking.TAG_LINKED_RUN_ID] == work.info.run_id
+
+
+def _start_preprocessing(data: Path, uri: str) -> subprocess.Popen[str]:
+    # Enough patches that the build takes a few seconds, so that the signal lands in the middle of it.
+    argv = ["--profile", "laptop", "--n_paintings", "8", "--n_patches", "96", "--out", str(data), "--workers", "2"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "thread_bench.preprocessing", *argv],
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command
+    )
+
+
+def test_a_stop_signal_during_preparation_leaves_nothing_behind(tracking_store: str, tmp_path: Path) -> None:
+    """SIGTERM to the process alone (a service manager), Ctrl-C to its whole group (a terminal): either way the
+    staging directory is removed, the workers end without a traceback and the exit status says which signal."""
+    cases = {signal.SIGTERM: tmp_path / "term", signal.SIGINT: tmp_path / "int"}
+    processes = {signum: _start_preprocessing(data, tracking_store) for signum, data in cases.items()}
+    workers: list[psutil.Process] = []
+    deadline = time.monotonic() + 120
+    pending = dict(processes)
+    while pending and time.monotonic() < deadline:
+        for signum, process in list(pending.items()):
+            assert process.poll() is None, process.communicate()[1][-2000:]
+            children = psutil.Process(process.pid).children()
+            # Mid-build: both workers (and multiprocessing's resource tracker) exist, and may still be starting.
+            if len(children) >= 3 and list((cases[signum] / "prepared").glob(".*.tmp-*")):
+                time.sleep(0.1)
+                workers += children
+                if signum == signal.SIGINT:
+                    os.killpg(process.pid, signum)
+                else:
+                    process.send_signal(signum)
+                del pending[signum]
+        time.sleep(0.01)
+    assert not pending, "the build never started"
+
+    for signum, process in processes.items():
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 128 + signum, stderr[-2000:]
+        assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+        assert f"interrupted (signal {signal.Signals(signum).name})" in stderr
+        assert list((cases[signum] / "prepared").iterdir()) == []
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
+
+
+def test_a_rebuilt_dataset_reports_disagreeing_ground_truth(tracking_store: str, tmp_path: Path) -> None:
+    corpus_dir = write_grid_corpus(tmp_path / "corpus", n_paintings=3, patches_per_painting=2)
+    rows: list[dict[str, object]] = list(read_index_rows(corpus_dir))
+    rows[0]["density_v"] = 99.0
+    write_index(corpus_dir, rows)
+
+    argv = ["--profile", "smoke", "--source", str(corpus_dir), "--out", str(tmp_path / "data"), "--workers", "1"]
+    assert main(argv) == 0
+
+    (run,) = _runs()
+    assert run.data.metrics[tracking.PREP_DENSITY_MISMATCHES] == 1

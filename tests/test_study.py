@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+import psutil
 import pytest
 
 from analysis import cli as analysis_cli
-from thread_bench import study, tracking
+from thread_bench import lifecycle, store, study, tracking
 
 # seaborn 0.13's boxplot passes matplotlib's deprecated ``vert``; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplotlib.MatplotlibDeprecationWarning")
@@ -153,3 +159,125 @@ def test_analysis_without_runs_exits_with_a_clear_message(
 
     assert exit_info.value.code == 2
     assert "no experiment named 'nothing-here'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- one live process per study
+
+
+def _fake_run(experiment_id: str, role: str, study_id: str, identity: lifecycle.ProcessIdentity) -> str:
+    tags = {tracking.TAG_ROLE: role, tracking.TAG_STUDY: study_id, **tracking.process_tags(identity)}
+    return mlflow.MlflowClient().create_run(experiment_id, tags=tags).info.run_id
+
+
+def test_a_study_refuses_to_start_while_another_process_runs_it(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("THREAD_BENCH_DATA", str(tmp_path / "data"))
+    experiment_id = mlflow.MlflowClient().create_experiment("busy")
+    live = _fake_run(experiment_id, tracking.ROLE_TRAIN, "s", lifecycle.ProcessIdentity.current())
+
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(["--profile", "smoke", "--study", "s", "--experiment", "busy"])
+
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"study 's' is already running: train run {live} (pid {os.getpid()} on " in err
+    assert not (tmp_path / "data").exists(), "refused before any work"
+    assert len(search("busy", tracking.ROLE_STUDY)) == 0
+
+
+def test_of_two_studies_started_at_once_the_first_goes_on(tracking_store: str) -> None:
+    experiment_id = mlflow.MlflowClient().create_experiment("race")
+    me = lifecycle.ProcessIdentity.current()
+    first = _fake_run(experiment_id, tracking.ROLE_STUDY, "s", me)
+    second = _fake_run(experiment_id, tracking.ROLE_STUDY, "s", me)
+    settings = _settings("--profile", "smoke", "--study", "s", "--experiment", "race")
+
+    study.refuse_concurrent_study(settings, experiment_id, first)
+    with pytest.raises(ValueError, match=f"study 's' is already running: study run {first}"):
+        study.refuse_concurrent_study(settings, experiment_id, second)
+
+
+def test_runs_of_a_killed_study_are_reconciled_not_refused(tracking_store: str) -> None:
+    experiment_id = mlflow.MlflowClient().create_experiment("killed")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    identity = lifecycle.ProcessIdentity.current()
+    identity = lifecycle.ProcessIdentity(
+        identity.host, gone.pid, psutil.Process(gone.pid).create_time(), identity.namespace
+    )
+    gone.wait()
+    runs = [_fake_run(experiment_id, role, "s", identity) for role in (tracking.ROLE_STUDY, tracking.ROLE_TRAIN)]
+    settings = _settings("--profile", "smoke", "--study", "s", "--experiment", "killed")
+
+    assert sorted(tracking.reconcile_runs([experiment_id])) == sorted(runs)
+    study.refuse_concurrent_study(settings, experiment_id)
+    for run_id in runs:
+        run = mlflow.MlflowClient().get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert f"(pid {gone.pid} on " in run.data.tags[tracking.TAG_END_REASON]
+
+
+def _start_study(tracking_store: str, data: Path) -> subprocess.Popen[str]:
+    store.open_store(tracking_store)  # this process reads the store too: its schema must exist before either
+    argv = ["--profile", "smoke", "--seeds", "1", "--frameworks", "torch", "--study", "sig", "--experiment", "sig"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "thread_bench.study", *argv, "--analyze", "false"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_store, "THREAD_BENCH_DATA": str(data)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for_training(study_process: subprocess.Popen[str]) -> psutil.Process:
+    """The training process, once its run has started."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert study_process.poll() is None, study_process.communicate()[1][-3000:]
+        if mlflow.get_experiment_by_name("sig") is not None and len(search("sig", tracking.ROLE_TRAIN)):
+            children = psutil.Process(study_process.pid).children()
+            (training,) = [child for child in children if "thread_bench.torch_train" in child.cmdline()]
+            return training
+        time.sleep(0.2)
+    raise AssertionError("the training never started")
+
+
+def _statuses() -> dict[str, str]:
+    """Role -> status of the study's and the training's run (the preprocess run has FINISHED before)."""
+    runs = mlflow.search_runs(experiment_names=["sig"], output_format="list")
+    roles = (tracking.ROLE_STUDY, tracking.ROLE_TRAIN)
+    return {
+        run.data.tags[tracking.TAG_ROLE]: run.info.status for run in runs if run.data.tags[tracking.TAG_ROLE] in roles
+    }
+
+
+def test_sigterm_to_a_study_stops_its_training_and_ends_every_run(tracking_store: str, tmp_path: Path) -> None:
+    process = _start_study(tracking_store, tmp_path / "data")
+    training = _wait_for_training(process)
+
+    process.send_signal(signal.SIGTERM)  # to the study alone: it stops its training itself
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert "interrupted (signal SIGTERM): re-run the same command to resume the study" in stderr
+    assert not training.is_running()
+    assert _statuses() == {tracking.ROLE_STUDY: "KILLED", tracking.ROLE_TRAIN: "KILLED"}
+    (trained,) = search("sig", tracking.ROLE_TRAIN).to_dict("records")
+    assert trained[f"tags.{tracking.TAG_END_REASON}"] == "signal SIGTERM"
+
+
+@pytest.mark.slow
+def test_a_killed_study_takes_its_training_with_it(tracking_store: str, tmp_path: Path) -> None:
+    process = _start_study(tracking_store, tmp_path / "data")
+    training = _wait_for_training(process)
+
+    process.kill()  # SIGKILL: the study cannot stop its training; the kernel's parent-death signal does
+    process.communicate(timeout=60)
+    psutil.wait_procs([training], timeout=120)
+
+    assert not training.is_running()
+    assert _statuses() == {tracking.ROLE_STUDY: "RUNNING", tracking.ROLE_TRAIN: "KILLED"}
+    tracking.reconcile_runs([mlflow.get_experiment_by_name("sig").experiment_id])  # type: ignore[union-attr]
+    assert _statuses() == {tracking.ROLE_STUDY: "KILLED", tracking.ROLE_TRAIN: "KILLED"}

@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import logging
 import resource
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import mlflow
 
-from thread_bench import cli, tracking
+from thread_bench import cli, lifecycle, store, tracking
 from thread_bench.config import DataConfig, resolve
 from thread_bench.data.prepare import PrepareResult, data_root, ensure_prepared
 from thread_bench.data.prepared import MANIFEST, PreparedDataset
@@ -64,6 +65,7 @@ def _log_result(result: PrepareResult, config: DataConfig, profile: str | None) 
     for split in ("train", "val", "test"):
         metrics[f"n_{split}"] = float(manifest["splits"][split]["n"])
     metrics[tracking.PREP_SKIPPED_PATCHES] = float(len(manifest["skipped"]["patches"]))
+    metrics[tracking.PREP_DENSITY_MISMATCHES] = float(len(manifest.get("density_mismatches", [])))
     metrics["skipped_subpatches"] = float(manifest["skipped"]["subpatches"])
     # ru_maxrss is in KiB on Linux; the workers' peak is reported separately (they run in parallel).
     metrics[tracking.HOST_RSS_PEAK_BYTES] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
@@ -93,19 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse(parser, argv)
     cli.configure_logging(args.verbose)
-    try:
-        config = resolve(DataConfig, args.profile, cli.pick(args, DataConfig))
-        if config.source != "synthetic" and not Path(config.source).is_dir():
-            raise FileNotFoundError(
-                f"--source {config.source!r}: no such directory (expected 'synthetic' or a corpus dir)"
-            )
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        dataset = prepare_and_log(
-            config, args.out, args.experiment, profile=args.profile, always_log=True, workers=args.workers
-        )
-    except (ValueError, FileNotFoundError) as error:
-        cli.fail(parser, error)
+    with lifecycle.stop_on_signals():  # SIGTERM like Ctrl-C: run KILLED, staging removed, workers ended
+        try:
+            dataset = _prepare(args)
+        except (ValueError, FileNotFoundError) as error:
+            cli.fail(parser, error)
+        except KeyboardInterrupt as interrupt:
+            print(f"{parser.prog}: interrupted ({lifecycle.describe_stop(interrupt)})", file=sys.stderr)
+            return lifecycle.exit_status(interrupt)
     splits = dataset.manifest["splits"]
     print(
         f"prepared dataset {dataset.path} (digest {dataset.digest[:12]}): "
@@ -113,6 +110,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{dataset.input_size}x{dataset.input_size} px; data root {data_root(args.out)}"
     )
     return 0
+
+
+def _prepare(args: argparse.Namespace) -> PreparedDataset:
+    config = resolve(DataConfig, args.profile, cli.pick(args, DataConfig))
+    if config.source != "synthetic" and not Path(config.source).is_dir():
+        raise FileNotFoundError(f"--source {config.source!r}: no such directory (expected 'synthetic' or a corpus dir)")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    store.open_store()  # an unusable tracking store is reported now, not after the preparation
+    return prepare_and_log(
+        config, args.out, args.experiment, profile=args.profile, always_log=True, workers=args.workers
+    )
 
 
 if __name__ == "__main__":

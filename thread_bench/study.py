@@ -8,6 +8,13 @@ Every training run is tagged ``thread_bench.study=<ID>`` and nested under a ``st
 resumable: re-running the same command skips every (framework, backend, seed) that already has a
 FINISHED training run in the study, so an interrupted study loses at most the training in progress.
 
+**One live process per study.** A study refuses to start while another process still works on the same
+study id (a RUNNING study or training run whose process is alive, or on another machine, where it cannot be
+checked), naming that run and process: two would train the same (framework, seed) twice at once and spoil
+both timings. RUNNING runs whose process is gone (killed outright) are first marked KILLED. Interrupting a
+study (Ctrl-C, SIGTERM) stops its training with SIGTERM, so that run ends KILLED too; a training also dies
+with its study if the study is killed outright (parent-death signal, Linux).
+
 **Each training runs in a fresh subprocess** (``python -m thread_bench.<framework>_train``), never in this
 process: Keras fixes its backend at its first import; the host memory peak and the kernel's ``ru_maxrss``
 are per process, so a second training in the same process would report the first one's memory; framework
@@ -22,7 +29,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +38,7 @@ import mlflow
 import pandas as pd
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from thread_bench import cli, tracking
+from thread_bench import cli, lifecycle, store, tracking
 from thread_bench.config import DataConfig, TrainConfig, profile_names, resolve
 from thread_bench.data.prepare import data_root
 from thread_bench.training.options import KERAS_BACKENDS, KerasOptions
@@ -41,6 +47,8 @@ log = logging.getLogger(__name__)
 
 FRAMEWORKS = ("keras", "torch")
 DEFAULT_SEEDS = 3
+#: Seconds an interrupted study gives its training to end its run (KILLED) after SIGTERM, before SIGKILL.
+TRAINING_STOP_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -164,7 +172,7 @@ def training_environment(settings: StudySettings, study_run_id: str) -> dict[str
     point needing to know about studies. ``MLFLOW_RUN_ID`` is removed: the training would take it for an
     ``mlflow run`` launch run.
     """
-    environment = dict(os.environ)
+    environment = lifecycle.child_environment(os.environ)  # the training dies with this process
     environment.pop("MLFLOW_RUN_ID", None)
     environment["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
     environment["THREAD_BENCH_DATA"] = str(settings.data_root)
@@ -175,28 +183,81 @@ def training_environment(settings: StudySettings, study_run_id: str) -> dict[str
 
 
 def train(settings: StudySettings, framework: str, seed: int, study_run_id: str) -> bool:
-    """Run one training to completion in a subprocess; True when it succeeded."""
+    """Run one training to completion in a subprocess; True when it succeeded.
+
+    Interrupted, the training gets SIGTERM and ``TRAINING_STOP_GRACE_S`` to end its run, then SIGKILL.
+    Either way, a run the training left RUNNING (it was killed outright) is marked KILLED afterwards.
+    """
     command = training_command(settings, framework, seed)
     log.info("training %s seed %d: %s", framework, seed, " ".join(command[1:]))
-    completed = subprocess.run(command, env=training_environment(settings, study_run_id), check=False)
-    if completed.returncode != 0:
-        log.error("training %s seed %d failed (exit status %d)", framework, seed, completed.returncode)
-    return completed.returncode == 0
+    try:
+        status = lifecycle.run_child(
+            command, training_environment(settings, study_run_id), grace_s=TRAINING_STOP_GRACE_S
+        )
+    finally:
+        with lifecycle.deferred_signals():
+            _reconcile_children(settings, study_run_id)
+    if status != 0:
+        log.error("training %s seed %d failed (exit status %d)", framework, seed, status)
+    return status == 0
 
 
-def _mark_unfinished_children_killed(study_run_id: str, experiment: str) -> None:
-    """After Ctrl-C: a training killed before it could end its run would otherwise stay RUNNING forever."""
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is None:
-        return
-    children = mlflow.search_runs(
-        experiment_ids=[found.experiment_id],
-        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{study_run_id}' and attributes.status = 'RUNNING'",
-        output_format="list",
-    )
-    for child in children:
-        assert isinstance(child, mlflow.entities.Run)
-        mlflow.MlflowClient().set_terminated(child.info.run_id, status="KILLED")
+def _reconcile_children(settings: StudySettings, study_run_id: str) -> None:
+    experiment_id = tracking.ensure_experiment(settings.experiment)
+    tracking.reconcile_runs([experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{study_run_id}'")
+
+
+# ------------------------------------------------------------------------------ one live study process
+
+
+def live_study_runs(settings: StudySettings, experiment_id: str) -> list[mlflow.entities.Run]:
+    """RUNNING study and training runs of this study whose process is alive, or cannot be checked from here
+    (another machine); oldest first. Call :func:`tracking.reconcile_runs` first to clear the dead ones."""
+    from analysis.runs import quote
+
+    runs = tracking.running_runs([experiment_id], f"tags.`{tracking.TAG_STUDY}` = {quote(settings.study)}")
+    live = []
+    for run in runs:
+        if run.data.tags.get(tracking.TAG_ROLE) not in (tracking.ROLE_STUDY, tracking.ROLE_TRAIN):
+            continue
+        owner = tracking.process_of(run)
+        if owner is None:
+            log.warning(
+                "run %s of study %s is RUNNING without process tags: cannot tell whether it is alive; ignored",
+                run.info.run_id,
+                settings.study,
+            )
+            continue
+        if not owner.on_this_machine() or owner.alive():
+            live.append(run)
+    return live
+
+
+def refuse_concurrent_study(settings: StudySettings, experiment_id: str, own_run_id: str | None = None) -> None:
+    """Raise when another process works on this study: any live run before this study's run exists; after,
+    only a study run that started before ``own_run_id`` (of two started at once, the first one goes on).
+
+    Raises:
+        ValueError: naming the other run, its role and process.
+    """
+    live = live_study_runs(settings, experiment_id)
+    if own_run_id is not None:
+        order = (mlflow.MlflowClient().get_run(own_run_id).info.start_time, own_run_id)
+        live = [
+            run
+            for run in live
+            if run.data.tags.get(tracking.TAG_ROLE) == tracking.ROLE_STUDY
+            and (run.info.start_time, run.info.run_id) < order
+        ]
+    if live:
+        other = live[0]
+        owner = tracking.process_of(other)
+        assert owner is not None
+        where = owner.describe() if owner.on_this_machine() else f"{owner.describe()}, another machine"
+        raise ValueError(
+            f"study {settings.study!r} is already running: {other.data.tags.get(tracking.TAG_ROLE)} run "
+            f"{other.info.run_id} ({where}) is RUNNING; wait for it or stop it (SIGTERM), then re-run this command"
+        )
 
 
 # --------------------------------------------------------------------------------------------- study
@@ -212,6 +273,10 @@ def run_study(settings: StudySettings) -> StudyOutcome:
     from analysis.cli import AnalysisSettings, run_analysis
     from thread_bench.preprocessing import prepare_and_log
 
+    store.open_store()
+    experiment_id = tracking.ensure_experiment(settings.experiment)
+    tracking.reconcile_runs([experiment_id])
+    refuse_concurrent_study(settings, experiment_id)
     done = finished_runs(settings)
     todo, skipped = pending(settings, done)
     if skipped:
@@ -224,6 +289,7 @@ def run_study(settings: StudySettings) -> StudyOutcome:
         settings.experiment, run_name=f"study-{settings.study}", tags=tags, launch_link_tag=tracking.TAG_STUDY_RUN_ID
     ) as active:
         study_run_id = active.info.run_id
+        refuse_concurrent_study(settings, experiment_id, study_run_id)  # one started at the same moment
         tracking.log_params(
             {
                 "study": settings.study,
@@ -237,12 +303,8 @@ def run_study(settings: StudySettings) -> StudyOutcome:
         )
         # Prepared once, here, so the trainings all reuse it (and no two of them build it at once).
         dataset = prepare_and_log(settings.data, settings.data_root, settings.experiment, profile=settings.profile)
-        try:
-            for framework, seed in todo:
-                (trained if train(settings, framework, seed, study_run_id) else failed).append((framework, seed))
-        except KeyboardInterrupt:
-            _mark_unfinished_children_killed(study_run_id, settings.experiment)
-            raise
+        for framework, seed in todo:
+            (trained if train(settings, framework, seed, study_run_id) else failed).append((framework, seed))
         mlflow.log_metrics({"n_trained": len(trained), "n_skipped": len(skipped), "n_failed": len(failed)})
         _check_digests(settings, dataset.digest)
         if settings.analyze:
@@ -332,6 +394,8 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     assert n_seeds is not None and first_seed is not None
     if n_seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {n_seeds}")
+    if first_seed < 0 or first_seed + n_seeds > 2**32:
+        raise ValueError(f"--first_seed {first_seed} with --seeds {n_seeds}: seeds must lie in [0, 2**32)")
     frameworks = tuple(f.strip() for f in (given(args.frameworks) or ",".join(FRAMEWORKS)).split(",") if f.strip())
     unknown = sorted(set(frameworks) - set(FRAMEWORKS))
     if unknown or not frameworks:
@@ -369,15 +433,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse(parser, argv)
     cli.configure_logging(args.verbose)
-    try:
-        settings = settings_from_args(args)
-        outcome = run_study(settings)
-    except (ValueError, FileNotFoundError, argparse.ArgumentTypeError) as error:
-        cli.fail(parser, error)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume the study", file=sys.stderr)
-        return 130
+    with lifecycle.stop_on_signals():  # SIGTERM like Ctrl-C: the training is stopped, every run ends
+        try:
+            settings = settings_from_args(args)
+            store.open_store()  # an unusable tracking store is reported before the data is prepared
+            outcome = run_study(settings)
+        except (ValueError, FileNotFoundError, argparse.ArgumentTypeError) as error:
+            cli.fail(parser, error)
+            return 2
+        except KeyboardInterrupt as interrupt:
+            print(
+                f"interrupted ({lifecycle.describe_stop(interrupt)}): re-run the same command to resume the study",
+                file=sys.stderr,
+            )
+            return lifecycle.exit_status(interrupt)
     print(
         f"study {settings.study}: {len(outcome.trained)} trained, {len(outcome.skipped)} already finished, "
         f"{len(outcome.failed)} failed (study run {outcome.run_id})"

@@ -40,9 +40,9 @@ import numpy as np
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
-from thread_bench import cli, tracking
+from thread_bench import cli, lifecycle, store, tracking
 from thread_bench.config import DEFAULT_VARIANT, DataConfig, ModelConfig, TrainConfig, resolve
-from thread_bench.data.prepared import PreparedDataset, load_prepared
+from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.training.common import (
     EpochRecord,
     TrainingData,
@@ -364,16 +364,23 @@ def main(argv: Sequence[str] | None, framework: str, options_cls: type, load_tra
     parser = build_parser(framework, options_cls)
     args = cli.parse(parser, argv)
     cli.configure_logging(args.verbose)
-    try:
-        request = request_from_args(args, framework, options_cls)
-        trainer = load_trainer(request)
-        knobs = trainer.configure(request.options, request.train)
-    except (ValueError, FileNotFoundError) as error:
-        cli.fail(parser, error)
-        return 2
-    try:
-        run(request, trainer, knobs)
-    except KeyboardInterrupt:
-        print("interrupted: the MLflow run is marked KILLED", file=sys.stderr)
-        return 130
+    # SIGTERM like Ctrl-C: the run ends KILLED, never RUNNING; a study's training also dies with the study.
+    with lifecycle.stop_on_signals():
+        lifecycle.die_with_parent_from_environment()
+        try:
+            try:
+                request = request_from_args(args, framework, options_cls)
+                store.open_store()  # an unusable tracking store: one line now, not tracebacks after the work
+                trainer = load_trainer(request)
+                knobs = trainer.configure(request.options, request.train)
+            except DamagedDatasetError as error:
+                cli.fail(parser, ValueError(f"{error}; delete it and prepare it again (thread_bench.preprocessing)"))
+                return 2
+            except (ValueError, FileNotFoundError) as error:
+                cli.fail(parser, error)
+                return 2
+            run(request, trainer, knobs)
+        except KeyboardInterrupt as interrupt:
+            print(f"interrupted ({lifecycle.describe_stop(interrupt)}): no MLflow run is left RUNNING", file=sys.stderr)
+            return lifecycle.exit_status(interrupt)
     return 0
