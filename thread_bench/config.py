@@ -8,6 +8,7 @@ The MLproject parameters and the command-line options are checked against these 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -45,7 +46,9 @@ class DataConfig:
     test_fraction: float = PAPER_SPLIT_FRACTIONS[2]
 
     def __post_init__(self) -> None:
+        _check_seed(self, "seed", "the dataset's seed (--data_seed of a training, --seed of preprocessing)")
         _check_positive(self, ("n_paintings", "n_patches", "crop_px", "subpatches_per_patch", "input_size"))
+        _check_finite(self, ("max_rotation_deg", "val_fraction", "test_fraction"))
         if self.n_patches < self.n_paintings:
             raise ValueError(f"n_patches={self.n_patches} must be >= n_paintings={self.n_paintings}")
         if not 0.0 <= self.max_rotation_deg <= 45.0:
@@ -73,12 +76,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_positive(self, ("base_filters", "input_size"))
+        _check_finite(self, ("dropout", "batchnorm_momentum", "batchnorm_eps"))
         if self.input_size < 32:
             raise ValueError(f"input_size must be >= 32 (five 2x2 poolings), got {self.input_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.batchnorm_momentum < 1.0:
             raise ValueError(f"batchnorm_momentum must be in [0, 1), got {self.batchnorm_momentum}")
+        if not self.batchnorm_eps > 0:
+            raise ValueError(f"batchnorm_eps must be > 0, got {self.batchnorm_eps}")
 
     @property
     def torch_batchnorm_momentum(self) -> float:
@@ -123,9 +129,13 @@ class TrainConfig:
     device_data_fraction: float = 0.25
 
     def __post_init__(self) -> None:
+        _check_seed(self, "seed")
         _check_positive(self, ("epochs", "batch_size", "patience"))
+        _check_finite(self, ("learning_rate", "min_delta", "adam_epsilon", "device_data_fraction"))
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.adam_epsilon <= 0:
+            raise ValueError(f"adam_epsilon must be > 0, got {self.adam_epsilon}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {sorted(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.min_delta < 0:
@@ -220,8 +230,30 @@ def as_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+#: Seeds are taken as unsigned 32-bit integers everywhere (NumPy's legacy seeding, TensorFlow, JAX).
+_SEED_LIMIT = 2**32
+
+
 def _check_positive(config: Any, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_finite(config: Any, names: tuple[str, ...]) -> None:
+    """Numbers, and finite: a check written ``if value <= 0: raise`` lets NaN through, and inf passes ``> 0``."""
+    for name in names:
+        value = getattr(config, name)
+        try:
+            finite = not isinstance(value, bool) and math.isfinite(value)
+        except TypeError:
+            finite = False
+        if not finite:
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def _check_seed(config: Any, name: str, described: str | None = None) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _SEED_LIMIT:
+        raise ValueError(f"{described or name} must be an integer in [0, 2**32), got {value!r}")

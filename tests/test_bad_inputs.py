@@ -1,0 +1,92 @@
+"""Bad numbers stop a command before any run: parameters (finite, in range, seeds in [0, 2**32)) and labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_fake_prepared
+from thread_bench import torch_train
+from thread_bench.config import DataConfig, ModelConfig, TrainConfig
+from thread_bench.data import prepared
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("cls", "values", "message"),
+    [
+        (TrainConfig, {"learning_rate": NAN}, "learning_rate must be a finite number, got nan"),
+        (TrainConfig, {"learning_rate": INF}, "learning_rate must be a finite number, got inf"),
+        (TrainConfig, {"min_delta": NAN}, "min_delta must be a finite number, got nan"),
+        (TrainConfig, {"min_delta": INF}, "min_delta must be a finite number, got inf"),
+        (TrainConfig, {"adam_epsilon": -1e-7}, "adam_epsilon must be > 0"),
+        (TrainConfig, {"device_data_fraction": NAN}, "device_data_fraction must be a finite number"),
+        (TrainConfig, {"seed": -1}, r"seed must be an integer in \[0, 2\*\*32\), got -1"),
+        (TrainConfig, {"seed": 2**32}, r"seed must be an integer in \[0, 2\*\*32\), got 4294967296"),
+        (TrainConfig, {"seed": 1.5}, r"seed must be an integer in \[0, 2\*\*32\), got 1.5"),
+        (DataConfig, {"seed": -1}, r"the dataset's seed \(--data_seed of a training, --seed of preprocessing\)"),
+        (DataConfig, {"max_rotation_deg": NAN}, "max_rotation_deg must be a finite number"),
+        (DataConfig, {"val_fraction": INF}, "val_fraction must be a finite number"),
+        (ModelConfig, {"batchnorm_eps": NAN}, "batchnorm_eps must be a finite number"),
+        (ModelConfig, {"batchnorm_eps": 0.0}, "batchnorm_eps must be > 0"),
+        (ModelConfig, {"dropout": "0.1"}, "dropout must be a finite number, got '0.1'"),
+    ],
+)
+def test_non_finite_and_out_of_range_values_are_refused(cls: type, values: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        cls(**values)
+
+
+def test_the_largest_seed_is_accepted() -> None:
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1
+    assert DataConfig(seed=0).seed == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--learning_rate", "nan"], "learning_rate must be a finite number, got nan"),
+        (["--learning_rate", "inf"], "learning_rate must be a finite number, got inf"),
+        (["--min_delta", "nan"], "min_delta must be a finite number, got nan"),
+        (["--seed", "-1"], r"seed must be an integer in [0, 2**32), got -1"),
+        (["--seed", str(2**32)], r"seed must be an integer in [0, 2**32), got 4294967296"),
+        (["--data_seed", "-1"], r"the dataset's seed (--data_seed of a training"),
+        (["--adam_epsilon", "0"], "adam_epsilon must be > 0"),
+    ],
+)
+def test_bad_numbers_stop_a_training_before_any_run(
+    tracking_store: str, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        torch_train.main(["--profile", "smoke", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not Path(tracking_store.removeprefix("sqlite:///")).exists(), "the store was not even opened"
+
+
+@pytest.mark.parametrize("label", [0.0, float("nan")])
+def test_a_given_dataset_with_an_impossible_label_is_refused(
+    tracking_store: str, tmp_path: Path, label: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = make_fake_prepared(tmp_path, 16, 8, 8, 32)
+    labels = np.load(directory / "train_labels.npy")
+    labels[3] = label
+    np.save(directory / "train_labels.npy", labels)  # the digest no longer matches either: fixed below
+    manifest = prepared.read_manifest(directory)
+    del manifest["content_digest"]
+    manifest["content_digest"] = prepared.content_digest(directory, manifest)
+    (directory / prepared.MANIFEST).write_text(json.dumps(manifest))
+
+    with pytest.raises(SystemExit) as exit_info:
+        torch_train.main(["--profile", "smoke", "--dataset", str(directory)])
+
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "train_labels.npy: 1 value(s) outside the plausible 1-100 threads/cm, the first at index 3" in err
+    assert "diverged" not in err and err.count("\n") == 1
+    assert not Path(tracking_store.removeprefix("sqlite:///")).exists(), "the store was not even opened"
