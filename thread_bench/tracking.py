@@ -299,11 +299,7 @@ def tracked_run(
     client = mlflow.MlflowClient()
     experiment_id = None
     if not nested:
-        experiment_id = ensure_experiment(experiment_name(experiment))
-        # Also the active experiment, as mlflow.set_experiment made it before (by id: no creation race).
-        found = mlflow.set_experiment(experiment_id=experiment_id)
-        store.check_artifact_location(mlflow.get_tracking_uri(), found.artifact_location)
-        reconcile_runs([experiment_id])
+        experiment_id = _enter_experiment(experiment_name(experiment))
         if launch_run_id:
             all_tags[TAG_LAUNCH_RUN_ID] = launch_run_id
             if experiment_id == client.get_run(launch_run_id).info.experiment_id:
@@ -335,6 +331,17 @@ def tracked_run(
         if run is not None:
             with lifecycle.deferred_signals():
                 _end_run(client, run, status, reason)
+
+
+def _enter_experiment(name: str) -> str:
+    """Find or create the experiment, make it the active one, check where its artifacts go, and reconcile the
+    runs that killed processes left RUNNING in it; returns its id."""
+    experiment_id = ensure_experiment(name)
+    # Also the active experiment, as mlflow.set_experiment made it before (by id: no creation race).
+    found = mlflow.set_experiment(experiment_id=experiment_id)
+    store.check_artifact_location(mlflow.get_tracking_uri(), found.artifact_location)
+    reconcile_runs([experiment_id])
+    return experiment_id
 
 
 def _classify(error: BaseException) -> tuple[int, str]:
