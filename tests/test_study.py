@@ -122,8 +122,30 @@ def test_pending_skips_finished_pairs_seed_by_seed() -> None:
 
     todo, skipped = study.pending(settings, done)
 
-    assert skipped == [("keras", 0)]
-    assert todo == [("torch", 0), ("keras", 1), ("torch", 1)]
+    assert skipped == [("keras", "default", 0)]  # a run logged before variants counts as default
+    assert todo == [("torch", "default", 0), ("keras", "default", 1), ("torch", "default", 1)]
+
+
+def test_variants_are_trained_seed_by_seed_and_resumed_each_on_its_own() -> None:
+    settings = _settings("--profile", "smoke", "--seeds", "1", "--frameworks", "torch", "--variants", "tuned,default")
+    done = pd.DataFrame(
+        {"run_id": ["a"], "framework": ["torch"], "backend": ["torch"], "variant": ["default"], "seed": [0]}
+    )
+
+    todo, skipped = study.pending(settings, done)
+
+    assert (todo, skipped) == ([("torch", "tuned", 0)], [("torch", "default", 0)])
+    command = study.training_command(settings, "torch", "tuned", 0)
+    assert command[command.index("--variant") + 1] == "tuned" and command[command.index("--precision") + 1] == "fp32"
+
+
+def test_precision_names_the_default_study_and_bad_lists_are_refused() -> None:
+    assert _settings("--profile", "smoke", "--precision", "bf16").study == "smoke-tensorflow-data0-bf16"
+    assert _settings("--profile", "smoke", "--variants", "default,tuned,default").variants == ("default", "tuned")
+    with pytest.raises(ValueError, match=r"--variants: unknown \['fast'\]"):
+        _settings("--variants", "default,fast")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _settings("--precision", "fp8")
 
 
 def test_training_subprocesses_are_tagged_through_the_run_context(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,7 +153,7 @@ def test_training_subprocesses_are_tagged_through_the_run_context(monkeypatch: p
     settings = _settings("--profile", "smoke", "--study", "s")
 
     environment = study.training_environment(settings, "parent")
-    command = study.training_command(settings, "keras", 3)
+    command = study.training_command(settings, "keras", "default", 3)
 
     assert "MLFLOW_RUN_ID" not in environment
     assert json.loads(environment["MLFLOW_RUN_CONTEXT"]) == {tracking.TAG_STUDY: "s", "mlflow.parentRunId": "parent"}

@@ -1,12 +1,14 @@
 """The ``study`` entry point: train N seeds x frameworks on one prepared dataset, then run the analysis.
 
 python -m thread_bench.study [--study ID] [--seeds 3] [--frameworks keras,torch] [--backend tensorflow]
+                             [--variants default,nondeterministic,tuned] [--precision fp32]
                              [--profile laptop] [--data_seed N] [--source DIR] [--epochs N] [--experiment NAME]
                              [--out DIR]
 
 Every training run is tagged ``thread_bench.study=<ID>`` and nested under a ``study`` run. The study is
-resumable: re-running the same command skips every (framework, backend, seed) that already has a
-FINISHED training run in the study, so an interrupted study loses at most the training in progress.
+resumable: re-running the same command skips every (framework, backend, variant, seed) that already has a
+FINISHED training run in the study, so an interrupted study loses at most the training in progress. Each
+variant forms its own group in the analysis; one study has one precision (a comparison is made within one).
 
 **One live process per study.** A study refuses to start while another process still works on the same
 study id (a RUNNING study or training run whose process is alive, or on another machine, where it cannot be
@@ -39,7 +41,7 @@ import pandas as pd
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from thread_bench import cli, lifecycle, store, tracking
-from thread_bench.config import DataConfig, TrainConfig, profile_names, resolve
+from thread_bench.config import DEFAULT_VARIANT, DataConfig, TrainConfig, profile_names, resolve, variant_names
 from thread_bench.data.prepare import data_root
 from thread_bench.training.options import KERAS_BACKENDS, KerasOptions
 
@@ -59,6 +61,8 @@ class StudySettings:
     seeds: tuple[int, ...]
     frameworks: tuple[str, ...]
     backend: str
+    variants: tuple[str, ...]
+    precision: str
     profile: str
     data: DataConfig
     epochs: int
@@ -73,12 +77,16 @@ class StudySettings:
         return self.backend if framework == "keras" else framework
 
 
+#: One training of a study: (framework, variant, seed).
+Training = tuple[str, str, int]
+
+
 @dataclass(frozen=True)
 class StudyOutcome:
     run_id: str
-    trained: list[tuple[str, int]]
-    skipped: list[tuple[str, int]]
-    failed: list[tuple[str, int]]
+    trained: list[Training]
+    skipped: list[Training]
+    failed: list[Training]
     analysis_run_id: str | None
 
 
@@ -86,15 +94,17 @@ class StudyOutcome:
 
 
 def finished_runs(settings: StudySettings) -> pd.DataFrame:
-    """The study's FINISHED training runs (columns ``run_id``, ``framework``, ``backend``, ``seed``, ``profile``,
-    ``data_seed``, ``epochs``, ``dataset_digest``); empty when there are none yet.
+    """The study's FINISHED training runs (columns ``run_id``, ``framework``, ``backend``, ``variant``, ``seed``,
+    ``profile``, ``data_seed``, ``epochs``, ``precision``, ``dataset_digest``); empty when there are none yet.
+    Runs logged before variants existed count as ``default``, before precision as ``fp32``.
 
     Raises:
-        ValueError: the study already holds runs of another profile, data seed or epoch budget: resuming it
-            with these settings would mix two experiments under one id.
+        ValueError: the study already holds runs of another profile, data seed, epoch budget or precision:
+            resuming it with these settings would mix two experiments under one id.
     """
     experiment = mlflow.get_experiment_by_name(settings.experiment)
-    columns = ["run_id", "framework", "backend", "seed", "profile", "data_seed", "epochs", "source", "dataset_digest"]
+    columns = ["run_id", "framework", "backend", "variant", "seed", "profile", "data_seed", "epochs", "source"]
+    columns += ["precision", "dataset_digest"]
     if experiment is None:
         return pd.DataFrame(columns=columns)
     from analysis.runs import training_filter  # the one definition of "a finished training run"
@@ -114,7 +124,10 @@ def finished_runs(settings: StudySettings) -> pd.DataFrame:
         }
     )
     runs["seed"] = pd.to_numeric(runs["seed"]).astype(int)
+    runs["variant"] = runs["variant"].fillna(DEFAULT_VARIANT)
+    runs["precision"] = runs["precision"].fillna(TrainConfig.precision).replace({"float32": "fp32"})
     expected = {
+        "precision": settings.precision,
         "profile": settings.profile,
         "data_seed": str(settings.data.seed),
         "epochs": str(settings.epochs),
@@ -133,28 +146,35 @@ def finished_runs(settings: StudySettings) -> pd.DataFrame:
     return runs[columns]
 
 
-def pending(settings: StudySettings, done: pd.DataFrame) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """(to train, already finished) as (framework, seed) pairs, seeds outermost.
+def pending(settings: StudySettings, done: pd.DataFrame) -> tuple[list[Training], list[Training]]:
+    """(to train, already finished) as (framework, variant, seed), seeds outermost.
 
-    Seeds outermost: an interrupted study then holds about as many runs of each framework.
+    Seeds outermost: an interrupted study then holds about as many runs of each framework and variant.
     """
-    finished = {(str(r.framework), str(r.backend), int(r.seed)) for r in done.itertuples(index=False)}
-    todo: list[tuple[str, int]] = []
-    skipped: list[tuple[str, int]] = []
+    variants = done["variant"] if "variant" in done.columns else pd.Series(DEFAULT_VARIANT, index=done.index)
+    finished = {
+        (str(framework), str(backend), str(variant), int(seed))
+        for framework, backend, variant, seed in zip(
+            done["framework"], done["backend"], variants, done["seed"], strict=True
+        )
+    }
+    todo: list[Training] = []
+    skipped: list[Training] = []
     for seed in settings.seeds:
-        for framework in settings.frameworks:
-            pair = (framework, seed)
-            key = (framework, settings.backend_of(framework), seed)
-            (skipped if key in finished else todo).append(pair)
+        for variant in settings.variants:
+            for framework in settings.frameworks:
+                key = (framework, settings.backend_of(framework), variant, seed)
+                (skipped if key in finished else todo).append((framework, variant, seed))
     return todo, skipped
 
 
 # ------------------------------------------------------------------------------------------ training
 
 
-def training_command(settings: StudySettings, framework: str, seed: int) -> list[str]:
+def training_command(settings: StudySettings, framework: str, variant: str, seed: int) -> list[str]:
     command = [sys.executable, "-m", f"thread_bench.{framework}_train", "--profile", settings.profile]
     command += ["--seed", str(seed), "--data_seed", str(settings.data.seed), "--experiment", settings.experiment]
+    command += ["--variant", variant, "--precision", settings.precision]
     if framework == "keras":
         command += ["--backend", settings.backend]
     if settings.data.source != DataConfig.source:
@@ -182,14 +202,15 @@ def training_environment(settings: StudySettings, study_run_id: str) -> dict[str
     return environment
 
 
-def train(settings: StudySettings, framework: str, seed: int, study_run_id: str) -> bool:
+def train(settings: StudySettings, training: Training, study_run_id: str) -> bool:
     """Run one training to completion in a subprocess; True when it succeeded.
 
     Interrupted, the training gets SIGTERM and ``TRAINING_STOP_GRACE_S`` to end its run, then SIGKILL.
     Either way, a run the training left RUNNING (it was killed outright) is marked KILLED afterwards.
     """
-    command = training_command(settings, framework, seed)
-    log.info("training %s seed %d: %s", framework, seed, " ".join(command[1:]))
+    framework, variant, seed = training
+    command = training_command(settings, framework, variant, seed)
+    log.info("training %s (%s) seed %d: %s", framework, variant, seed, " ".join(command[1:]))
     try:
         status = lifecycle.run_child(
             command, training_environment(settings, study_run_id), grace_s=TRAINING_STOP_GRACE_S
@@ -198,7 +219,7 @@ def train(settings: StudySettings, framework: str, seed: int, study_run_id: str)
         with lifecycle.deferred_signals():
             _reconcile_children(settings, study_run_id)
     if status != 0:
-        log.error("training %s seed %d failed (exit status %d)", framework, seed, status)
+        log.error("training %s (%s) seed %d failed (exit status %d)", framework, variant, seed, status)
     return status == 0
 
 
@@ -282,8 +303,8 @@ def run_study(settings: StudySettings) -> StudyOutcome:
     if skipped:
         log.info("resuming study %s: %d trainings already finished, %d to go", settings.study, len(skipped), len(todo))
     tags = {tracking.TAG_ROLE: tracking.ROLE_STUDY, tracking.TAG_STUDY: settings.study}
-    trained: list[tuple[str, int]] = []
-    failed: list[tuple[str, int]] = []
+    trained: list[Training] = []
+    failed: list[Training] = []
     analysis_run_id = None
     with tracking.tracked_run(
         settings.experiment, run_name=f"study-{settings.study}", tags=tags, launch_link_tag=tracking.TAG_STUDY_RUN_ID
@@ -295,6 +316,8 @@ def run_study(settings: StudySettings) -> StudyOutcome:
                 "study": settings.study,
                 "seeds": ",".join(map(str, settings.seeds)),
                 "frameworks": ",".join(settings.frameworks),
+                "variants": ",".join(settings.variants),
+                tracking.PARAM_PRECISION: settings.precision,
                 tracking.PARAM_BACKEND: settings.backend,
                 tracking.PARAM_PROFILE: settings.profile,
                 tracking.PARAM_DATA_SEED: settings.data.seed,
@@ -303,8 +326,8 @@ def run_study(settings: StudySettings) -> StudyOutcome:
         )
         # Prepared once, here, so the trainings all reuse it (and no two of them build it at once).
         dataset = prepare_and_log(settings.data, settings.data_root, settings.experiment, profile=settings.profile)
-        for framework, seed in todo:
-            (trained if train(settings, framework, seed, study_run_id) else failed).append((framework, seed))
+        for training in todo:
+            (trained if train(settings, training, study_run_id) else failed).append(training)
         mlflow.log_metrics({"n_trained": len(trained), "n_skipped": len(skipped), "n_failed": len(failed)})
         _check_digests(settings, dataset.digest)
         if settings.analyze:
@@ -344,7 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
         "trainings that already finished.",
     )
     parser.add_argument(
-        "--study", default=None, help="study id (default: <profile>-<backend>-data<data_seed>); reuse it to resume"
+        "--study",
+        default=None,
+        help="study id (default: <profile>-<backend>-data<data_seed>, plus -<precision> unless fp32); reuse it "
+        "to resume",
     )
     parser.add_argument("--seeds", default=None, help=f"number of seeds (default: {DEFAULT_SEEDS})")
     parser.add_argument("--first_seed", default=None, help="first training seed (default: 0)")
@@ -355,6 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         default=None,
         help=f"Keras backend, one of {list(KERAS_BACKENDS)} (default: {KerasOptions.backend})",
+    )
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help=f"comma-separated, from {variant_names()}; each is its own group (default: {DEFAULT_VARIANT})",
+    )
+    parser.add_argument(
+        "--precision", default=None, help=f"fp32, tf32 or bf16, for every training (default: {TrainConfig.precision})"
     )
     cli.add_profile_option(parser)
     parser.add_argument("--data_seed", default=None, help="seed of the prepared dataset (default: the profile's)")
@@ -401,6 +435,15 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     if unknown or not frameworks:
         raise ValueError(f"--frameworks: unknown {unknown}; expected a comma-separated subset of {list(FRAMEWORKS)}")
     backend = KerasOptions(backend=given(args.backend) or KerasOptions.backend).backend  # validates it
+    variants = tuple(
+        dict.fromkeys(v.strip() for v in (given(args.variants) or DEFAULT_VARIANT).split(",") if v.strip())
+    )
+    unknown_variants = sorted(set(variants) - set(variant_names()))
+    if unknown_variants or not variants:
+        raise ValueError(
+            f"--variants: unknown {unknown_variants}; expected a comma-separated subset of {variant_names()}"
+        )
+    precision = TrainConfig(precision=given(args.precision) or TrainConfig.precision).precision  # validates it
     if args.profile not in profile_names():
         raise ValueError(f"unknown profile {args.profile!r}; expected one of {profile_names()}")
     source = given(args.source)
@@ -412,12 +455,16 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         raise FileNotFoundError(f"--source {data.source!r}: no such directory (expected 'synthetic' or a corpus dir)")
     epochs_given = integer("epochs", None)
     epochs = resolve(TrainConfig, args.profile, {"epochs": epochs_given}).epochs
-    study = given(args.study) or f"{args.profile}-{backend}-data{data.seed}"
+    study = given(args.study) or f"{args.profile}-{backend}-data{data.seed}" + (
+        f"-{precision}" if precision != TrainConfig.precision else ""
+    )
     return StudySettings(
         study=study,
         seeds=tuple(range(first_seed, first_seed + n_seeds)),
         frameworks=tuple(dict.fromkeys(frameworks)),
         backend=backend,
+        variants=variants,
+        precision=precision,
         profile=args.profile,
         data=data,
         epochs=epochs,
