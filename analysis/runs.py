@@ -23,7 +23,7 @@ from thread_bench.config import DataConfig
 from thread_bench.data import corpus
 from thread_bench.data.prepare import data_root as data_root_path
 from thread_bench.data.prepare import ensure_prepared, synthetic_corpus_dir
-from thread_bench.data.prepared import MANIFEST, PreparedDataset, load_prepared
+from thread_bench.data.prepared import MANIFEST, DamagedDatasetError, PreparedDataset, load_prepared
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,11 @@ def locate_dataset(
         tried.append(f"{description} {candidate}")
         if not (candidate / MANIFEST).is_file():
             continue
-        dataset = load_prepared(candidate)
+        try:
+            dataset = load_prepared(candidate)
+        except DamagedDatasetError as error:  # fall through to the next candidate, or the rebuild
+            tried[-1] += f" (damaged: {error})"
+            continue
         if dataset.digest == digest:
             return dataset
         tried[-1] += f" (digest {dataset.digest[:16]}…)"

@@ -362,6 +362,25 @@ def test_dataset_is_found_in_the_data_root_or_rebuilt_from_the_params(
         runs.locate_dataset(unknown, dataset.digest, data_root=root)
 
 
+def test_a_damaged_dataset_is_passed_over_and_rebuilt(
+    store: str, smoke_dataset: tuple[PreparedDataset, DataConfig, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    dataset, config, _ = smoke_dataset
+    root = tmp_path / "damaged-root"
+    copy = root / "prepared" / dataset.path.name
+    shutil.copytree(dataset.path, copy)
+    images = copy / "train_images.npy"
+    data = bytearray(images.read_bytes())
+    data[-1] ^= 0xFF  # one flipped pixel: the content digest no longer matches
+    images.write_bytes(bytes(data))
+
+    found = runs.locate_dataset(run_params(config, dataset), dataset.digest, data_root=root, workers=1)
+
+    assert found.digest == dataset.digest and found.path.is_relative_to(root)
+
+
 def test_fft_baseline_uses_the_resolution_of_the_stored_images(
     smoke_dataset: tuple[PreparedDataset, DataConfig, Path],
 ) -> None:
