@@ -111,6 +111,17 @@ def index_array(indices: np.ndarray | slice, n_samples: int) -> np.ndarray:
     return np.arange(*indices.indices(n_samples)) if isinstance(indices, slice) else np.asarray(indices)
 
 
+def staged_batch(
+    cache: dict[int, Any], indices: np.ndarray | slice, n_samples: int, gather: Callable[[slice], Any]
+) -> Any:
+    """The ``staged`` pipeline's batch for ``indices``: the split's first samples, as many as the batch has,
+    gathered once per size by ``gather`` and kept in ``cache``."""
+    size = len(index_array(indices, n_samples))
+    if size not in cache:
+        cache[size] = gather(slice(0, size))
+    return cache[size]
+
+
 def resolve_input_pipeline(config: TrainConfig, data_bytes: int, device_bytes: int | None) -> str:
     """``config.input_pipeline`` made concrete: ``device``, ``host`` or ``staged`` (never ``auto``).
 

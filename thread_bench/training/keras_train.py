@@ -37,6 +37,7 @@ from thread_bench.training.common import (
     set_deterministic,
     set_precision,
     set_threads,
+    staged_batch,
 )
 from thread_bench.training.options import KerasOptions
 
@@ -201,10 +202,7 @@ class _Batches(keras.utils.PyDataset):
     def batch(self, indices: np.ndarray | slice) -> tuple[Any, Any]:
         """Images ``(B, S, S, 1)`` float32 in [0, 1] and labels ``(B, 1)``."""
         if self.pipeline == "staged":
-            size = len(index_array(indices, len(self.split)))
-            if size not in self._staged:
-                self._staged[size] = self._gather(slice(0, size))
-            return self._staged[size]
+            return staged_batch(self._staged, indices, len(self.split), self._gather)
         return self._gather(indices)
 
     def _gather(self, indices: np.ndarray | slice) -> tuple[Any, Any]:

@@ -29,13 +29,13 @@ from thread_bench.training.common import (
     bf16_hardware,
     check_finite_loss,
     in_order,
-    index_array,
     lr_at_epoch,
     python_alloc_meter,
     resolve_input_pipeline,
     set_deterministic,
     set_precision,
     set_threads,
+    staged_batch,
 )
 from thread_bench.training.options import TorchOptions
 
@@ -162,10 +162,7 @@ class DeviceBatches:
     def batch(self, indices: np.ndarray | slice) -> Batch:
         """Images ``(B, 1, S, S)`` float32 in [0, 1] and labels ``(B, 1)``, on the training device."""
         if self.pipeline == "staged":
-            size = len(index_array(indices, len(self.split)))
-            if size not in self._staged:
-                self._staged[size] = self._gather(slice(0, size))
-            return self._staged[size]
+            return staged_batch(self._staged, indices, len(self.split), self._gather)
         return self._gather(indices)
 
     def _gather(self, indices: np.ndarray | slice) -> Batch:
