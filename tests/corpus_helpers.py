@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from thread_bench.config import DataConfig
+
 COLUMNS = ["painting_id", "patch_id", "image", "h_mask", "v_mask", "px_per_cm", "density_h", "density_v"]
 
 
@@ -75,3 +77,16 @@ def write_index(directory: Path, rows: list[dict[str, object]], columns: list[st
         writer = csv.DictWriter(handle, fieldnames=columns or COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def grid_config(source: Path, *, subpatches_per_patch: int, input_size: int, **overrides: object) -> DataConfig:
+    """Preparation settings for a grid corpus: a quarter of the patches each for validation and test."""
+    values: dict[str, object] = {
+        "source": str(source),
+        "subpatches_per_patch": subpatches_per_patch,
+        "input_size": input_size,
+        "val_fraction": 0.25,
+        "test_fraction": 0.25,
+    }
+    values.update(overrides)
+    return DataConfig(**values)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import numpy as np
 import psutil
 import pytest
 
-from corpus_helpers import read_index_rows, write_grid_corpus, write_index
+from corpus_helpers import grid_config, read_index_rows, write_grid_corpus, write_index
 from thread_bench.config import DataConfig
 from thread_bench.data import prepare, prepared
 from thread_bench.data.prepare import ensure_prepared
@@ -21,15 +21,7 @@ from thread_bench.data.prepared import MANIFEST, STAMP, DamagedDatasetError, loa
 
 
 def _config(source: Path, **overrides: object) -> DataConfig:
-    values: dict[str, object] = {
-        "source": str(source),
-        "subpatches_per_patch": 4,
-        "input_size": 32,
-        "val_fraction": 0.25,
-        "test_fraction": 0.25,
-    }
-    values.update(overrides)
-    return DataConfig(**values)  # type: ignore[arg-type]
+    return grid_config(source, subpatches_per_patch=4, input_size=32, **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from corpus_helpers import grid_patch, read_index_rows, write_grid_corpus, write_index
+from corpus_helpers import grid_config, grid_patch, read_index_rows, write_grid_corpus, write_index
 from thread_bench.config import DataConfig
 from thread_bench.counting import count_threads
 from thread_bench.data import prepare
@@ -17,15 +17,7 @@ from thread_bench.data.prepared import MANIFEST, SPLITS, STAMP, load_prepared
 
 
 def _config(source: Path, **overrides: object) -> DataConfig:
-    values: dict[str, object] = {
-        "source": str(source),
-        "subpatches_per_patch": 8,
-        "input_size": 64,
-        "val_fraction": 0.25,
-        "test_fraction": 0.25,
-    }
-    values.update(overrides)
-    return DataConfig(**values)  # type: ignore[arg-type]
+    return grid_config(source, subpatches_per_patch=8, input_size=64, **overrides)
 
 
 @pytest.fixture(scope="module")
