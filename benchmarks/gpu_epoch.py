@@ -8,16 +8,20 @@ thread_bench.torch_train`` / ``keras_train``) in fresh processes against a throw
 setting: with the real input pipeline (``--input_pipeline auto``) and with ``staged`` batches (one pre-made
 batch per size, already on the device: the step loop alone). It prints one table:
 
-- steady epoch time (median of the epochs after the first) and the first epoch (tracing, compilation);
+- steady epoch time (median of the epochs after the first; with ``--repeats``, the median over the runs and
+  their min-max) and the first epoch (tracing, compilation);
 - training samples/s and the achieved TFLOP/s (``spec.train_step_flops``: convolutions and dense layers,
   forward + backward, analytic);
 - the framework allocator's GPU peak (or the host RSS peak on a CPU);
-- ``input/step``: steady training-pass time of the real loop / of the staged loop; the budget is <= 1.05;
+- ``input/step``: steady training-pass time of the real loop / of the staged loop run right after it (median
+  over the repeats); the budget is <= 1.05;
 - ``vs default``: steady epoch time of the default variant / of this row (same framework and precision);
   ``vs fp32``: fp32 / this row (same framework and variant).
 
 The defaults measure the GPU question (paper profile). On a CPU, ``--profile laptop --precisions fp32,bf16
---variants default,tuned`` takes about an hour on 2 cores (torch.compile alone spends minutes per run).
+--variants default,tuned`` takes about 25 minutes per repeat on 2 cores (torch.compile spends minutes on its
+first run). A shared or virtual machine drifts: the same laptop run took 20 to 29 s per epoch within an
+hour on the 2-core VM this was written on, hence ``--repeats`` (interleaved) for comparisons.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2: the first is warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per setting, interleaved (medians reported)")
     parser.add_argument("--frameworks", default="torch,keras")
     parser.add_argument("--backend", default="tensorflow", help="Keras backend")
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
@@ -60,10 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train(
-    framework: str, args: argparse.Namespace, dataset: Path, precision: str, variant: str, pipeline: str, store: str
+    framework: str,
+    args: argparse.Namespace,
+    dataset: Path,
+    precision: str,
+    variant: str,
+    pipeline: str,
+    store: str,
+    repeat: int,
 ) -> str | None:
     """One training in a fresh process; its run id, or None when it failed (its stderr is shown)."""
-    name = f"{framework}-{precision}-{variant}-{pipeline}"
+    name = f"{framework}-{precision}-{variant}-{pipeline}-{repeat}"
     command = [sys.executable, "-m", f"thread_bench.{framework}_train", "--profile", args.profile]
     command += ["--dataset", str(dataset), "--epochs", str(args.epochs), "--threads", args.threads]
     command += ["--precision", precision, "--variant", variant, "--input_pipeline", pipeline]
@@ -90,24 +102,37 @@ def steady_train_time_s(run_id: str) -> float:
     return statistics.median(times[1:] or times)
 
 
-def row(framework: str, precision: str, variant: str, real: str, staged: str | None, flops: int) -> dict[str, object]:
-    run = mlflow.get_run(real)
-    metrics, params = run.data.metrics, run.data.params
-    samples_per_s = metrics[tracking.TRAIN_SAMPLES_PER_S]
-    gpu_peak = metrics.get(tracking.GPU_MEM_PEAK_BYTES)
+def row(
+    framework: str, precision: str, variant: str, real: list[str], staged: list[str], flops: int
+) -> dict[str, object]:
+    """One setting, over its repeats: medians, and the spread of the steady epoch time."""
+    runs = [mlflow.get_run(run_id) for run_id in real]
+    metrics = [run.data.metrics for run in runs]
+    params = runs[0].data.params
+
+    def median(key: str) -> float:
+        return statistics.median(m[key] for m in metrics)
+
+    epochs = [m[tracking.MEDIAN_EPOCH_TIME_S] for m in metrics]
+    samples_per_s = median(tracking.TRAIN_SAMPLES_PER_S)
+    gpu = [m[tracking.GPU_MEM_PEAK_BYTES] for m in metrics if tracking.GPU_MEM_PEAK_BYTES in m]
+    # Real and staged runs of one repeat ran back to back: their ratio is the least disturbed by drift.
+    pairs = [steady_train_time_s(a) / steady_train_time_s(b) for a, b in zip(real, staged, strict=False)]
     return {
         "framework": f"{framework} ({params[tracking.PARAM_BACKEND]})",
         "precision": precision,
         "variant": variant,
         "input": params[tracking.PARAM_INPUT_PIPELINE],
-        "steady epoch s": metrics[tracking.MEDIAN_EPOCH_TIME_S],
-        "first epoch s": metrics[tracking.FIRST_EPOCH_TIME_S],
+        "runs": len(runs),
+        "steady epoch s": statistics.median(epochs),
+        "min-max": f"{min(epochs):.3g}-{max(epochs):.3g}",
+        "first epoch s": median(tracking.FIRST_EPOCH_TIME_S),
         "samples/s": samples_per_s,
         "TFLOP/s": samples_per_s * flops / 1e12,
-        "memory peak GiB": (gpu_peak if gpu_peak is not None else metrics[tracking.HOST_RSS_PEAK_BYTES]) / 2**30,
-        "memory kind": "GPU allocator" if gpu_peak is not None else "host RSS",
-        "input/step": steady_train_time_s(real) / steady_train_time_s(staged) if staged else float("nan"),
-        "device": run.data.tags.get(tracking.TAG_DEVICE, "?"),
+        "memory peak GiB": (max(gpu) if gpu else median(tracking.HOST_RSS_PEAK_BYTES)) / 2**30,
+        "memory kind": "GPU allocator" if gpu else "host RSS",
+        "input/step": statistics.median(pairs) if pairs else float("nan"),
+        "device": runs[0].data.tags.get(tracking.TAG_DEVICE, "?"),
     }
 
 
@@ -131,17 +156,28 @@ def main(argv: list[str] | None = None) -> int:
     dataset = ensure_prepared(data, args.data_root).dataset.path
     busy_before, children_before = system_busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
     wall_started = time.perf_counter()
-    rows = []
+    settings = [
+        (framework, precision, variant)
+        for framework in args.frameworks.split(",")
+        for precision in args.precisions.split(",")
+        for variant in args.variants.split(",")
+    ]
+    made: dict[tuple[str, ...], list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="gpu-epoch-") as directory:
         store = f"sqlite:///{Path(directory) / 'mlflow.db'}"
         mlflow.set_tracking_uri(store)
-        for framework in args.frameworks.split(","):
-            for precision in args.precisions.split(","):
-                for variant in args.variants.split(","):
-                    real = train(framework, args, dataset, precision, variant, "auto", store)
-                    staged = train(framework, args, dataset, precision, variant, "staged", store)
-                    if real is not None:
-                        rows.append(row(framework, precision, variant, real, staged, flops))
+        # Repeats interleaved: a drift of the machine's speed spreads over every setting alike.
+        for repeat in range(args.repeats):
+            for framework, precision, variant in settings:
+                for pipeline in ("auto", "staged"):
+                    run_id = train(framework, args, dataset, precision, variant, pipeline, store, repeat)
+                    if run_id is not None:
+                        made.setdefault((framework, precision, variant, pipeline), []).append(run_id)
+        rows = [
+            row(*setting, made[(*setting, "auto")], made.get((*setting, "staged"), []), flops)
+            for setting in settings
+            if (*setting, "auto") in made
+        ]
     table = add_ratios(pd.DataFrame(rows))
     print(f"\nprofile {args.profile}, {args.epochs} epochs per run, {flops / 1e9:.2f} GFLOP per training sample")
     print(markdown_table(table.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)))
