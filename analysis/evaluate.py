@@ -68,7 +68,7 @@ class Evaluation:
 
 
 def normalised_mae(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """The training loss, mean(|ŷ − y| / y) (DESIGN.md section 4)."""
+    """The training loss, mean(|ŷ − y| / y) (docs/DESIGN.md §4)."""
     labels = np.asarray(labels, dtype=np.float64)
     return float(np.mean(np.abs(np.asarray(predictions, dtype=np.float64) - labels) / labels))
 
@@ -203,7 +203,7 @@ def use_keras_backend(backend: str) -> bool:
     Keras picks its backend at its first import, so this works only before Keras is imported (or when it
     already runs on ``backend``). Sets the same environment as training (JAX allocates on demand) and turns
     on TensorFlow's memory growth, without which TensorFlow reserves nearly all GPU memory and a PyTorch
-    model evaluated next in this process would not fit (DESIGN.md section 7).
+    model evaluated next in this process would not fit (docs/DESIGN.md §7).
     """
     if "keras" in sys.modules:
         return bool(sys.modules["keras"].backend.backend() == backend)

@@ -98,7 +98,7 @@ def per_run_table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """``runs`` plus the per-run quantities computed from the epoch history.
 
     Steady state = every epoch after the first (the first carries tracing, compilation and allocator
-    warm-up, DESIGN.md section 7); a run with a single epoch has no steady state and reports that epoch.
+    warm-up, docs/DESIGN.md §7); a run with a single epoch has no steady state and reports that epoch.
     GPU memory falls back to the largest per-epoch value when the run has no summary value.
     """
     derived = []

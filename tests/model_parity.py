@@ -164,7 +164,7 @@ def torch_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 
 def normalised_mae_keras(y_true: Any, y_pred: Any) -> Any:
-    """mean(|y_pred - y| / y) (DESIGN.md section 4), shape-robust."""
+    """mean(|y_pred - y| / y) (docs/DESIGN.md §4), shape-robust."""
     y_true = keras.ops.reshape(y_true, (-1,))
     y_pred = keras.ops.reshape(y_pred, (-1,))
     return keras.ops.mean(keras.ops.abs(y_pred - y_true) / y_true)

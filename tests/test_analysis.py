@@ -61,7 +61,7 @@ def fabricate_run(
     status: str = "FINISHED",
     params: dict[str, object] | None = None,
 ) -> str:
-    """A training run with the names training logs (DESIGN.md section 5), without a model."""
+    """A training run with the names training logs (docs/DESIGN.md §5), without a model."""
     mlflow.set_experiment(experiment)
     tags = {tracking.TAG_ROLE: tracking.ROLE_TRAIN, tracking.TAG_FRAMEWORK: framework}
     if study:

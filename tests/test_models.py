@@ -13,7 +13,7 @@ from torch import nn
 from thread_bench.config import ModelConfig
 from thread_bench.models import keras_model, spec, torch_model
 
-PAPER_PARAMETERS = 10_166_505  # DESIGN.md section 3; the reference study reports exactly this
+PAPER_PARAMETERS = 10_166_505  # docs/DESIGN.md §3; the reference study reports exactly this
 SMALL = ModelConfig(base_filters=2, input_size=64)
 #: Same conv shapes as the default model, tiny Dense layers: for the init statistics.
 INIT_CONFIG = ModelConfig(base_filters=8, input_size=32)

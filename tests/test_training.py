@@ -30,7 +30,7 @@ from thread_bench.training.options import TorchOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY_POINTS = {"torch": torch_train, "keras": keras_train}
-#: DESIGN.md section 5, plus data_seed.
+#: docs/DESIGN.md §5, plus data_seed.
 DESIGN_PARAMS = {
     "framework",
     "backend",

@@ -65,7 +65,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The RegVGG network (DESIGN.md section 3). Defaults reproduce the reference's 10,166,505 parameters."""
+    """The RegVGG network (docs/DESIGN.md §3). Defaults reproduce the reference's 10,166,505 parameters."""
 
     base_filters: int = 8
     input_size: int = 200
@@ -94,7 +94,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training protocol shared by both frameworks (DESIGN.md section 4)."""
+    """The training protocol shared by both frameworks (docs/DESIGN.md §4)."""
 
     seed: int = 0
     epochs: int = 100

@@ -1,6 +1,6 @@
 """Thread counting: spatial counting from centre-line masks, and the spectral (FFT) baseline.
 
-Spatial counting (Delgado et al. 2023a; DESIGN.md section 2.3 step 3) works on the labels: the crossing
+Spatial counting (Delgado et al. 2023a; docs/DESIGN.md §2.3 step 3) works on the labels: the crossing
 points of horizontal and vertical thread centre lines form a (distorted) lattice. For every crossing point
 the nearest crossing point to its left and right lies on the same horizontal thread, one vertical thread
 away; the mean of those distances ``d`` gives the vertical-thread density ``px_per_cm / d``. Above and below

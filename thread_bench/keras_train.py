@@ -31,7 +31,7 @@ def backend_environment(options: KerasOptions, deterministic: bool, threads: int
         environment["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1")
     if options.backend == "jax":
         # Like TensorFlow without memory growth, JAX grabs 75 % of the GPU at start; allocate on demand so
-        # that GPU memory figures describe the model (DESIGN.md section 7).
+        # that GPU memory figures describe the model (docs/DESIGN.md §7).
         environment["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
         if deterministic and "--xla_gpu_deterministic_ops" not in flags:
             flags = f"{flags} --xla_gpu_deterministic_ops=true"

@@ -1,4 +1,4 @@
-"""Measurement as context managers (DESIGN.md section 7): synced timers, host and GPU memory peaks.
+"""Measurement as context managers (docs/DESIGN.md §7): synced timers, host and GPU memory peaks.
 
 Each meter resets on entry, so one object can measure several regions in turn (``start()``/``stop()`` do the
 same as entering and leaving, for callback-driven code such as Keras' ``fit``). None of them logs anything:
@@ -180,8 +180,8 @@ class PeakGpuMemory(_Meter):
 class PythonAllocPeak(_Meter):
     """Peak of Python-heap allocations (``tracemalloc``) over a region.
 
-    Only an optional extra: tracemalloc does not see the frameworks' native allocations (DESIGN.md
-    section 7), and tracing slows Python code down, so it is off unless asked for.
+    Only an optional extra: tracemalloc does not see the frameworks' native allocations
+    (docs/DESIGN.md §7), and tracing slows Python code down, so it is off unless asked for.
     """
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""MLflow conventions (DESIGN.md section 5): the stable names, and a run that always ends with a status.
+"""MLflow conventions (docs/DESIGN.md §5): the stable names, and a run that always ends with a status.
 
 Training, preprocessing and analysis import their keys from here; no metric, param or tag name is spelled
 anywhere else.

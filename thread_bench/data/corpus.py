@@ -1,4 +1,4 @@
-"""Reading and validating a raw corpus (DESIGN.md section 2.1): ``index.csv`` plus image and mask files.
+"""Reading and validating a raw corpus (docs/DESIGN.md §2.1): ``index.csv`` plus image and mask files.
 
 Every problem is reported with the file and row it comes from and what was expected.
 """

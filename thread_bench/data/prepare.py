@@ -1,4 +1,4 @@
-"""Preprocessing (DESIGN.md section 2.3): raw corpus -> prepared dataset.
+"""Preprocessing (docs/DESIGN.md §2.3): raw corpus -> prepared dataset.
 
 Per patch: histogram equalisation; ``subpatches_per_patch`` augmented sub-patches (crop position, small
 rotation, one of the eight flips/90-degree rotations), the masks getting the identical geometric transform

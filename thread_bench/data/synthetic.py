@@ -1,4 +1,4 @@
-"""Synthetic canvas radiographs with exact thread-density ground truth (DESIGN.md section 2.2).
+"""Synthetic canvas radiographs with exact thread-density ground truth (docs/DESIGN.md §2.2).
 
 A radiograph of a painting on canvas shows how much radio-opaque material the beam crosses. The threads
 themselves are nearly transparent; what the film records is the ground layer (lead white, chalk) that fills
@@ -674,7 +674,7 @@ def write_corpus(
     n_patches: int = DEFAULT_N_PATCHES,
     seed: int = 0,
 ) -> Path:
-    """Write the corpus in the raw-corpus format (DESIGN.md section 2.1) to ``out_dir``; return ``out_dir``.
+    """Write the corpus in the raw-corpus format (docs/DESIGN.md §2.1) to ``out_dir``; return ``out_dir``.
 
     Atomic: the corpus is built in a hidden sibling directory and renamed into place, so ``out_dir`` either
     does not exist or holds a complete corpus. If ``out_dir`` already holds a complete corpus written with
@@ -824,7 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m thread_bench.data.synthetic", description="Generate the synthetic canvas corpus."
     )
     parser.add_argument("--preview", type=Path, help="save a figure of a few patches and their masks here")
-    parser.add_argument("--out", type=Path, help="write the corpus (DESIGN.md section 2.1) to this directory")
+    parser.add_argument("--out", type=Path, help="write the corpus (docs/DESIGN.md §2.1) to this directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-paintings", type=int, default=DEFAULT_N_PAINTINGS)
     parser.add_argument("--n-patches", type=int, default=DEFAULT_N_PATCHES)

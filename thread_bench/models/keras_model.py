@@ -63,7 +63,7 @@ def inception_module(
 
 
 def build_model(config: ModelConfig, compute_dtype: str = "float32") -> keras.Model:
-    """The network of DESIGN.md section 3: input ``(H, W, 1)`` float32 in [0, 1], output ``(N, 1)`` float32.
+    """The network of docs/DESIGN.md §3: input ``(H, W, 1)`` float32 in [0, 1], output ``(N, 1)`` float32.
 
     Args:
         compute_dtype: ``bfloat16`` gives every layer but the output the ``mixed_bfloat16`` policy (the twin

@@ -1,4 +1,4 @@
-"""The RegVGG architecture described once, as data (DESIGN.md section 3).
+"""The RegVGG architecture described once, as data (docs/DESIGN.md §3).
 
 Both builders (``keras_model``, ``torch_model``), the weight transfer, the parameter and FLOP counters and
 the micro-benchmarks read this module; a change to the architecture is one edit here, and the parity tests

@@ -1,6 +1,6 @@
 """RegVGG as a PyTorch ``nn.Module`` (NCHW), the twin of ``keras_model``.
 
-Initialised exactly like Keras' defaults (DESIGN.md section 3): he-normal conv kernels (a normal truncated
+Initialised exactly like Keras' defaults (docs/DESIGN.md §3): he-normal conv kernels (a normal truncated
 at two standard deviations), zero conv biases, glorot-uniform Dense kernels with zero biases, BatchNorm
 gamma = 1, beta = 0 and running statistics 0 / 1, with the Keras momentum converted to PyTorch's convention.
 """

@@ -1,4 +1,4 @@
-"""The training protocol shared by both frameworks (DESIGN.md section 4), in one place.
+"""The training protocol shared by both frameworks (docs/DESIGN.md §4), in one place.
 
 Both framework modules take from here the batch order, the early-stopping rule, the learning-rate schedule,
 the per-epoch measurements and the result type, so that the only difference between a Keras run and a
@@ -440,7 +440,7 @@ def python_alloc_meter(enabled: bool) -> contextlib.AbstractContextManager[Pytho
 
 @dataclass
 class EpochRecord:
-    """One row of the history: the per-epoch metrics of DESIGN.md section 5 (``step`` = ``epoch``)."""
+    """One row of the history: the per-epoch metrics of docs/DESIGN.md §5 (``step`` = ``epoch``)."""
 
     epoch: int
     train_loss: float
@@ -489,7 +489,7 @@ class TrainResult:
     extra: dict[str, float] = field(default_factory=dict)
 
     def summary_metrics(self) -> dict[str, float]:
-        """The summary metrics of DESIGN.md section 5, plus the first epoch apart from the steady state."""
+        """The summary metrics of docs/DESIGN.md §5, plus the first epoch apart from the steady state."""
         times = [r.epoch_time_s for r in self.history]
         train_times = [r.train_time_s for r in self.history]
         # The first epoch includes tracing/compilation and warm-up; the steady state is the rest.

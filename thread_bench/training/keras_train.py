@@ -53,7 +53,7 @@ def backend() -> str:
 def configure(options: KerasOptions, train: TrainConfig) -> dict[str, Any]:
     """Process-wide settings, before any model exists; returns the knob params to log.
 
-    TensorFlow reserves nearly all GPU memory at start unless memory growth is on (DESIGN.md section 7),
+    TensorFlow reserves nearly all GPU memory at start unless memory growth is on (docs/DESIGN.md §7),
     so growth is enabled here, before anything touches the GPU.
 
     Raises:

@@ -2,7 +2,7 @@
 
 They live apart from the framework modules so that the command line can be parsed, and ``KERAS_BACKEND``
 set, before Keras or PyTorch is imported. Default settings and tuned settings are different experiments
-(DESIGN.md section 7): every knob is logged as a param.
+(docs/DESIGN.md §7): every knob is logged as a param.
 """
 
 from __future__ import annotations
