@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-import os
 import random
 import statistics
 import sys
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from thread_bench import tracking
+from thread_bench import backends, tracking
 from thread_bench.config import TrainConfig
 from thread_bench.data.prepared import PreparedDataset
 from thread_bench.measure import (
@@ -37,8 +36,6 @@ from thread_bench.measure import (
     Sync,
     Timer,
     cpu_has_bf16,
-    gpu_compute_capability,
-    gpu_name,
 )
 from thread_bench.models import spec
 
@@ -255,99 +252,19 @@ def seed_everything(seed: int) -> None:
         sys.modules["keras"].utils.set_random_seed(seed)
 
 
-def set_deterministic(enabled: bool, framework: str) -> None:
-    """Deterministic kernels for ``framework`` (``torch``, ``tensorflow`` or ``jax``).
-
-    For JAX on a GPU, ``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` must be set before JAX starts; the
-    ``keras_train`` entry point does that. PyTorch on a GPU needs ``CUBLAS_WORKSPACE_CONFIG`` before CUDA
-    starts, set here (a no-op if CUDA is already running with another value).
-    """
-    if framework == "torch":
-        import torch
-
-        if enabled:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(enabled)
-        torch.backends.cudnn.deterministic = enabled
-        torch.backends.cudnn.benchmark = not enabled
-    elif framework == "tensorflow":
-        import tensorflow as tf
-
-        if enabled:
-            tf.config.experimental.enable_op_determinism()
-        else:
-            with contextlib.suppress(AttributeError):
-                tf.config.experimental.disable_op_determinism()
-    elif framework != "jax":
-        raise ValueError(f"framework must be torch, tensorflow or jax, got {framework!r}")
-
-
-def set_precision(precision: str, framework: str) -> dict[str, Any]:
-    """Apply ``precision``'s float32 rules to ``framework`` (``torch``, ``tensorflow`` or ``jax``); returns the
-    settings read back from the framework (logged as params, so a run shows what was in force, not what
-    was asked for).
-
-    TF32 is allowed for matmuls and convolutions only under ``tf32``; ``fp32`` and the float32 parts of
-    ``bf16`` (output layer, loss, optimizer) are IEEE float32. Each framework's own default differs on a GPU
-    (JAX and TensorFlow use TF32 for float32, PyTorch for convolutions only), hence explicit settings for
-    all three. bfloat16 compute is a property of the model (Keras dtype policy, PyTorch autocast), set when
-    it is built.
-    """
-    tf32 = precision == "tf32"
-    if framework == "torch":
-        import torch
-
-        mode = "tf32" if tf32 else "ieee"
-        backends: Any = torch.backends  # the stubs lack the fp32_precision settings (PyTorch >= 2.9)
-        backends.cuda.matmul.fp32_precision = mode
-        backends.cudnn.conv.fp32_precision = mode
-        # oneDNN (CPU) kernels: TF32 only on CPUs that have it (none of this project's machines do).
-        backends.mkldnn.fp32_precision = mode
-        matmul, conv = backends.cuda.matmul.fp32_precision, backends.cudnn.conv.fp32_precision
-        return {
-            tracking.PARAM_TF32_MATMUL: matmul == "tf32",
-            tracking.PARAM_TF32_CONV: conv == "tf32",
-            tracking.PARAM_TORCH_FP32_PRECISION: (
-                f"cuda.matmul={matmul} cudnn.conv={conv} mkldnn={backends.mkldnn.fp32_precision}"
-            ),
-        }
-    if framework == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_tensor_float_32_execution(tf32)
-        enabled = bool(tf.config.experimental.tensor_float_32_execution_enabled())
-        return {
-            tracking.PARAM_TF32_MATMUL: enabled,
-            tracking.PARAM_TF32_CONV: enabled,
-            tracking.PARAM_TF_TENSOR_FLOAT_32: enabled,
-        }
-    if framework == "jax":
-        import jax
-
-        # Applies to every dot and convolution XLA compiles without an explicit precision (Keras' layers).
-        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
-        value = str(jax.config.jax_default_matmul_precision)  # type: ignore[attr-defined]
-        reduced = value not in ("highest", "float32")
-        return {
-            tracking.PARAM_TF32_MATMUL: reduced,
-            tracking.PARAM_TF32_CONV: reduced,
-            tracking.PARAM_JAX_MATMUL_PRECISION: value,
-        }
-    raise ValueError(f"framework must be torch, tensorflow or jax, got {framework!r}")
-
-
-def bf16_hardware(framework: str) -> str:
-    """Whether the device ``framework`` trains on computes bfloat16 natively: ``native`` or ``emulated``.
+def bf16_hardware(backend: str) -> str:
+    """Whether the device ``backend`` trains on computes bfloat16 natively: ``native`` or ``emulated``.
 
     Raises:
         ValueError: a GPU without bfloat16 (compute capability below 8.0): a ``bf16`` run there would not be
             bf16, so it is refused rather than logged as such.
     """
-    capability = gpu_compute_capability(framework)
+    compute = backends.get(backend)
+    capability = compute.gpu_compute_capability()
     if capability is not None:
         if capability < (8, 0):
             raise ValueError(
-                f"precision=bf16: the GPU {gpu_name(framework)} has compute capability "
+                f"precision=bf16: the GPU {compute.gpu_name()} has compute capability "
                 f"{capability[0]}.{capability[1]}; bfloat16 needs 8.0 (Ampere) or newer. Use fp32 or tf32"
             )
         return "native"
@@ -356,28 +273,21 @@ def bf16_hardware(framework: str) -> str:
     return "native" if cpu_has_bf16() else "emulated"
 
 
-def set_threads(threads: int, framework: str) -> None:
-    """Limit ``framework``'s (``torch`` or ``tensorflow``) kernels to ``threads`` CPU threads; 0 = its default.
+def configure_backend(backend: str, train: TrainConfig) -> dict[str, Any]:
+    """The process-wide settings of the protocol on ``backend``, before any model exists: memory
+    reservation off, threads, deterministic kernels, the precision's float32 rules. Returns the params to
+    log, read back from the backend.
 
-    TensorFlow accepts this only before its runtime starts; JAX takes its threads from ``XLA_FLAGS`` at
-    start-up (set by the ``keras_train`` entry point).
+    Raises:
+        ValueError: bf16 on a GPU without it.
     """
-    if threads == 0 or framework == "jax":
-        return
-    if framework == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-    elif framework == "tensorflow":
-        import tensorflow as tf
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError as error:  # the runtime already started in this process
-            raise RuntimeError(f"cannot set threads={threads}: TensorFlow is already running ({error})") from error
-    else:
-        raise ValueError(f"framework must be torch, tensorflow or jax, got {framework!r}")
+    compute = backends.get(backend)
+    compute.set_threads(train.threads)  # first: TensorFlow accepts it only before its runtime starts
+    knobs: dict[str, Any] = {tracking.PARAM_BACKEND: backend, **compute.prepare_memory()}
+    compute.set_deterministic(train.deterministic)
+    knobs.update(compute.set_precision(train.precision))
+    knobs[tracking.PARAM_BF16_HARDWARE] = bf16_hardware(backend) if train.precision == "bf16" else "unused"
+    return knobs
 
 
 # -------------------------------------------------------------------------------- measuring an epoch
@@ -387,12 +297,12 @@ class EpochMeter:
     """Times one epoch and its training and validation parts (device synced at each edge) and samples the
     memory peaks over the epoch. Callback-friendly: four calls in this order per epoch."""
 
-    def __init__(self, gpu_framework: str, sync: Sync) -> None:
+    def __init__(self, backend: str, sync: Sync) -> None:
         self.epoch_timer = Timer(sync)
         self.train_timer = Timer(sync)
         self.val_timer = Timer(sync)
         self.host_memory = PeakHostMemory()
-        self.gpu_memory = PeakGpuMemory(gpu_framework)
+        self.gpu_memory = PeakGpuMemory(backend)
 
     def begin_epoch(self) -> None:
         self.host_memory.start()
