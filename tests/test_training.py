@@ -22,10 +22,9 @@ import numpy as np
 import pytest
 
 from conftest import make_fake_prepared
-from thread_bench import keras_train, torch_train, tracking
+from thread_bench import frameworks, keras_train, torch_train, tracking
 from thread_bench.data.prepare import DATA_ROOT_ENV
-from thread_bench.training import driver
-from thread_bench.training import torch_train as torch_trainer
+from thread_bench.training import driver, torch_trainer
 from thread_bench.training.options import TorchOptions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -365,7 +364,7 @@ def test_the_entry_points_are_in_mlproject_with_the_issue_parameters() -> None:
 
 def test_help_lists_every_option() -> None:
     out = io.StringIO()
-    driver.build_parser("torch", TorchOptions).print_help(out)
+    driver.build_parser(frameworks.get("torch")).print_help(out)
     assert "--data_seed" in out.getvalue() and "--channels_last" in out.getvalue()
 
 
@@ -395,9 +394,9 @@ def test_a_bf16_nondeterministic_run_logs_what_the_framework_did(
 
 
 def test_a_variant_sets_its_knobs_and_explicit_options_still_win() -> None:
-    parser = driver.build_parser("torch", TorchOptions)
+    parser = driver.build_parser(frameworks.get("torch"))
     request = driver.request_from_args(
-        parser.parse_args(["--profile", "smoke", "--variant", "tuned", "--compile", "false"]), "torch", TorchOptions
+        parser.parse_args(["--profile", "smoke", "--variant", "tuned", "--compile", "false"]), frameworks.get("torch")
     )
     assert request.variant == "tuned" and not request.train.deterministic
     assert request.options == TorchOptions(channels_last=True, compile=False)
