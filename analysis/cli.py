@@ -24,6 +24,7 @@ import pandas as pd
 
 from analysis import evaluate, report, runs
 from thread_bench import cli, lifecycle, store, tracking
+from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.data.prepared import PreparedDataset
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class AnalysisSettings:
     dataset: str | None = None
     data_root: str | None = None
     repeats: int = evaluate.DEFAULT_REPEATS
-    batch_size: int = evaluate.DEFAULT_BATCH_SIZE
+    batch_size: int = PREDICT_BATCH_SIZE
     fft_baseline: bool = True
     #: Seeds the bootstrap.
     seed: int = 0

@@ -24,6 +24,7 @@ from thread_bench.data import corpus
 from thread_bench.data.prepare import data_root as data_root_path
 from thread_bench.data.prepare import ensure_prepared, synthetic_corpus_dir
 from thread_bench.data.prepared import MANIFEST, DamagedDatasetError, PreparedDataset, load_prepared
+from thread_bench.tracking import training_filter
 
 log = logging.getLogger(__name__)
 
@@ -79,23 +80,6 @@ SUMMARY_METRICS = (
 
 #: Per-epoch metrics read back as the training history.
 EPOCH_METRICS = tracking.EPOCH_METRICS
-
-
-def quote(value: str) -> str:
-    """A string literal for an MLflow search filter."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def training_filter(study: str | None = None, extra: str | None = None, *, finished: bool = True) -> str:
-    """The search filter for (FINISHED) training runs, optionally of one study and with an extra clause."""
-    clauses = [f"tags.`{tracking.TAG_ROLE}` = {quote(tracking.ROLE_TRAIN)}"]
-    if finished:
-        clauses.append("attributes.status = 'FINISHED'")
-    if study:
-        clauses.append(f"tags.`{tracking.TAG_STUDY}` = {quote(study)}")
-    if extra:
-        clauses.append(extra)
-    return " and ".join(clauses)
 
 
 def experiment_id(experiment: str) -> str:
@@ -287,7 +271,7 @@ def data_config(run: Mapping[str, Any]) -> DataConfig | None:
     """
     values: dict[str, Any] = {}
     for field in dataclasses.fields(DataConfig):
-        key = f"params.{tracking.PARAM_DATA_SEED if field.name == 'seed' else field.name}"
+        key = f"params.{tracking.data_param(field.name)}"
         raw = run.get(key)
         if raw is None or (isinstance(raw, float) and np.isnan(raw)) or raw == "":
             continue

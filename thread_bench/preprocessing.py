@@ -82,12 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_profile_option(parser)
     cli.add_dataclass_options(parser, DataConfig)
-    parser.add_argument("--out", default=None, help="data root (default: $THREAD_BENCH_DATA or ./data)")
-    parser.add_argument(
-        "--experiment", default=None, help=f"MLflow experiment (default: {tracking.DEFAULT_EXPERIMENT})"
-    )
+    cli.add_data_root_option(parser, "--out")
+    cli.add_experiment_option(parser)
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    parser.add_argument("--verbose", action="store_true")
+    cli.add_verbose_option(parser)
     return parser
 
 

@@ -66,6 +66,7 @@ PARAM_BACKEND = "backend"
 PARAM_PROFILE = "profile"
 PARAM_PRECISION = "precision"
 #: DataConfig.seed (the prepared dataset); ``seed`` is TrainConfig.seed (initialisation and shuffling).
+#: The same name on the command line (``--data_seed``); see :func:`data_param`.
 PARAM_DATA_SEED = "data_seed"
 PARAM_DATASET_KEY = "dataset_key"
 PARAM_N_TRAIN = "n_train"
@@ -161,6 +162,12 @@ PREP_SKIPPED_PATCHES = "skipped_patches"
 PREP_DENSITY_MISMATCHES = "density_mismatches"
 
 
+def data_param(field: str) -> str:
+    """The param (and command-line option) of a DataConfig field: its own name, but ``data_seed`` for ``seed``,
+    which a training's own seed takes."""
+    return PARAM_DATA_SEED if field == "seed" else field
+
+
 def experiment_name(given: str | None) -> str:
     """``-P experiment=…`` wins, then ``MLFLOW_EXPERIMENT_NAME``, then the project default."""
     if given:
@@ -228,6 +235,24 @@ def process_of(run: Run) -> lifecycle.ProcessIdentity | None:
     )
 
 
+def quote(value: str) -> str:
+    """A string literal for an MLflow search filter."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def training_filter(study: str | None = None, extra: str | None = None, *, finished: bool = True) -> str:
+    """The search filter for (FINISHED) training runs, optionally of one study and with an extra clause: the one
+    definition of "a finished training run", for the study and the analysis alike."""
+    clauses = [f"tags.`{TAG_ROLE}` = {quote(ROLE_TRAIN)}"]
+    if finished:
+        clauses.append("attributes.status = 'FINISHED'")
+    if study:
+        clauses.append(f"tags.`{TAG_STUDY}` = {quote(study)}")
+    if extra:
+        clauses.append(extra)
+    return " and ".join(clauses)
+
+
 def running_runs(experiment_ids: list[str], extra_filter: str | None = None) -> list[Run]:
     """Every RUNNING run of the experiments (and ``extra_filter``), oldest first."""
     clauses = ["attributes.status = 'RUNNING'", *([extra_filter] if extra_filter else [])]
@@ -268,6 +293,20 @@ def reconcile_runs(experiment_ids: list[str], extra_filter: str | None = None) -
     return reconciled
 
 
+def _top_level_placement(
+    client: mlflow.MlflowClient, experiment: str | None, launch_run_id: str | None
+) -> tuple[str, dict[str, str]]:
+    """The experiment id of a top-level run (found or created; its stale runs reconciled) and the tags that
+    tie it to an ``mlflow run`` launch run, if there is one."""
+    experiment_id = _enter_experiment(experiment_name(experiment))
+    tags: dict[str, str] = {}
+    if launch_run_id:
+        tags[TAG_LAUNCH_RUN_ID] = launch_run_id
+        if experiment_id == client.get_run(launch_run_id).info.experiment_id:
+            tags[MLFLOW_PARENT_RUN_ID] = launch_run_id  # the UI shows this run under the launch run
+    return experiment_id, tags
+
+
 @contextlib.contextmanager
 def tracked_run(
     experiment: str | None,
@@ -295,15 +334,11 @@ def tracked_run(
     store.open_store()
     launch_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     nested = nested or mlflow.active_run() is not None
-    all_tags = {**process_tags(), **(tags or {})}
     client = mlflow.MlflowClient()
-    experiment_id = None
+    experiment_id, all_tags = None, {**process_tags(), **(tags or {})}
     if not nested:
-        experiment_id = _enter_experiment(experiment_name(experiment))
-        if launch_run_id:
-            all_tags[TAG_LAUNCH_RUN_ID] = launch_run_id
-            if experiment_id == client.get_run(launch_run_id).info.experiment_id:
-                all_tags[MLFLOW_PARENT_RUN_ID] = launch_run_id  # the UI shows this run under the launch run
+        experiment_id, launch_tags = _top_level_placement(client, experiment, launch_run_id)
+        all_tags.update(launch_tags)
     run = None
     status, reason = RunStatus.FAILED, None
     try:
