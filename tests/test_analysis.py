@@ -397,10 +397,3 @@ def test_fft_baseline_uses_the_resolution_of_the_stored_images(
     assert (source, fallback_source) == ("corpus index", "synthetic default")
     assert baseline.n_counted + baseline.n_failed == len(dataset.test)
     assert np.isfinite(baseline.test_loss) and baseline.test_mae_threads_per_cm > 0
-
-
-def test_normalised_mae_is_the_training_loss() -> None:
-    predictions, labels = np.array([11.0, 9.0]), np.array([10.0, 10.0])
-
-    assert evaluate.normalised_mae(predictions, labels) == pytest.approx(0.1)
-    assert evaluate.mean_absolute_error(predictions, labels) == pytest.approx(1.0)

@@ -12,6 +12,7 @@ import pytest
 
 from thread_bench import measure, tracking
 from thread_bench.config import TrainConfig
+from thread_bench.metrics import normalized_mae
 from thread_bench.training.common import (
     EPOCH_METRICS,
     BatchSampler,
@@ -20,7 +21,6 @@ from thread_bench.training.common import (
     TrainResult,
     lr_at_epoch,
     mean_predictor_baseline,
-    normalized_mae,
 )
 
 

@@ -5,7 +5,8 @@ the per-epoch measurements and the result type, so that the only difference betw
 PyTorch run is the framework.
 
 **Loss.** The normalised mean absolute error ``mean(|y_pred - y| / y)`` over samples, where ``y`` is the
-vertical thread density in threads/cm (always > 0: the preparation counts at least two threads). A batch's
+vertical thread density in threads/cm (always > 0: the preparation counts at least two threads); defined
+once, in NumPy, in :mod:`thread_bench.metrics`, which the frameworks' losses are tested against. A batch's
 loss is the mean over its samples; an epoch's ``train_loss`` is the sample-weighted mean of the batch losses
 seen while the weights changed (what Keras' ``fit`` reports); ``val_loss`` is the mean over the whole
 validation split in inference mode (BatchNorm running statistics, no dropout).
@@ -40,6 +41,7 @@ from thread_bench.measure import (
     gpu_compute_capability,
     gpu_name,
 )
+from thread_bench.metrics import mean_absolute_error, normalized_mae
 from thread_bench.models import spec
 
 #: The per-epoch metric keys, in the order of ``history.csv``.
@@ -184,18 +186,11 @@ class BatchSampler:
 # ------------------------------------------------------------------------------------- the protocol
 
 
-def normalized_mae(predictions: np.ndarray, targets: np.ndarray) -> float:
-    """``mean(|predictions - targets| / targets)`` (the reference definition both frameworks implement)."""
-    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
-    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
-    return float(np.mean(np.abs(predictions - targets) / targets))
-
-
 def mean_predictor_baseline(train_labels: np.ndarray, val_labels: np.ndarray) -> tuple[float, float]:
     """What predicting the training mean for every validation sample scores: (normalised MAE, MAE in
     threads/cm). A model that has learned anything beats it clearly."""
     constant = np.full(len(val_labels), float(np.mean(train_labels)))
-    return normalized_mae(constant, val_labels), float(np.mean(np.abs(constant - val_labels)))
+    return normalized_mae(constant, val_labels), mean_absolute_error(constant, val_labels)
 
 
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
