@@ -74,6 +74,8 @@ SUMMARY_METRICS = {
     tracking.TOTAL_TRAIN_TIME_S,
     tracking.MEDIAN_EPOCH_TIME_S,
     tracking.FIRST_EPOCH_TIME_S,
+    tracking.MEDIAN_TRAIN_TIME_S,
+    tracking.MEDIAN_VAL_TIME_S,
     tracking.TRAIN_SAMPLES_PER_S,
     tracking.HOST_RSS_PEAK_BYTES,
     tracking.HOST_MAXRSS_BYTES,

@@ -129,6 +129,10 @@ TRAIN_SAMPLES_PER_S = "train_samples_per_s"
 HOST_PY_ALLOC_PEAK_BYTES = "host_py_alloc_peak_bytes"
 #: The first epoch (tracing, compilation, warm-up), reported apart from ``median_epoch_time_s``.
 FIRST_EPOCH_TIME_S = "first_epoch_time_s"
+#: The steady state's (``training.common.steady_state``) median training and validation pass; logged since
+#: the analysis reads them instead of recomputing them from the history (older runs lack them).
+MEDIAN_TRAIN_TIME_S = "median_train_time_s"
+MEDIAN_VAL_TIME_S = "median_val_time_s"
 #: The kernel's lifetime peak RSS of the process (ru_maxrss): an upper bound for the sampled peaks.
 HOST_MAXRSS_BYTES = "host_maxrss_bytes"
 #: The best model re-scored on the validation split, and what predicting the training mean scores there.

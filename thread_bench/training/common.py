@@ -21,7 +21,7 @@ import os
 import random
 import statistics
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -469,6 +469,18 @@ class EpochRecord:
 EpochCallback = Callable[[EpochRecord], None]
 
 
+def steady_state(history: Sequence[EpochRecord]) -> Sequence[EpochRecord]:
+    """The epochs that measure the steady state: every epoch after the first, which carries tracing,
+    compilation and allocator warm-up (docs/DESIGN.md §7); the only epoch when there is one.
+
+    Raises:
+        ValueError: ``history`` is empty.
+    """
+    if not history:
+        raise ValueError("history is empty: a training has at least one epoch")
+    return history[1:] or history
+
+
 @dataclass
 class TrainResult:
     """What ``fit`` returns in both frameworks; the model itself holds the best-validation weights."""
@@ -486,10 +498,8 @@ class TrainResult:
     def summary_metrics(self) -> dict[str, float]:
         """The summary metrics of docs/DESIGN.md §5, plus the first epoch apart from the steady state."""
         times = [r.epoch_time_s for r in self.history]
-        train_times = [r.train_time_s for r in self.history]
-        # The first epoch includes tracing/compilation and warm-up; the steady state is the rest.
-        steady = times[1:] or times
-        steady_train = train_times[1:] or train_times
+        steady = steady_state(self.history)
+        median_train_time_s = statistics.median(r.train_time_s for r in steady)
         metrics = {
             tracking.BEST_VAL_LOSS: self.best_val_loss,
             tracking.BEST_EPOCH: self.best_epoch,
@@ -497,8 +507,10 @@ class TrainResult:
             tracking.EPOCHS_TRAINED: len(self.history),
             tracking.TOTAL_TRAIN_TIME_S: sum(times),
             tracking.FIRST_EPOCH_TIME_S: times[0],
-            tracking.MEDIAN_EPOCH_TIME_S: statistics.median(steady),
-            tracking.TRAIN_SAMPLES_PER_S: self.n_train / statistics.median(steady_train),
+            tracking.MEDIAN_EPOCH_TIME_S: statistics.median(r.epoch_time_s for r in steady),
+            tracking.MEDIAN_TRAIN_TIME_S: median_train_time_s,
+            tracking.MEDIAN_VAL_TIME_S: statistics.median(r.val_time_s for r in steady),
+            tracking.TRAIN_SAMPLES_PER_S: self.n_train / median_train_time_s,
             tracking.HOST_RSS_PEAK_BYTES: max(r.host_rss_peak_bytes for r in self.history),
             tracking.HOST_MAXRSS_BYTES: self.maxrss_bytes,
         }
