@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 #: Timed prediction passes over the test split after the warm-up pass; the median is reported.
 DEFAULT_REPEATS = 3
 DEFAULT_BATCH_SIZE = 64
-PREDICTIONS_ARTIFACT = "predictions.csv"
 
 
 @dataclass(frozen=True)
@@ -316,14 +315,14 @@ def log_evaluation(
         tracking.log_params(
             {
                 tracking.PARAM_FRAMEWORK: source["framework"],
-                "backend": source.get("backend"),
-                "group": source["group"],
-                "seed": source["seed"],
-                "source_run_id": source["run_id"],
-                "model_uri": uri,
+                tracking.PARAM_BACKEND: source.get("backend"),
+                tracking.PARAM_GROUP: source["group"],
+                tracking.PARAM_SEED: source["seed"],
+                tracking.PARAM_SOURCE_RUN_ID: source["run_id"],
+                tracking.PARAM_MODEL_URI: uri,
                 tracking.PARAM_DATASET_DIGEST: source["dataset_digest"],
-                "n_test": evaluation.n_test,
-                "predict_device": evaluation.device,
+                tracking.PARAM_N_TEST: evaluation.n_test,
+                tracking.PARAM_PREDICT_DEVICE: evaluation.device,
                 **(extra_params or {}),
             }
         )
@@ -335,7 +334,7 @@ def log_evaluation(
                 "prediction_threads_per_cm": evaluation.predictions,
             }
         )
-        mlflow.log_text(table.to_csv(index=False), PREDICTIONS_ARTIFACT)
+        mlflow.log_text(table.to_csv(index=False), tracking.ARTIFACT_PREDICTIONS)
         return str(run.info.run_id)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from thread_bench import tracking
 from thread_bench.config import DataConfig
@@ -42,20 +43,20 @@ KNOB_PARAMS = (
     tracking.PARAM_TF_MEMORY_GROWTH,
     tracking.PARAM_XLA_PREALLOCATE,
     tracking.PARAM_PROFILE,
-    "deterministic",
-    "tracemalloc",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "lr_schedule",
-    "patience",
-    "min_delta",
-    "adam_epsilon",
-    "base_filters",
-    "dropout",
-    "batchnorm_momentum",
-    "batchnorm_eps",
-    "input_size",
+    tracking.PARAM_DETERMINISTIC,
+    tracking.PARAM_TRACEMALLOC,
+    tracking.PARAM_EPOCHS,
+    tracking.PARAM_BATCH_SIZE,
+    tracking.PARAM_LEARNING_RATE,
+    tracking.PARAM_LR_SCHEDULE,
+    tracking.PARAM_PATIENCE,
+    tracking.PARAM_MIN_DELTA,
+    tracking.PARAM_ADAM_EPSILON,
+    tracking.PARAM_BASE_FILTERS,
+    tracking.PARAM_DROPOUT,
+    tracking.PARAM_BATCHNORM_MOMENTUM,
+    tracking.PARAM_BATCHNORM_EPS,
+    tracking.PARAM_INPUT_SIZE,
 )
 
 #: What separates groups: the knobs, and the device the run trained on (tag), since runs on two GPU models
@@ -139,7 +140,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     def column(name: str) -> pd.Series:
         return runs[name] if name in runs.columns else pd.Series(np.nan, index=runs.index, dtype=object)
 
-    runs["run_name"] = column("tags.mlflow.runName")
+    runs["run_name"] = column(f"tags.{MLFLOW_RUN_NAME}")
     runs["framework"] = column(f"params.{tracking.PARAM_FRAMEWORK}").fillna(column(f"tags.{tracking.TAG_FRAMEWORK}"))
     runs["dataset_digest"] = column(f"params.{tracking.PARAM_DATASET_DIGEST}").fillna(
         column(f"tags.{tracking.TAG_DATASET_DIGEST}")
@@ -148,7 +149,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     runs["device"] = column(f"tags.{tracking.TAG_DEVICE}")
     runs["cpu"] = column(f"tags.{tracking.TAG_CPU}")
     runs["versions"] = column(f"tags.{tracking.TAG_FRAMEWORK_VERSION}")
-    runs["seed"] = pd.to_numeric(column("params.seed"), errors="coerce").astype("Int64")
+    runs["seed"] = pd.to_numeric(column(f"params.{tracking.PARAM_SEED}"), errors="coerce").astype("Int64")
     for knob in KNOB_PARAMS:
         runs[knob] = column(f"params.{knob}")
     for metric in SUMMARY_METRICS:

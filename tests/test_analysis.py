@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from analysis import cli as analysis_cli
 from analysis import evaluate, plots, report, runs, stats
+from conftest import names_not_in_tracking, tracking_names
 from thread_bench import tracking
 from thread_bench.config import DataConfig, resolve
 from thread_bench.data.prepare import ensure_prepared, synthetic_corpus_dir
@@ -397,3 +399,34 @@ def test_fft_baseline_uses_the_resolution_of_the_stored_images(
     assert (source, fallback_source) == ("corpus index", "synthetic default")
     assert baseline.n_counted + baseline.n_failed == len(dataset.test)
     assert np.isfinite(baseline.test_loss) and baseline.test_mae_threads_per_cm > 0
+
+
+def test_evaluation_and_analysis_runs_log_only_names_defined_in_tracking(
+    experiment: str, smoke_dataset: tuple[PreparedDataset, DataConfig, Path]
+) -> None:
+    dataset, _, _ = smoke_dataset
+    n_test = len(dataset.test)
+    evaluation = evaluate.Evaluation(
+        predictions=np.full(n_test, 12.0, dtype=np.float32),
+        test_loss=0.1,
+        test_mae_threads_per_cm=1.2,
+        predict_time_s=0.2,
+        predict_first_time_s=0.5,
+        predict_samples_per_s=n_test / 0.2,
+        n_test=n_test,
+        device="cpu",
+    )
+    source = {"run_id": "0" * 32, "framework": "torch", "backend": "torch", "group": "torch", "seed": 0}
+    source |= {"dataset_digest": dataset.digest, tracking.BEST_VAL_LOSS: 0.1}
+    settings = analysis_cli.AnalysisSettings(study="s1")
+    extra = {tracking.PARAM_REPEATS: settings.repeats, tracking.PARAM_BATCH_SIZE: settings.batch_size}
+
+    run_id = evaluate.log_evaluation(
+        source, evaluation, dataset.test, uri="runs:/0/model", experiment=experiment, study="s1", extra_params=extra
+    )
+
+    assert names_not_in_tracking(mlflow.get_run(run_id)) == set()
+    baseline = report.Baseline(0.2, 3.0, n_counted=10, n_failed=1, px_per_cm_source="synthetic default")
+    analysis_names = set(analysis_cli._analysis_params(settings, experiment, DIGEST))
+    analysis_names |= set(analysis_cli._analysis_metrics(4, 2, baseline))
+    assert analysis_names - tracking_names() == set()
