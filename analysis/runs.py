@@ -70,12 +70,29 @@ SUMMARY_METRICS = (
     tracking.MIN_TRAIN_LOSS,
     tracking.EPOCHS_TRAINED,
     tracking.TOTAL_TRAIN_TIME_S,
+    tracking.FIRST_EPOCH_TIME_S,
     tracking.MEDIAN_EPOCH_TIME_S,
+    tracking.MEDIAN_TRAIN_TIME_S,
+    tracking.MEDIAN_VAL_TIME_S,
     tracking.TRAIN_SAMPLES_PER_S,
     tracking.HOST_RSS_PEAK_BYTES,
     tracking.HOST_PY_ALLOC_PEAK_BYTES,
     tracking.GPU_MEM_PEAK_BYTES,
     tracking.GPU_MEM_NVML_BYTES,
+)
+
+#: The summary metrics a finished training run may lack, which the report shows as "not measured": GPU
+#: memory on a CPU run, the Python heap peak when tracemalloc is off, and the steady-state pass times on a run
+#: logged before they were. Every other summary metric is logged by every training run: one missing means
+#: the run is not one of this project's, and :func:`tidy` refuses it rather than report it as not measured.
+OPTIONAL_METRICS = frozenset(
+    {
+        tracking.GPU_MEM_PEAK_BYTES,
+        tracking.GPU_MEM_NVML_BYTES,
+        tracking.HOST_PY_ALLOC_PEAK_BYTES,
+        tracking.MEDIAN_TRAIN_TIME_S,
+        tracking.MEDIAN_VAL_TIME_S,
+    }
 )
 
 #: Per-epoch metrics read back as the training history.
@@ -133,7 +150,11 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per run with plain column names: ``run_id``, ``run_name``, ``framework``, ``backend``, ``seed``,
     ``dataset_digest``, the study, every knob param (as logged, strings) and the summary metrics (floats).
 
-    ``params.*``/``tags.*`` columns of ``raw`` are kept too, for anything not named here.
+    ``params.*``/``tags.*`` columns of ``raw`` are kept too, for anything not named here. A summary metric
+    in :data:`OPTIONAL_METRICS` that a run did not log is NaN.
+
+    Raises:
+        ValueError: a run has no framework, or lacks a summary metric that every training run logs.
     """
     runs = raw.copy()
 
@@ -157,6 +178,13 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     missing = runs["framework"].isna()
     if missing.any():
         raise ValueError(f"training runs without a framework param or tag: {list(runs.loc[missing, 'run_id'])}")
+    for metric in (m for m in SUMMARY_METRICS if m not in OPTIONAL_METRICS):
+        lacking = runs[metric].isna()
+        if lacking.any():
+            raise ValueError(
+                f"training runs without a {metric} metric, which every training run logs: "
+                f"{list(runs.loc[lacking, 'run_id'])}; select this project's FINISHED training runs"
+            )
     return runs.reset_index(drop=True)
 
 

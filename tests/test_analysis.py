@@ -62,8 +62,13 @@ def fabricate_run(
     val_floor: float = 0.1,
     status: str = "FINISHED",
     params: dict[str, object] | None = None,
+    logged_before_pass_times: bool = False,
 ) -> str:
-    """A training run with the names training logs (docs/DESIGN.md §5), without a model."""
+    """A training run with the names training logs (docs/DESIGN.md §5), without a model.
+
+    ``logged_before_pass_times``: without the steady-state pass times, like a run logged before training
+    logged them.
+    """
     mlflow.set_experiment(experiment)
     tags = {tracking.TAG_ROLE: tracking.ROLE_TRAIN, tracking.TAG_FRAMEWORK: framework}
     if study:
@@ -81,17 +86,19 @@ def fabricate_run(
                 **(params or {}),
             }
         )
-        val_losses = []
+        val_losses, first_epoch_time_s = [], 0.0
         for epoch in range(epochs):
             train_loss = 1.0 / (epoch + 1) + 0.01 * rng.random()
             val_loss = val_floor + 0.5 / (epoch + 1) + 0.01 * rng.random()
             val_losses.append(val_loss)
             warmup = 3.0 if epoch == 0 else 1.0
+            this_epoch_time_s = epoch_time_s * warmup * (1 + 0.05 * rng.random())
+            first_epoch_time_s = first_epoch_time_s or this_epoch_time_s
             mlflow.log_metrics(
                 {
                     tracking.TRAIN_LOSS: train_loss,
                     tracking.VAL_LOSS: val_loss,
-                    tracking.EPOCH_TIME_S: epoch_time_s * warmup * (1 + 0.05 * rng.random()),
+                    tracking.EPOCH_TIME_S: this_epoch_time_s,
                     tracking.TRAIN_TIME_S: 0.9 * epoch_time_s * warmup,
                     tracking.VAL_TIME_S: 0.1 * epoch_time_s,
                     tracking.HOST_RSS_PEAK_BYTES: 1e9 + 1e6 * epoch,
@@ -105,10 +112,16 @@ def fabricate_run(
                 tracking.MIN_TRAIN_LOSS: 1.0 / epochs,
                 tracking.EPOCHS_TRAINED: epochs,
                 tracking.TOTAL_TRAIN_TIME_S: epochs * epoch_time_s + 2 * epoch_time_s,
+                tracking.FIRST_EPOCH_TIME_S: first_epoch_time_s,
                 tracking.MEDIAN_EPOCH_TIME_S: epoch_time_s,
+                tracking.TRAIN_SAMPLES_PER_S: 8 / (0.9 * epoch_time_s),
                 tracking.HOST_RSS_PEAK_BYTES: 1.5e9,
             }
         )
+        if not logged_before_pass_times:
+            mlflow.log_metrics(
+                {tracking.MEDIAN_TRAIN_TIME_S: 0.9 * epoch_time_s, tracking.MEDIAN_VAL_TIME_S: 0.1 * epoch_time_s}
+            )
         run_id = run.info.run_id
     if status != "FINISHED":
         mlflow.MlflowClient().set_terminated(run_id, status=status)
@@ -262,6 +275,37 @@ def test_report_has_a_column_per_framework_and_every_file(experiment: str, tmp_p
     assert "![learning curves](figures/learning_curves.png)" in (tmp_path / "report" / "report.md").read_text()
     csv = pd.read_csv(tmp_path / "report" / "table.csv", index_col="quantity")
     assert float(csv.loc["Test loss of the best model", "torch"]) == pytest.approx(0.11)
+
+
+def test_the_report_reads_the_logged_times_and_older_runs_show_not_measured(experiment: str) -> None:
+    fabricate_run("keras", 0, experiment=experiment, epoch_time_s=1.0)
+    fabricate_run("torch", 0, experiment=experiment, epoch_time_s=2.0, logged_before_pass_times=True)
+    chosen = selected(experiment)
+
+    built = report.build_report(chosen, runs.load_histories(chosen), fake_evaluations(runs.best_per_group(chosen)))
+
+    table = built.table
+    assert table.loc["Time per training pass", "keras"] == pytest.approx(0.9)  # as logged, not recomputed
+    assert table.loc["Time per validation pass", "keras"] == pytest.approx(0.1)
+    assert np.isnan(table.loc["Time per training pass", "torch"]) and np.isnan(
+        table.loc["Time per validation pass", "torch"]
+    )
+    assert table.loc["Time per epoch (steady state)", "torch"] == pytest.approx(2.0)
+    lines = report.table_markdown(table).splitlines()
+    (training_pass,) = [line for line in lines if line.startswith("| Time per training pass")]
+    assert re.sub(" +", " ", training_pass) == "| Time per training pass | 0.9 s | not measured |"
+    summary = built.summary.set_index(["group", "metric"])
+    assert ("torch", tracking.MEDIAN_TRAIN_TIME_S) not in summary.index
+    assert summary.loc[("keras", tracking.MEDIAN_TRAIN_TIME_S), "median"] == pytest.approx(0.9)
+
+
+def test_a_run_without_a_metric_every_training_logs_is_refused(experiment: str) -> None:
+    fabricate_run("keras", 0, experiment=experiment)
+    raw = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
+    assert isinstance(raw, pd.DataFrame)
+
+    with pytest.raises(ValueError, match=f"without a {tracking.FIRST_EPOCH_TIME_S} metric"):
+        runs.tidy(raw.drop(columns=[f"metrics.{tracking.FIRST_EPOCH_TIME_S}"]))
 
 
 def test_plots_are_pure_functions_returning_figures(experiment: str) -> None:
