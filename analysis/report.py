@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -322,16 +321,8 @@ def table_markdown(table: pd.DataFrame) -> str:
 
 
 def table_html(table: pd.DataFrame) -> str:
-    formatted = _formatted(table)
-    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in formatted.columns)
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-        for row in formatted.itertuples(index=False)
-    )
-    return (
-        '<table class="thread-bench-comparison">\n'
-        f"<thead><tr>{header}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
-    )
+    """The comparison table as an HTML table (values formatted with their units, escaped)."""
+    return _formatted(table).to_html(index=False, classes="thread-bench-comparison", border=0) + "\n"
 
 
 def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
@@ -483,14 +474,18 @@ def _format(value: Any, unit: str) -> str:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub Markdown table, cells as ``str`` gives them (format numbers first)."""
+    """A DataFrame as a Markdown (pipe) table, cells as ``str`` gives them (format numbers first).
+
+    Written by ``DataFrame.to_markdown`` (tabulate), which keeps cells as they are: a ``|`` in a cell would
+    end it and a newline would end the row, hence the escaping here. Number parsing is off so that a cell
+    shows the text it was given.
+    """
     if frame.empty:
         return "(no data)"
-    columns = [str(c) for c in frame.columns]
 
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+    cells = frame.map(cell)
+    cells.columns = [cell(c) for c in frame.columns]
+    return str(cells.to_markdown(index=False, disable_numparse=True))

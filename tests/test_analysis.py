@@ -270,7 +270,7 @@ def test_report_has_a_column_per_framework_and_every_file(experiment: str, tmp_p
     )
     assert {f"figures/{stem}.png" for stem in report.figures(built)} <= names
     markdown = (tmp_path / "report" / "table.md").read_text()
-    assert "| quantity | keras | torch |" in markdown
+    assert "| quantity | keras | torch |" in re.sub(" +", " ", markdown)  # columns padded to one width
     assert "not measured" in markdown
     assert "![learning curves](figures/learning_curves.png)" in (tmp_path / "report" / "report.md").read_text()
     csv = pd.read_csv(tmp_path / "report" / "table.csv", index_col="quantity")
@@ -306,6 +306,32 @@ def test_a_run_without_a_metric_every_training_logs_is_refused(experiment: str) 
 
     with pytest.raises(ValueError, match=f"without a {tracking.FIRST_EPOCH_TIME_S} metric"):
         runs.tidy(raw.drop(columns=[f"metrics.{tracking.FIRST_EPOCH_TIME_S}"]))
+
+
+def test_a_metric_that_is_no_column_is_an_error_not_a_missing_value() -> None:
+    frame = pd.DataFrame({"group": ["a", "b"], "time": [1.0, 2.0], "loss": [0.1, np.nan]})
+
+    with pytest.raises(KeyError, match="'tme'"):
+        stats.summarize(frame, ["time", "tme"])
+    with pytest.raises(KeyError, match="'los'"):
+        stats.compare_groups(frame, time_metric="time", loss_metric="los")
+    # A column without a finite value in a group is "not measured" there.
+    assert stats.summarize(frame, ["loss"])["group"].tolist() == ["a"]
+    assert np.isnan(stats.compare_groups(frame, time_metric="time", loss_metric="loss")["p_value"].item())
+
+
+def test_tables_are_written_by_pandas_with_every_cell_kept_whole() -> None:
+    frame = pd.DataFrame({"a | b": ["x|y", "two\nlines"], "n": ["1e-3", "2"]})
+
+    lines = report.markdown_table(frame).splitlines()
+
+    assert len(lines) == 4  # header, rule, two rows: neither the pipe nor the newline split a cell
+    assert "a \\| b" in lines[0] and "x\\|y" in lines[2] and "two lines" in lines[3]
+    assert "1e-3" in lines[2]  # shown as given, not parsed into 0.001
+    assert report.markdown_table(pd.DataFrame()) == "(no data)"
+    table = pd.DataFrame({"unit": ["text"], "keras": ["<b>"]}, index=pd.Index(["Backend"], name="quantity"))
+    html = report.table_html(table)
+    assert 'class="dataframe thread-bench-comparison"' in html and "&lt;b&gt;" in html and "<th>keras</th>" in html
 
 
 def test_plots_are_pure_functions_returning_figures(experiment: str) -> None:
@@ -351,6 +377,10 @@ def test_bootstrap_ratio_is_seeded_and_brackets_the_ratio() -> None:
     assert first.low > 1.8 and first.high < 2.2
     with pytest.raises(ValueError, match="needs values in both groups"):
         stats.bootstrap_ratio(a, [])
+    # One run in a group: it enters as a constant; one in each: the interval collapses onto the ratio.
+    single = stats.bootstrap_ratio(a, [1.0], seed=3)
+    assert single.n_b == 1 and single.ratio == pytest.approx(a.mean()) and single.low < single.ratio < single.high
+    assert stats.bootstrap_ratio([3.0], [1.5]) == stats.RatioInterval(2.0, 2.0, 2.0, stats.CONFIDENCE, 1, 1)
 
 
 def test_mann_whitney_separated_groups() -> None:
