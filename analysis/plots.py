@@ -70,13 +70,7 @@ def learning_curves(history: pd.DataFrame) -> Figure:
 
 def min_loss_vs_epochs(runs: pd.DataFrame) -> Figure:
     """Minimal training and validation loss of each run against the epochs it trained (7-2)."""
-    long = runs.melt(
-        id_vars=["group", tracking.EPOCHS_TRAINED],
-        value_vars=[tracking.MIN_TRAIN_LOSS, tracking.BEST_VAL_LOSS],
-        var_name="loss",
-        value_name="value",
-    )
-    long["loss"] = long["loss"].map(_LOSS_NAMES)
+    long = _minimal_losses(runs, tracking.EPOCHS_TRAINED)
     figure = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = figure.subplots()
     sns.scatterplot(
@@ -152,13 +146,7 @@ def epoch_times(history: pd.DataFrame) -> Figure:
 
 def losses(runs: pd.DataFrame) -> Figure:
     """Minimal training and validation loss of every run, per group (7-7)."""
-    long = runs.melt(
-        id_vars=["group"],
-        value_vars=[tracking.MIN_TRAIN_LOSS, tracking.BEST_VAL_LOSS],
-        var_name="loss",
-        value_name="value",
-    )
-    long["loss"] = long["loss"].map(_LOSS_NAMES)
+    long = _minimal_losses(runs)
     figure = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = figure.subplots()
     sns.boxplot(data=long, x="loss", y="value", hue="group", hue_order=_groups(runs), palette=_PALETTE, ax=ax)
@@ -225,6 +213,14 @@ def _groups(frame: pd.DataFrame) -> list[str]:
     return sorted(frame["group"].astype(str).unique())
 
 
+def _minimal_losses(runs: pd.DataFrame, *id_vars: str) -> pd.DataFrame:
+    """Each run's two minimal losses in long form: ``loss`` (named for the figures), ``value``, ``group`` and
+    ``id_vars``."""
+    long = runs.melt(id_vars=["group", *id_vars], value_vars=list(_LOSS_NAMES), var_name="loss", value_name="value")
+    long["loss"] = long["loss"].map(_LOSS_NAMES)
+    return long
+
+
 def _per_run_distribution(runs: pd.DataFrame, column: str, label: str, title: str) -> Figure:
     figure = Figure(figsize=(5.0, 4.0), layout="constrained")
     ax = figure.subplots()
@@ -236,6 +232,13 @@ def _per_run_distribution(runs: pd.DataFrame, column: str, label: str, title: st
 
 def _strip_and_bar(ax: Axes, frame: pd.DataFrame, column: str, order: Sequence[str]) -> None:
     """Mean as a bar, every run as a dot: with a handful of runs a box plot would hide more than it shows."""
+    _group_bars(ax, frame, column, order, alpha=0.5)
+    sns.stripplot(data=frame, x="group", y=column, order=order, color="black", size=6, ax=ax)
+    ax.set_xlabel("")
+
+
+def _group_bars(ax: Axes, frame: pd.DataFrame, column: str, order: Sequence[str], alpha: float | None = None) -> None:
+    """One bar per group (the mean of ``column``), in ``order``, coloured by group, no error bar."""
     sns.barplot(
         data=frame,
         x="group",
@@ -245,30 +248,16 @@ def _strip_and_bar(ax: Axes, frame: pd.DataFrame, column: str, order: Sequence[s
         hue_order=order,
         palette=_PALETTE,
         errorbar=None,
-        alpha=0.5,
+        alpha=alpha,
         legend=False,
         ax=ax,
     )
-    sns.stripplot(data=frame, x="group", y=column, order=order, color="black", size=6, ax=ax)
-    ax.set_xlabel("")
 
 
 def _per_model_bar(evaluations: pd.DataFrame, column: str, label: str, title: str) -> Figure:
     figure = Figure(figsize=(5.0, 4.0), layout="constrained")
     ax = figure.subplots()
-    order = _groups(evaluations)
-    sns.barplot(
-        data=evaluations,
-        x="group",
-        y=column,
-        hue="group",
-        order=order,
-        hue_order=order,
-        palette=_PALETTE,
-        errorbar=None,
-        legend=False,
-        ax=ax,
-    )
+    _group_bars(ax, evaluations, column, _groups(evaluations))
     for container in ax.containers:
         ax.bar_label(container, fmt="%.3g")  # type: ignore[arg-type]
     ax.set_xlabel("")
