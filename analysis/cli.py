@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Where reports go unless ``--out`` says otherwise: ``reports/<study or experiment>``.
 DEFAULT_REPORTS_DIR = Path("reports")
-REPORT_ARTIFACT_DIR = "report"
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,19 @@ class AnalysisResult:
     evaluation_run_ids: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """The training runs an analysis compares, and the prepared dataset they all trained on."""
+
+    experiment: str
+    runs: pd.DataFrame
+    digest: str
+    best: pd.DataFrame
+    """The best run of each group (``runs.best_per_group``)."""
+    dataset: PreparedDataset
+    history: pd.DataFrame
+
+
 def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
     """Select, evaluate, report and log (see the module docstring).
 
@@ -79,6 +91,30 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         ValueError: no matching runs, runs on different datasets, a group without ``best_val_loss``.
         FileNotFoundError: the prepared dataset cannot be found or rebuilt.
     """
+    chosen = _select(settings)
+    tags = {tracking.TAG_ROLE: tracking.ROLE_ANALYSIS, tracking.TAG_DATASET_DIGEST: chosen.digest}
+    if settings.study:
+        tags[tracking.TAG_STUDY] = settings.study
+    name = f"analysis-{settings.study or chosen.experiment}"
+    with tracking.tracked_run(
+        chosen.experiment, run_name=name, tags=tags, launch_link_tag=tracking.TAG_ANALYSIS_RUN_ID
+    ) as active:
+        tracking.log_params(_analysis_params(settings, chosen.experiment, chosen.digest))
+        evaluations, evaluation_run_ids = _evaluate_best(chosen.best, chosen.dataset, chosen.experiment, settings)
+        first = chosen.best.iloc[0].to_dict()
+        baseline = _baseline(first, chosen.dataset, settings) if settings.fft_baseline else None
+        context = _context(settings, chosen.experiment, chosen.runs, chosen.dataset, active.info.run_id)
+        built = report.build_report(chosen.runs, chosen.history, evaluations, baseline, context, seed=settings.seed)
+        out = settings.out_dir
+        report.write_report(built, out)
+        mlflow.log_metrics(_analysis_metrics(len(chosen.runs), len(chosen.best), baseline))
+        mlflow.log_artifacts(str(out), artifact_path=tracking.ARTIFACT_REPORT)
+        run_id = active.info.run_id
+    return AnalysisResult(run_id=run_id, out=out, report=built, evaluation_run_ids=evaluation_run_ids)
+
+
+def _select(settings: AnalysisSettings) -> _Selection:
+    """The FINISHED training runs the settings select, grouped; their best per group, histories and dataset."""
     experiment = tracking.experiment_name(settings.experiment)
     selected = runs.assign_groups(
         runs.search_training_runs(experiment, study=settings.study, extra_filter=settings.filter)
@@ -96,44 +132,33 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         dataset.path,
         len(dataset.test),
     )
-    tags = {tracking.TAG_ROLE: tracking.ROLE_ANALYSIS, tracking.TAG_DATASET_DIGEST: digest}
-    if settings.study:
-        tags[tracking.TAG_STUDY] = settings.study
-    name = f"analysis-{settings.study or experiment}"
-    with tracking.tracked_run(
-        experiment, run_name=name, tags=tags, launch_link_tag=tracking.TAG_ANALYSIS_RUN_ID
-    ) as active:
-        tracking.log_params(
+    return _Selection(experiment, selected, digest, best, dataset, history)
+
+
+def _analysis_params(settings: AnalysisSettings, experiment: str, digest: str) -> dict[str, Any]:
+    return {
+        tracking.PARAM_EXPERIMENT: experiment,
+        tracking.PARAM_STUDY: settings.study,
+        tracking.PARAM_FILTER: settings.filter,
+        tracking.PARAM_REPEATS: settings.repeats,
+        tracking.PARAM_BATCH_SIZE: settings.batch_size,
+        tracking.PARAM_FFT_BASELINE: settings.fft_baseline,
+        tracking.PARAM_BOOTSTRAP_SEED: settings.seed,
+        tracking.PARAM_DATASET_DIGEST: digest,
+    }
+
+
+def _analysis_metrics(n_training_runs: int, n_groups: int, baseline: report.Baseline | None) -> dict[str, float]:
+    metrics = {tracking.N_TRAINING_RUNS: float(n_training_runs), tracking.N_GROUPS: float(n_groups)}
+    if baseline is not None:
+        metrics.update(
             {
-                "experiment": experiment,
-                "study": settings.study,
-                "filter": settings.filter,
-                "repeats": settings.repeats,
-                "batch_size": settings.batch_size,
-                "fft_baseline": settings.fft_baseline,
-                "bootstrap_seed": settings.seed,
-                tracking.PARAM_DATASET_DIGEST: digest,
+                tracking.FFT_TEST_LOSS: baseline.test_loss,
+                tracking.FFT_TEST_MAE_THREADS_PER_CM: baseline.test_mae_threads_per_cm,
+                tracking.FFT_FAILED_SUBPATCHES: float(baseline.n_failed),
             }
         )
-        evaluations, evaluation_run_ids = _evaluate_best(best, dataset, experiment, settings)
-        baseline = _baseline(first, dataset, settings) if settings.fft_baseline else None
-        context = _context(settings, experiment, selected, dataset, active.info.run_id)
-        built = report.build_report(selected, history, evaluations, baseline, context, seed=settings.seed)
-        out = settings.out_dir
-        report.write_report(built, out)
-        metrics = {"n_training_runs": float(len(selected)), "n_groups": float(len(best))}
-        if baseline is not None:
-            metrics.update(
-                {
-                    tracking.FFT_TEST_LOSS: baseline.test_loss,
-                    tracking.FFT_TEST_MAE_THREADS_PER_CM: baseline.test_mae_threads_per_cm,
-                    tracking.FFT_FAILED_SUBPATCHES: float(baseline.n_failed),
-                }
-            )
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifacts(str(out), artifact_path=REPORT_ARTIFACT_DIR)
-        run_id = active.info.run_id
-    return AnalysisResult(run_id=run_id, out=out, report=built, evaluation_run_ids=evaluation_run_ids)
+    return metrics
 
 
 def _evaluate_best(
@@ -151,7 +176,7 @@ def _evaluate_best(
             uri=uri,
             experiment=experiment,
             study=settings.study,
-            extra_params={"repeats": settings.repeats, "batch_size": settings.batch_size},
+            extra_params={tracking.PARAM_REPEATS: settings.repeats, tracking.PARAM_BATCH_SIZE: settings.batch_size},
         )
         log.info(
             "%s (seed %s): test loss %.4f, prediction %.3f s (%s); evaluation run %s",

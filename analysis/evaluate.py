@@ -32,6 +32,7 @@ from thread_bench.counting import fft_count
 from thread_bench.data import corpus, synthetic
 from thread_bench.data.prepared import PreparedDataset, Split, load_prepared
 from thread_bench.frameworks import Framework, Trainer
+from thread_bench.metrics import mean_absolute_error, normalized_mae
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,6 @@ class Evaluation:
             tracking.PREDICT_FIRST_TIME_S: self.predict_first_time_s,
             tracking.PREDICT_SAMPLES_PER_S: self.predict_samples_per_s,
         }
-
-
-def normalised_mae(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """The training loss, mean(|ŷ − y| / y) (docs/DESIGN.md §4)."""
-    labels = np.asarray(labels, dtype=np.float64)
-    return float(np.mean(np.abs(np.asarray(predictions, dtype=np.float64) - labels) / labels))
-
-
-def mean_absolute_error(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.abs(np.asarray(predictions, dtype=np.float64) - np.asarray(labels, dtype=np.float64))))
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -161,7 +152,7 @@ def evaluate(model: Predictor, split: Split, *, repeats: int = DEFAULT_REPEATS) 
         raise ValueError(f"model returned {predictions.shape[0]} predictions for {labels.shape[0]} test images")
     return Evaluation(
         predictions=predictions,
-        test_loss=normalised_mae(predictions, labels),
+        test_loss=normalized_mae(predictions, labels),
         test_mae_threads_per_cm=mean_absolute_error(predictions, labels),
         predict_time_s=predict_time_s,
         predict_first_time_s=first_time_s,
@@ -248,14 +239,14 @@ def log_evaluation(
         tracking.log_params(
             {
                 tracking.PARAM_FRAMEWORK: source["framework"],
-                "backend": source.get("backend"),
-                "group": source["group"],
-                "seed": source["seed"],
-                "source_run_id": source["run_id"],
-                "model_uri": uri,
+                tracking.PARAM_BACKEND: source.get("backend"),
+                tracking.PARAM_GROUP: source["group"],
+                tracking.PARAM_SEED: source["seed"],
+                tracking.PARAM_SOURCE_RUN_ID: source["run_id"],
+                tracking.PARAM_MODEL_URI: uri,
                 tracking.PARAM_DATASET_DIGEST: source["dataset_digest"],
-                "n_test": evaluation.n_test,
-                "predict_device": evaluation.device,
+                tracking.PARAM_N_TEST: evaluation.n_test,
+                tracking.PARAM_PREDICT_DEVICE: evaluation.device,
                 **(extra_params or {}),
             }
         )
@@ -267,7 +258,7 @@ def log_evaluation(
                 "prediction_threads_per_cm": evaluation.predictions,
             }
         )
-        mlflow.log_text(table.to_csv(index=False), PREDICTIONS_ARTIFACT)
+        mlflow.log_text(table.to_csv(index=False), tracking.ARTIFACT_PREDICTIONS)
         return str(run.info.run_id)
 
 
@@ -316,7 +307,7 @@ def fft_baseline(split: Split, px_per_cm: np.ndarray, source: str) -> Baseline:
     if n_counted == 0:
         return Baseline(float("nan"), float("nan"), 0, len(labels), source)
     return Baseline(
-        test_loss=normalised_mae(estimates[counted], labels[counted]),
+        test_loss=normalized_mae(estimates[counted], labels[counted]),
         test_mae_threads_per_cm=mean_absolute_error(estimates[counted], labels[counted]),
         n_counted=n_counted,
         n_failed=len(labels) - n_counted,

@@ -106,8 +106,9 @@ def finished_runs(settings: StudySettings) -> pd.DataFrame:
             resuming it with these settings would mix two experiments under one id.
     """
     experiment = mlflow.get_experiment_by_name(settings.experiment)
-    columns = ["run_id", "framework", "backend", "variant", "seed", "profile", "data_seed", "epochs", "source"]
-    columns += ["precision", "dataset_digest"]
+    columns = ["run_id", tracking.PARAM_FRAMEWORK, tracking.PARAM_BACKEND, tracking.PARAM_VARIANT, tracking.PARAM_SEED]
+    columns += [tracking.PARAM_PROFILE, tracking.PARAM_DATA_SEED, tracking.PARAM_EPOCHS, tracking.PARAM_SOURCE]
+    columns += [tracking.PARAM_PRECISION, tracking.PARAM_DATASET_DIGEST]
     if experiment is None:
         return pd.DataFrame(columns=columns)
     raw = mlflow.search_runs(
@@ -355,22 +356,24 @@ def run_study(settings: StudySettings) -> StudyOutcome:
         refuse_concurrent_study(settings, experiment_id, study_run_id)  # one started at the same moment
         tracking.log_params(
             {
-                "study": settings.study,
-                "seeds": ",".join(map(str, settings.seeds)),
-                "frameworks": ",".join(settings.frameworks),
-                "variants": ",".join(settings.variants),
+                tracking.PARAM_STUDY: settings.study,
+                tracking.PARAM_SEEDS: ",".join(map(str, settings.seeds)),
+                tracking.PARAM_FRAMEWORKS: ",".join(settings.frameworks),
+                tracking.PARAM_VARIANTS: ",".join(settings.variants),
                 tracking.PARAM_PRECISION: settings.precision,
                 tracking.PARAM_BACKEND: settings.backend,
                 tracking.PARAM_PROFILE: settings.profile,
                 tracking.PARAM_DATA_SEED: settings.data.seed,
-                "epochs": settings.epochs,
+                tracking.PARAM_EPOCHS: settings.epochs,
             }
         )
         # Prepared once, here, so the trainings all reuse it (and no two of them build it at once).
         dataset = prepare_and_log(settings.data, settings.data_root, settings.experiment, profile=settings.profile)
         for training in todo:
             (trained if train(settings, training, study_run_id) else failed).append(training)
-        mlflow.log_metrics({"n_trained": len(trained), "n_skipped": len(skipped), "n_failed": len(failed)})
+        mlflow.log_metrics(
+            {tracking.N_TRAINED: len(trained), tracking.N_SKIPPED: len(skipped), tracking.N_FAILED: len(failed)}
+        )
         _check_digests(settings, dataset.digest)
         if settings.analyze:
             analysis_run_id = analyse(settings, dataset.path, study_run_id)

@@ -95,6 +95,36 @@ PARAM_TORCH_FP32_PRECISION = "torch_fp32_precision"
 PARAM_TF_TENSOR_FLOAT_32 = "tf_tensor_float_32"
 PARAM_JAX_MATMUL_PRECISION = "jax_default_matmul_precision"
 PARAM_CUDNN_BENCHMARK = "cudnn_benchmark"
+# The config dataclasses' fields, logged under their own names (``driver._log_setup``, the preprocessing):
+# a field's name is its param's name, so these must equal them (tests/test_tracking_names.py checks both ways).
+# TrainConfig.
+PARAM_SEED = "seed"
+PARAM_EPOCHS = "epochs"
+PARAM_BATCH_SIZE = "batch_size"
+PARAM_LEARNING_RATE = "learning_rate"
+PARAM_LR_SCHEDULE = "lr_schedule"
+PARAM_PATIENCE = "patience"
+PARAM_MIN_DELTA = "min_delta"
+PARAM_ADAM_EPSILON = "adam_epsilon"
+PARAM_DETERMINISTIC = "deterministic"
+PARAM_TRACEMALLOC = "tracemalloc"
+PARAM_THREADS = "threads"
+PARAM_DEVICE_DATA_FRACTION = "device_data_fraction"
+# ModelConfig (``input_size`` is DataConfig's too, logged once).
+PARAM_BASE_FILTERS = "base_filters"
+PARAM_INPUT_SIZE = "input_size"
+PARAM_DROPOUT = "dropout"
+PARAM_BATCHNORM_MOMENTUM = "batchnorm_momentum"
+PARAM_BATCHNORM_EPS = "batchnorm_eps"
+# DataConfig (its ``seed`` is logged as ``data_seed`` by training, as ``seed`` by the preprocessing).
+PARAM_SOURCE = "source"
+PARAM_N_PAINTINGS = "n_paintings"
+PARAM_N_PATCHES = "n_patches"
+PARAM_CROP_PX = "crop_px"
+PARAM_SUBPATCHES_PER_PATCH = "subpatches_per_patch"
+PARAM_MAX_ROTATION_DEG = "max_rotation_deg"
+PARAM_VAL_FRACTION = "val_fraction"
+PARAM_TEST_FRACTION = "test_fraction"
 
 # Per-epoch metrics (step = epoch, from 0).
 TRAIN_LOSS = "train_loss"
@@ -130,6 +160,10 @@ TRAIN_SAMPLES_PER_S = "train_samples_per_s"
 HOST_PY_ALLOC_PEAK_BYTES = "host_py_alloc_peak_bytes"
 #: The first epoch (tracing, compilation, warm-up), reported apart from ``median_epoch_time_s``.
 FIRST_EPOCH_TIME_S = "first_epoch_time_s"
+#: The steady state's (``training.common.steady_state``) median training and validation pass; logged since
+#: the analysis reads them instead of recomputing them from the history (older runs lack them).
+MEDIAN_TRAIN_TIME_S = "median_train_time_s"
+MEDIAN_VAL_TIME_S = "median_val_time_s"
 #: The kernel's lifetime peak RSS of the process (ru_maxrss): an upper bound for the sampled peaks.
 HOST_MAXRSS_BYTES = "host_maxrss_bytes"
 #: The best model re-scored on the validation split, and what predicting the training mean scores there.
@@ -142,7 +176,15 @@ ARTIFACT_HISTORY = "history.csv"
 ARTIFACT_CONFIG = "config.json"
 ARTIFACT_MODEL = "model"
 
-# Evaluation runs.
+# Evaluation runs: params (also ``framework``, ``backend``, ``seed``, ``dataset_digest``, ``n_test``,
+# ``batch_size``), metrics (also ``best_val_loss``, the source run's) and the predictions artifact.
+PARAM_GROUP = "group"
+PARAM_SOURCE_RUN_ID = "source_run_id"
+PARAM_MODEL_URI = "model_uri"
+PARAM_PREDICT_DEVICE = "predict_device"
+#: Timed prediction passes (evaluation and analysis runs).
+PARAM_REPEATS = "repeats"
+ARTIFACT_PREDICTIONS = "predictions.csv"
 TEST_LOSS = "test_loss"
 TEST_MAE_THREADS_PER_CM = "test_mae_threads_per_cm"
 PREDICT_TIME_S = "predict_time_s"
@@ -154,12 +196,40 @@ PREDICT_FIRST_TIME_S = "predict_first_time_s"
 FFT_TEST_LOSS = "fft_test_loss"
 FFT_TEST_MAE_THREADS_PER_CM = "fft_test_mae_threads_per_cm"
 FFT_FAILED_SUBPATCHES = "fft_failed_subpatches"
+# Their params (also ``repeats``, ``batch_size``, ``dataset_digest``), counts and the report folder.
+PARAM_EXPERIMENT = "experiment"
+PARAM_STUDY = "study"
+PARAM_FILTER = "filter"
+PARAM_FFT_BASELINE = "fft_baseline"
+PARAM_BOOTSTRAP_SEED = "bootstrap_seed"
+N_TRAINING_RUNS = "n_training_runs"
+N_GROUPS = "n_groups"
+ARTIFACT_REPORT = "report"
 
-# Preprocessing runs.
+# Study runs: params (also ``study``, ``precision``, ``backend``, ``profile``, ``data_seed``, ``epochs``) and
+# what became of the trainings.
+PARAM_SEEDS = "seeds"
+PARAM_FRAMEWORKS = "frameworks"
+PARAM_VARIANTS = "variants"
+N_TRAINED = "n_trained"
+N_SKIPPED = "n_skipped"
+N_FAILED = "n_failed"
+
+# Preprocessing runs: params (every DataConfig field, ``profile``, ``dataset_key``, ``dataset_digest``, and
+# these) and metrics (also ``n_train``/``n_val``/``n_test``, the sizes of the splits, and
+# ``host_rss_peak_bytes``).
+PARAM_SOURCE_DIGEST = "source_digest"
+#: Whether an existing prepared dataset was reused instead of built.
+PARAM_REUSED = "reused"
+PREP_CORPUS_TIME_S = "corpus_time_s"
 PREP_TIME_S = "prep_time_s"
+PREP_TOTAL_TIME_S = "total_time_s"
 PREP_SKIPPED_PATCHES = "skipped_patches"
+PREP_SKIPPED_SUBPATCHES = "skipped_subpatches"
 #: Rows whose density_v/density_h in index.csv differ from the counted density (listed in the manifest).
 PREP_DENSITY_MISMATCHES = "density_mismatches"
+#: The peak RSS of the preparation's worker processes (they run in parallel: reported apart).
+HOST_RSS_PEAK_WORKERS_BYTES = "host_rss_peak_workers_bytes"
 
 
 def data_param(field: str) -> str:

@@ -5,7 +5,8 @@ the per-epoch measurements and the result type, so that the only difference betw
 PyTorch run is the framework.
 
 **Loss.** The normalised mean absolute error ``mean(|y_pred - y| / y)`` over samples, where ``y`` is the
-vertical thread density in threads/cm (always > 0: the preparation counts at least two threads). A batch's
+vertical thread density in threads/cm (always > 0: the preparation counts at least two threads); defined
+once, in NumPy, in :mod:`thread_bench.metrics`, which the frameworks' losses are tested against. A batch's
 loss is the mean over its samples; an epoch's ``train_loss`` is the sample-weighted mean of the batch losses
 seen while the weights changed (what Keras' ``fit`` reports); ``val_loss`` is the mean over the whole
 validation split in inference mode (BatchNorm running statistics, no dropout).
@@ -19,7 +20,7 @@ import math
 import random
 import statistics
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from thread_bench.measure import (
     Timer,
     cpu_has_bf16,
 )
+from thread_bench.metrics import mean_absolute_error, normalized_mae
 from thread_bench.models import spec
 
 #: The per-epoch metric keys, in the order of ``history.csv``.
@@ -181,18 +183,11 @@ class BatchSampler:
 # ------------------------------------------------------------------------------------- the protocol
 
 
-def normalized_mae(predictions: np.ndarray, targets: np.ndarray) -> float:
-    """``mean(|predictions - targets| / targets)`` (the reference definition both frameworks implement)."""
-    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
-    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
-    return float(np.mean(np.abs(predictions - targets) / targets))
-
-
 def mean_predictor_baseline(train_labels: np.ndarray, val_labels: np.ndarray) -> tuple[float, float]:
     """What predicting the training mean for every validation sample scores: (normalised MAE, MAE in
     threads/cm). A model that has learned anything beats it clearly."""
     constant = np.full(len(val_labels), float(np.mean(train_labels)))
-    return normalized_mae(constant, val_labels), float(np.mean(np.abs(constant - val_labels)))
+    return normalized_mae(constant, val_labels), mean_absolute_error(constant, val_labels)
 
 
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
@@ -384,6 +379,18 @@ class EpochRecord:
 EpochCallback = Callable[[EpochRecord], None]
 
 
+def steady_state(history: Sequence[EpochRecord]) -> Sequence[EpochRecord]:
+    """The epochs that measure the steady state: every epoch after the first, which carries tracing,
+    compilation and allocator warm-up (docs/DESIGN.md §7); the only epoch when there is one.
+
+    Raises:
+        ValueError: ``history`` is empty.
+    """
+    if not history:
+        raise ValueError("history is empty: a training has at least one epoch")
+    return history[1:] or history
+
+
 @dataclass
 class TrainResult:
     """What ``fit`` returns in both frameworks; the model itself holds the best-validation weights."""
@@ -401,10 +408,8 @@ class TrainResult:
     def summary_metrics(self) -> dict[str, float]:
         """The summary metrics of docs/DESIGN.md §5, plus the first epoch apart from the steady state."""
         times = [r.epoch_time_s for r in self.history]
-        train_times = [r.train_time_s for r in self.history]
-        # The first epoch includes tracing/compilation and warm-up; the steady state is the rest.
-        steady = times[1:] or times
-        steady_train = train_times[1:] or train_times
+        steady = steady_state(self.history)
+        median_train_time_s = statistics.median(r.train_time_s for r in steady)
         metrics = {
             tracking.BEST_VAL_LOSS: self.best_val_loss,
             tracking.BEST_EPOCH: self.best_epoch,
@@ -412,8 +417,10 @@ class TrainResult:
             tracking.EPOCHS_TRAINED: len(self.history),
             tracking.TOTAL_TRAIN_TIME_S: sum(times),
             tracking.FIRST_EPOCH_TIME_S: times[0],
-            tracking.MEDIAN_EPOCH_TIME_S: statistics.median(steady),
-            tracking.TRAIN_SAMPLES_PER_S: self.n_train / statistics.median(steady_train),
+            tracking.MEDIAN_EPOCH_TIME_S: statistics.median(r.epoch_time_s for r in steady),
+            tracking.MEDIAN_TRAIN_TIME_S: median_train_time_s,
+            tracking.MEDIAN_VAL_TIME_S: statistics.median(r.val_time_s for r in steady),
+            tracking.TRAIN_SAMPLES_PER_S: self.n_train / median_train_time_s,
             tracking.HOST_RSS_PEAK_BYTES: max(r.host_rss_peak_bytes for r in self.history),
             tracking.HOST_MAXRSS_BYTES: self.maxrss_bytes,
         }

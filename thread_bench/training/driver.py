@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
@@ -42,12 +41,12 @@ from thread_bench import cli, lifecycle, store, tracking
 from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, DataConfig, ModelConfig, TrainConfig, resolve
 from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.frameworks import Framework, Trainer
+from thread_bench.metrics import mean_absolute_error, normalized_mae
 from thread_bench.training.common import (
     EpochRecord,
     TrainingData,
     TrainResult,
     mean_predictor_baseline,
-    normalized_mae,
     seed_everything,
 )
 from thread_bench.training.options import FrameworkOptions
@@ -312,7 +311,7 @@ def _add_validation_scores(
     baseline_loss, baseline_mae = mean_predictor_baseline(data.train.labels, labels)
     result.extra.update(
         {
-            tracking.VAL_MAE_THREADS_PER_CM: float(np.mean(np.abs(predictions - labels))),
+            tracking.VAL_MAE_THREADS_PER_CM: mean_absolute_error(predictions, labels),
             tracking.BASELINE_VAL_LOSS: baseline_loss,
             tracking.BASELINE_VAL_MAE_THREADS_PER_CM: baseline_mae,
         }

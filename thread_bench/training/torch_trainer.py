@@ -298,7 +298,7 @@ def load_model(uri: str) -> nn.Module:
 
     if "pytorch" not in mlflow.models.get_model_info(uri).flavors:
         return torch_pyfunc.load_model(uri, device())
-    return mlflow.pytorch.load_model(uri).to(_device())  # type: ignore[no-any-return]
+    return mlflow.pytorch.load_model(uri).to(_device())
 
 
 def log_model(model: nn.Module, example_images: np.ndarray) -> str:
