@@ -241,26 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare the frameworks: pick the best FINISHED training run of each framework (by "
         "best_val_loss), evaluate it on the test split, log evaluation runs and write the report.",
     )
-    parser.add_argument(
-        "--experiment", default=None, help=f"MLflow experiment (default: {tracking.DEFAULT_EXPERIMENT})"
-    )
+    cli.add_experiment_option(parser)
     parser.add_argument("--study", default=None, help="only runs tagged with this study id")
     parser.add_argument("--filter", default=None, help="extra MLflow search clause, e.g. \"params.profile = 'laptop'\"")
     parser.add_argument("--out", default=None, help="report folder (default: reports/<study or experiment>)")
     parser.add_argument("--dataset", default=None, help="prepared dataset directory (default: found from the runs)")
-    parser.add_argument("--data_root", default=None, help="data root (default: $THREAD_BENCH_DATA or ./data)")
+    cli.add_data_root_option(parser)
     helps = {
         "repeats": "timed prediction passes over the test split after the warm-up pass; the median is reported",
         "batch_size": "prediction batch size",
         "fft_baseline": "also score the FFT thread counter on the test split (true/false)",
         "seed": "seed of the bootstrap",
     }
-    added = cli.add_dataclass_options(parser, AnalysisSettings, include=helps)
-    for action in parser._actions:
-        if action.dest in added:
-            default = getattr(AnalysisSettings, action.dest)
-            action.help = f"{helps[action.dest]} (default: {default})"
-    parser.add_argument("--verbose", action="store_true")
+    cli.add_dataclass_options(parser, AnalysisSettings, include=helps, helps=helps)
+    cli.add_verbose_option(parser)
     return parser
 
 

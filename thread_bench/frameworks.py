@@ -41,6 +41,10 @@ class Trainer(Protocol):
         Raises ``ValueError`` for a setting this machine or backend cannot honour."""
         ...
 
+    def seed(self, seed: int) -> None:
+        """Seed the framework's generators (initialisation, dropout)."""
+        ...
+
     def versions(self) -> dict[str, str]: ...
 
     def environment(self) -> dict[str, Any]: ...
@@ -54,7 +58,9 @@ class Trainer(Protocol):
     def count_parameters(self, model: Any) -> int: ...
 
     def compile_model(self, model: Any, train: TrainConfig, options: Any) -> dict[str, Any]:
-        """Make the model ready to train under ``options``; returns the resolved knobs to log."""
+        """Make the model ready to train under ``options``; returns the resolved knobs to log. Keras compiles
+        here; PyTorch sets the memory format, and ``torch.compile`` wraps the model in ``fit``, around the
+        training step only (the kept best weights are the plain module's)."""
         ...
 
     def input_pipeline(self, config: TrainConfig, data: TrainingData) -> str:

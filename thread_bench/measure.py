@@ -232,6 +232,4 @@ def environment_info(backend: str) -> dict[str, Any]:
         "device": compute.gpu_name() or "cpu",
         **compute.environment(),
     }
-    if "keras" in sys.modules:
-        info["keras_version"] = sys.modules["keras"].__version__
     return info

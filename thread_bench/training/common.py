@@ -19,7 +19,6 @@ import csv
 import math
 import random
 import statistics
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,14 +236,10 @@ def check_finite_loss(epoch: int, train_loss: float) -> None:
         )
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and the frameworks already imported (PyTorch; Keras and its backend)."""
+def seed_host(seed: int) -> None:
+    """Seed Python's and NumPy's global generators (the framework's own: ``Trainer.seed``)."""
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - the legacy global RNG, for third-party code that uses it
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(seed)
-    if "keras" in sys.modules:
-        sys.modules["keras"].utils.set_random_seed(seed)
 
 
 def bf16_hardware(backend: str) -> str:

@@ -47,7 +47,7 @@ from thread_bench.training.common import (
     TrainingData,
     TrainResult,
     mean_predictor_baseline,
-    seed_everything,
+    seed_host,
 )
 from thread_bench.training.options import FrameworkOptions
 
@@ -165,7 +165,8 @@ def run(request: TrainRequest, trainer: Trainer, knobs: dict[str, Any] | None = 
         dataset = _dataset(request)
         data = TrainingData.from_prepared(dataset)
         train = dataclasses.replace(request.train, input_pipeline=trainer.input_pipeline(request.train, data))
-        seed_everything(train.seed)
+        seed_host(train.seed)
+        trainer.seed(train.seed)
         model = trainer.build_model(request.model, train.precision)
         knobs = {**knobs, **trainer.compile_model(model, train, request.options)}
         environment = trainer.environment()

@@ -77,7 +77,12 @@ def versions() -> dict[str, str]:
 
 
 def environment() -> dict[str, Any]:
-    return environment_info(backend())
+    return {**environment_info(backend()), "keras_version": keras.__version__}
+
+
+def seed(seed: int) -> None:
+    """Keras' own seeding: Python, NumPy and the backend's generators."""
+    keras.utils.set_random_seed(seed)
 
 
 def build_model(config: ModelConfig, precision: str = "fp32") -> keras.Model:

@@ -70,6 +70,10 @@ def environment() -> dict[str, Any]:
     return environment_info(BACKEND)
 
 
+def seed(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
