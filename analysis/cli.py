@@ -24,13 +24,13 @@ import pandas as pd
 
 from analysis import evaluate, report, runs
 from thread_bench import cli, lifecycle, store, tracking
+from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.data.prepared import PreparedDataset
 
 log = logging.getLogger(__name__)
 
 #: Where reports go unless ``--out`` says otherwise: ``reports/<study or experiment>``.
 DEFAULT_REPORTS_DIR = Path("reports")
-REPORT_ARTIFACT_DIR = "report"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class AnalysisSettings:
     dataset: str | None = None
     data_root: str | None = None
     repeats: int = evaluate.DEFAULT_REPEATS
-    batch_size: int = evaluate.DEFAULT_BATCH_SIZE
+    batch_size: int = PREDICT_BATCH_SIZE
     fft_baseline: bool = True
     #: Seeds the bootstrap.
     seed: int = 0
@@ -71,6 +71,19 @@ class AnalysisResult:
     evaluation_run_ids: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """The training runs an analysis compares, and the prepared dataset they all trained on."""
+
+    experiment: str
+    runs: pd.DataFrame
+    digest: str
+    best: pd.DataFrame
+    """The best run of each group (``runs.best_per_group``)."""
+    dataset: PreparedDataset
+    history: pd.DataFrame
+
+
 def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
     """Select, evaluate, report and log (see the module docstring).
 
@@ -78,6 +91,30 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         ValueError: no matching runs, runs on different datasets, a group without ``best_val_loss``.
         FileNotFoundError: the prepared dataset cannot be found or rebuilt.
     """
+    chosen = _select(settings)
+    tags = {tracking.TAG_ROLE: tracking.ROLE_ANALYSIS, tracking.TAG_DATASET_DIGEST: chosen.digest}
+    if settings.study:
+        tags[tracking.TAG_STUDY] = settings.study
+    name = f"analysis-{settings.study or chosen.experiment}"
+    with tracking.tracked_run(
+        chosen.experiment, run_name=name, tags=tags, launch_link_tag=tracking.TAG_ANALYSIS_RUN_ID
+    ) as active:
+        tracking.log_params(_analysis_params(settings, chosen.experiment, chosen.digest))
+        evaluations, evaluation_run_ids = _evaluate_best(chosen.best, chosen.dataset, chosen.experiment, settings)
+        first = chosen.best.iloc[0].to_dict()
+        baseline = _baseline(first, chosen.dataset, settings) if settings.fft_baseline else None
+        context = _context(settings, chosen.experiment, chosen.runs, chosen.dataset, active.info.run_id)
+        built = report.build_report(chosen.runs, chosen.history, evaluations, baseline, context, seed=settings.seed)
+        out = settings.out_dir
+        report.write_report(built, out)
+        mlflow.log_metrics(_analysis_metrics(len(chosen.runs), len(chosen.best), baseline))
+        mlflow.log_artifacts(str(out), artifact_path=tracking.ARTIFACT_REPORT)
+        run_id = active.info.run_id
+    return AnalysisResult(run_id=run_id, out=out, report=built, evaluation_run_ids=evaluation_run_ids)
+
+
+def _select(settings: AnalysisSettings) -> _Selection:
+    """The FINISHED training runs the settings select, grouped; their best per group, histories and dataset."""
     experiment = tracking.experiment_name(settings.experiment)
     selected = runs.assign_groups(
         runs.search_training_runs(experiment, study=settings.study, extra_filter=settings.filter)
@@ -95,44 +132,33 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         dataset.path,
         len(dataset.test),
     )
-    tags = {tracking.TAG_ROLE: tracking.ROLE_ANALYSIS, tracking.TAG_DATASET_DIGEST: digest}
-    if settings.study:
-        tags[tracking.TAG_STUDY] = settings.study
-    name = f"analysis-{settings.study or experiment}"
-    with tracking.tracked_run(
-        experiment, run_name=name, tags=tags, launch_link_tag=tracking.TAG_ANALYSIS_RUN_ID
-    ) as active:
-        tracking.log_params(
+    return _Selection(experiment, selected, digest, best, dataset, history)
+
+
+def _analysis_params(settings: AnalysisSettings, experiment: str, digest: str) -> dict[str, Any]:
+    return {
+        tracking.PARAM_EXPERIMENT: experiment,
+        tracking.PARAM_STUDY: settings.study,
+        tracking.PARAM_FILTER: settings.filter,
+        tracking.PARAM_REPEATS: settings.repeats,
+        tracking.PARAM_BATCH_SIZE: settings.batch_size,
+        tracking.PARAM_FFT_BASELINE: settings.fft_baseline,
+        tracking.PARAM_BOOTSTRAP_SEED: settings.seed,
+        tracking.PARAM_DATASET_DIGEST: digest,
+    }
+
+
+def _analysis_metrics(n_training_runs: int, n_groups: int, baseline: report.Baseline | None) -> dict[str, float]:
+    metrics = {tracking.N_TRAINING_RUNS: float(n_training_runs), tracking.N_GROUPS: float(n_groups)}
+    if baseline is not None:
+        metrics.update(
             {
-                "experiment": experiment,
-                "study": settings.study,
-                "filter": settings.filter,
-                "repeats": settings.repeats,
-                "batch_size": settings.batch_size,
-                "fft_baseline": settings.fft_baseline,
-                "bootstrap_seed": settings.seed,
-                tracking.PARAM_DATASET_DIGEST: digest,
+                tracking.FFT_TEST_LOSS: baseline.test_loss,
+                tracking.FFT_TEST_MAE_THREADS_PER_CM: baseline.test_mae_threads_per_cm,
+                tracking.FFT_FAILED_SUBPATCHES: float(baseline.n_failed),
             }
         )
-        evaluations, evaluation_run_ids = _evaluate_best(best, dataset, experiment, settings)
-        baseline = _baseline(first, dataset, settings) if settings.fft_baseline else None
-        context = _context(settings, experiment, selected, dataset, active.info.run_id)
-        built = report.build_report(selected, history, evaluations, baseline, context, seed=settings.seed)
-        out = settings.out_dir
-        report.write_report(built, out)
-        metrics = {"n_training_runs": float(len(selected)), "n_groups": float(len(best))}
-        if baseline is not None:
-            metrics.update(
-                {
-                    tracking.FFT_TEST_LOSS: baseline.test_loss,
-                    tracking.FFT_TEST_MAE_THREADS_PER_CM: baseline.test_mae_threads_per_cm,
-                    tracking.FFT_FAILED_SUBPATCHES: float(baseline.n_failed),
-                }
-            )
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifacts(str(out), artifact_path=REPORT_ARTIFACT_DIR)
-        run_id = active.info.run_id
-    return AnalysisResult(run_id=run_id, out=out, report=built, evaluation_run_ids=evaluation_run_ids)
+    return metrics
 
 
 def _evaluate_best(
@@ -150,7 +176,7 @@ def _evaluate_best(
             uri=uri,
             experiment=experiment,
             study=settings.study,
-            extra_params={"repeats": settings.repeats, "batch_size": settings.batch_size},
+            extra_params={tracking.PARAM_REPEATS: settings.repeats, tracking.PARAM_BATCH_SIZE: settings.batch_size},
         )
         log.info(
             "%s (seed %s): test loss %.4f, prediction %.3f s (%s); evaluation run %s",
@@ -215,26 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare the frameworks: pick the best FINISHED training run of each framework (by "
         "best_val_loss), evaluate it on the test split, log evaluation runs and write the report.",
     )
-    parser.add_argument(
-        "--experiment", default=None, help=f"MLflow experiment (default: {tracking.DEFAULT_EXPERIMENT})"
-    )
+    cli.add_experiment_option(parser)
     parser.add_argument("--study", default=None, help="only runs tagged with this study id")
     parser.add_argument("--filter", default=None, help="extra MLflow search clause, e.g. \"params.profile = 'laptop'\"")
     parser.add_argument("--out", default=None, help="report folder (default: reports/<study or experiment>)")
     parser.add_argument("--dataset", default=None, help="prepared dataset directory (default: found from the runs)")
-    parser.add_argument("--data_root", default=None, help="data root (default: $THREAD_BENCH_DATA or ./data)")
+    cli.add_data_root_option(parser)
     helps = {
         "repeats": "timed prediction passes over the test split after the warm-up pass; the median is reported",
         "batch_size": "prediction batch size",
         "fft_baseline": "also score the FFT thread counter on the test split (true/false)",
         "seed": "seed of the bootstrap",
     }
-    added = cli.add_dataclass_options(parser, AnalysisSettings, include=helps)
-    for action in parser._actions:
-        if action.dest in added:
-            default = getattr(AnalysisSettings, action.dest)
-            action.help = f"{helps[action.dest]} (default: {default})"
-    parser.add_argument("--verbose", action="store_true")
+    cli.add_dataclass_options(parser, AnalysisSettings, include=helps, helps=helps)
+    cli.add_verbose_option(parser)
     return parser
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import logging
 import os
@@ -26,18 +25,19 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from analysis.report import Baseline
-from thread_bench import measure, tracking
+from thread_bench import backends, frameworks, measure, tracking
+from thread_bench.backends import Sync
+from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.counting import fft_count
 from thread_bench.data import corpus, synthetic
 from thread_bench.data.prepared import PreparedDataset, Split, load_prepared
-from thread_bench.models import spec
-from thread_bench.training.options import KerasOptions
+from thread_bench.frameworks import Framework, Trainer
+from thread_bench.metrics import mean_absolute_error, normalized_mae
 
 log = logging.getLogger(__name__)
 
 #: Timed prediction passes over the test split after the warm-up pass; the median is reported.
 DEFAULT_REPEATS = 3
-DEFAULT_BATCH_SIZE = 64
 PREDICTIONS_ARTIFACT = "predictions.csv"
 
 
@@ -67,21 +67,7 @@ class Evaluation:
         }
 
 
-def normalised_mae(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """The training loss, mean(|ŷ − y| / y) (docs/DESIGN.md §4)."""
-    labels = np.asarray(labels, dtype=np.float64)
-    return float(np.mean(np.abs(np.asarray(predictions, dtype=np.float64) - labels) / labels))
-
-
-def mean_absolute_error(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.abs(np.asarray(predictions, dtype=np.float64) - np.asarray(labels, dtype=np.float64))))
-
-
 # ------------------------------------------------------------------------------------------- models
-
-#: Framework -> the MLflow flavor that loads its models. PyTorch models are pyfunc models over their weights
-#: (``thread_bench.models.torch_pyfunc``); runs logged before that used the ``pytorch`` flavor (``pt2``).
-_FLAVORS = {"keras": "mlflow.keras", "torch": "mlflow.pytorch"}
 
 
 def model_uri(run_id: str) -> str:
@@ -108,114 +94,39 @@ def model_uri(run_id: str) -> str:
     return f"runs:/{run_id}/{tracking.ARTIFACT_MODEL}"
 
 
-def load_model(uri: str, framework: str) -> Any:
-    """Load a model with its native MLflow flavor (not pyfunc: prediction is timed without its overhead).
-
-    Raises:
-        ValueError: unknown framework.
-    """
-    if framework not in _FLAVORS:
-        raise ValueError(f"unknown framework {framework!r}; expected one of {sorted(_FLAVORS)}")
-    if framework == "torch" and "pytorch" not in mlflow.models.get_model_info(uri).flavors:
-        from thread_bench.models import torch_pyfunc
-
-        return torch_pyfunc.load_model(uri)
-    flavor = importlib.import_module(_FLAVORS[framework])
-    if framework == "keras":
-        # Prediction needs no loss or optimizer: not compiling also spares resolving the training's custom
-        # loss function by name.
-        return flavor.load_model(uri, load_model_kwargs={"compile": False})
-    return flavor.load_model(uri)
-
-
 @dataclass(frozen=True)
 class Predictor:
     """A loaded model's ``predict(images) -> densities`` with the device it runs on and its device sync."""
 
     predict: Callable[[np.ndarray], np.ndarray]
     device: str
-    sync: measure.Sync
+    sync: Sync
 
 
-def predictor(framework: str, model: Any, batch_size: int = DEFAULT_BATCH_SIZE) -> Predictor:
-    """Wrap a loaded model as a :class:`Predictor` (uint8 ``(N, S, S)`` images in, threads/cm out).
+def start_framework(framework: Framework, backend: str) -> Trainer | None:
+    """The framework's trainer, running on ``backend`` in this process; ``None`` when the framework already runs
+    on another backend here (Keras picks its backend once, at its first import).
 
-    Raises:
-        ValueError: unknown framework.
+    Sets the environment training sets (JAX allocates on demand) and the backend's memory settings: without
+    TensorFlow's memory growth, TensorFlow reserves nearly all GPU memory and a PyTorch model evaluated next
+    in this process would not fit (docs/DESIGN.md §7).
     """
-    if framework == "torch":
-        return _torch_predictor(model, batch_size)
-    if framework == "keras":
-        return _keras_predictor(model, batch_size)
-    raise ValueError(f"unknown framework {framework!r}; expected one of {sorted(_FLAVORS)}")
+    if not framework.can_start(backend):
+        return None
+    trainer = framework.load_trainer(backend)
+    backends.get(backend).prepare_memory()
+    return trainer
 
 
-def _torch_predictor(model: Any, batch_size: int) -> Predictor:
-    """PyTorch models move to the GPU when there is one.
-
-    A model logged by this version is a ``RegVGG`` (``torch_model.predict`` applies); one logged before it in
-    MLflow's ``pt2`` format loads as a ``torch.fx.GraphModule``, which refuses ``eval()`` and has no
-    ``config``, hence the loop for it.
-    """
-    import torch
-
-    from thread_bench.models import torch_model
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    if isinstance(model, torch_model.RegVGG):
-        return Predictor(
-            predict=lambda images: torch_model.predict(model, images, batch_size=batch_size),
-            device=str(device),
-            sync=measure.device_sync("torch"),
-        )
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        x = spec.as_model_input(images, images.shape[1])
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(x), batch_size):
-                batch = torch.from_numpy(x[start : start + batch_size]).unsqueeze(1).to(device)
-                outputs.append(model(batch).reshape(-1).float().cpu().numpy())
-        return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
-
-    return Predictor(predict=predict, device=str(device), sync=measure.device_sync("torch"))
-
-
-def _keras_predictor(model: Any, batch_size: int) -> Predictor:
-    """Keras places the model where its backend does (the first GPU when there is one)."""
-    import keras
-
-    from thread_bench.models import keras_model
-
-    runtime = str(keras.backend.backend())
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return keras_model.predict(model, images, batch_size=batch_size)
-
-    device = f"{runtime}:{measure.gpu_name(runtime) or 'cpu'}"
-    return Predictor(predict=predict, device=device, sync=measure.device_sync(runtime))
-
-
-def use_keras_backend(backend: str) -> bool:
-    """Make this process run Keras on ``backend`` if it still can; True when it does.
-
-    Keras picks its backend at its first import, so this works only before Keras is imported (or when it
-    already runs on ``backend``). Sets the same environment as training (JAX allocates on demand) and turns
-    on TensorFlow's memory growth, without which TensorFlow reserves nearly all GPU memory and a PyTorch
-    model evaluated next in this process would not fit (docs/DESIGN.md §7).
-    """
-    if "keras" in sys.modules:
-        return bool(sys.modules["keras"].backend.backend() == backend)
-    from thread_bench.keras_train import backend_environment
-
-    os.environ.update(backend_environment(KerasOptions(backend=backend), deterministic=False))
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
-    return True
+def load_predictor(trainer: Trainer, uri: str, batch_size: int = PREDICT_BATCH_SIZE) -> Predictor:
+    """Load a logged model with the framework's own loader (not pyfunc: prediction is timed without its
+    overhead) on this process's device."""
+    model = trainer.load_model(uri)
+    return Predictor(
+        predict=lambda images: trainer.predict(model, images, batch_size),
+        device=trainer.device(),
+        sync=backends.get(trainer.backend()).device_sync(),
+    )
 
 
 def evaluate(model: Predictor, split: Split, *, repeats: int = DEFAULT_REPEATS) -> Evaluation:
@@ -241,7 +152,7 @@ def evaluate(model: Predictor, split: Split, *, repeats: int = DEFAULT_REPEATS) 
         raise ValueError(f"model returned {predictions.shape[0]} predictions for {labels.shape[0]} test images")
     return Evaluation(
         predictions=predictions,
-        test_loss=normalised_mae(predictions, labels),
+        test_loss=normalized_mae(predictions, labels),
         test_mae_threads_per_cm=mean_absolute_error(predictions, labels),
         predict_time_s=predict_time_s,
         predict_first_time_s=first_time_s,
@@ -256,22 +167,25 @@ def evaluate_run(
     dataset: PreparedDataset,
     *,
     repeats: int = DEFAULT_REPEATS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = PREDICT_BATCH_SIZE,
 ) -> tuple[Evaluation, str]:
     """Load the model of training ``run`` and evaluate it on ``dataset``'s test split; returns it and its URI.
 
-    A Keras model runs on the backend it was trained on: in this process when Keras is not yet running
-    on another backend here, else in a fresh subprocess (``python -m analysis.evaluate``).
+    A model runs on the backend it was trained on: in this process when its framework is not yet running on
+    another backend here (Keras), else in a fresh subprocess (``python -m analysis.evaluate``).
     """
     uri = model_uri(str(run["run_id"]))
-    framework = str(run["framework"])
-    if framework == "keras":
-        backend = str(run.get("backend") or KerasOptions.backend)
-        if not use_keras_backend(backend):
-            log.info("Keras runs on another backend in this process: evaluating the %s model in a subprocess", backend)
-            return _evaluate_in_subprocess(uri, framework, backend, dataset.path, repeats, batch_size), uri
-    model = load_model(uri, framework)
-    return evaluate(predictor(framework, model, batch_size), dataset.test, repeats=repeats), uri
+    framework = frameworks.get(str(run["framework"]))
+    backend = str(run.get("backend") or framework.default_backend)
+    trainer = start_framework(framework, backend)
+    if trainer is None:
+        log.info(
+            "%s runs on another backend in this process: evaluating the %s model in a subprocess",
+            framework.name,
+            backend,
+        )
+        return _evaluate_in_subprocess(uri, framework.name, backend, dataset.path, repeats, batch_size), uri
+    return evaluate(load_predictor(trainer, uri, batch_size), dataset.test, repeats=repeats), uri
 
 
 def _evaluate_in_subprocess(
@@ -325,14 +239,14 @@ def log_evaluation(
         tracking.log_params(
             {
                 tracking.PARAM_FRAMEWORK: source["framework"],
-                "backend": source.get("backend"),
-                "group": source["group"],
-                "seed": source["seed"],
-                "source_run_id": source["run_id"],
-                "model_uri": uri,
+                tracking.PARAM_BACKEND: source.get("backend"),
+                tracking.PARAM_GROUP: source["group"],
+                tracking.PARAM_SEED: source["seed"],
+                tracking.PARAM_SOURCE_RUN_ID: source["run_id"],
+                tracking.PARAM_MODEL_URI: uri,
                 tracking.PARAM_DATASET_DIGEST: source["dataset_digest"],
-                "n_test": evaluation.n_test,
-                "predict_device": evaluation.device,
+                tracking.PARAM_N_TEST: evaluation.n_test,
+                tracking.PARAM_PREDICT_DEVICE: evaluation.device,
                 **(extra_params or {}),
             }
         )
@@ -344,7 +258,7 @@ def log_evaluation(
                 "prediction_threads_per_cm": evaluation.predictions,
             }
         )
-        mlflow.log_text(table.to_csv(index=False), PREDICTIONS_ARTIFACT)
+        mlflow.log_text(table.to_csv(index=False), tracking.ARTIFACT_PREDICTIONS)
         return str(run.info.run_id)
 
 
@@ -393,7 +307,7 @@ def fft_baseline(split: Split, px_per_cm: np.ndarray, source: str) -> Baseline:
     if n_counted == 0:
         return Baseline(float("nan"), float("nan"), 0, len(labels), source)
     return Baseline(
-        test_loss=normalised_mae(estimates[counted], labels[counted]),
+        test_loss=normalized_mae(estimates[counted], labels[counted]),
         test_mae_threads_per_cm=mean_absolute_error(estimates[counted], labels[counted]),
         n_counted=n_counted,
         n_failed=len(labels) - n_counted,
@@ -409,22 +323,24 @@ def build_parser() -> argparse.ArgumentParser:
     when the model needs a Keras backend other than the one already running)."""
     parser = argparse.ArgumentParser(prog="python -m analysis.evaluate", description=build_parser.__doc__)
     parser.add_argument("--model_uri", required=True)
-    parser.add_argument("--framework", required=True, choices=sorted(_FLAVORS))
-    parser.add_argument("--backend", default=KerasOptions.backend, help="Keras backend (ignored for torch)")
+    parser.add_argument("--framework", required=True, choices=frameworks.NAMES)
+    parser.add_argument("--backend", default=None, help="the backend it was trained on (default: the framework's)")
     parser.add_argument("--dataset", required=True, help="prepared dataset directory")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
-    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch_size", type=int, default=PREDICT_BATCH_SIZE)
     parser.add_argument("--out", required=True, help="folder for evaluation.json and predictions.npy")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.framework == "keras" and not use_keras_backend(args.backend):
-        raise RuntimeError(f"cannot run Keras on {args.backend} in this process")
-    model = load_model(args.model_uri, args.framework)
+    framework = frameworks.get(args.framework)
+    backend = args.backend or framework.default_backend
+    trainer = start_framework(framework, backend)
+    if trainer is None:
+        raise RuntimeError(f"cannot run {framework.name} on {backend} in this process")
     split = load_prepared(args.dataset).test
-    evaluation = evaluate(predictor(args.framework, model, args.batch_size), split, repeats=args.repeats)
+    evaluation = evaluate(load_predictor(trainer, args.model_uri, args.batch_size), split, repeats=args.repeats)
     _write_evaluation(evaluation, Path(args.out))
     return 0
 

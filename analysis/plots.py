@@ -25,8 +25,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from thread_bench import tracking
+
 _GIB = 1024.0**3
 _PALETTE = "colorblind"
+#: How the figures name the two minimal losses of a run.
+_LOSS_NAMES = {tracking.MIN_TRAIN_LOSS: "minimal train", tracking.BEST_VAL_LOSS: "minimal validation"}
 
 
 def learning_curves(history: pd.DataFrame) -> Figure:
@@ -36,11 +40,11 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     axes = figure.subplots(1, len(groups), sharey=True, squeeze=False)[0]
     long = history.melt(
         id_vars=["group", "run_id", "seed", "epoch"],
-        value_vars=["train_loss", "val_loss"],
+        value_vars=[tracking.TRAIN_LOSS, tracking.VAL_LOSS],
         var_name="split",
         value_name="loss",
     )
-    long["split"] = long["split"].map({"train_loss": "train", "val_loss": "validation"})
+    long["split"] = long["split"].map({tracking.TRAIN_LOSS: "train", tracking.VAL_LOSS: "validation"})
     long["seed"] = long["seed"].astype(str)
     for ax, name in zip(axes, groups, strict=True):
         frame = long[long["group"] == name]
@@ -66,18 +70,12 @@ def learning_curves(history: pd.DataFrame) -> Figure:
 
 def min_loss_vs_epochs(runs: pd.DataFrame) -> Figure:
     """Minimal training and validation loss of each run against the epochs it trained (7-2)."""
-    long = runs.melt(
-        id_vars=["group", "epochs_trained"],
-        value_vars=["min_train_loss", "best_val_loss"],
-        var_name="loss",
-        value_name="value",
-    )
-    long["loss"] = long["loss"].map({"min_train_loss": "minimal train", "best_val_loss": "minimal validation"})
+    long = _minimal_losses(runs, tracking.EPOCHS_TRAINED)
     figure = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = figure.subplots()
     sns.scatterplot(
         data=long,
-        x="epochs_trained",
+        x=tracking.EPOCHS_TRAINED,
         y="value",
         hue="group",
         hue_order=_groups(runs),
@@ -95,14 +93,14 @@ def min_loss_vs_epochs(runs: pd.DataFrame) -> Figure:
 
 def training_times(runs: pd.DataFrame) -> Figure:
     """Total training time of every run, per group (7-3)."""
-    scale, unit = _time_unit(runs["total_train_time_s"])
-    frame = runs.assign(total=runs["total_train_time_s"] / scale)
+    scale, unit = _time_unit(runs[tracking.TOTAL_TRAIN_TIME_S])
+    frame = runs.assign(total=runs[tracking.TOTAL_TRAIN_TIME_S] / scale)
     return _per_run_distribution(frame, "total", f"total training time ({unit})", "Total training time per run")
 
 
 def epochs_trained(runs: pd.DataFrame) -> Figure:
     """Epochs trained by every run, per group (7-4); early stopping makes this vary."""
-    figure = _per_run_distribution(runs, "epochs_trained", "epochs trained", "Epochs trained per run")
+    figure = _per_run_distribution(runs, tracking.EPOCHS_TRAINED, "epochs trained", "Epochs trained per run")
     figure.axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
     return figure
 
@@ -114,7 +112,11 @@ def epoch_times(history: pd.DataFrame) -> Figure:
     carries tracing, compilation and warm-up and would otherwise pass for speed. A run with a single epoch
     appears only in the first-epoch panel.
     """
-    columns = {"epoch_time_s": "epoch", "train_time_s": "training pass", "val_time_s": "validation pass"}
+    columns = {
+        tracking.EPOCH_TIME_S: "epoch",
+        tracking.TRAIN_TIME_S: "training pass",
+        tracking.VAL_TIME_S: "validation pass",
+    }
     present = [c for c in columns if c in history.columns]
     long = history.melt(id_vars=["group", "run_id", "epoch"], value_vars=present, var_name="part", value_name="s")
     long["part"] = long["part"].map(columns)
@@ -144,10 +146,7 @@ def epoch_times(history: pd.DataFrame) -> Figure:
 
 def losses(runs: pd.DataFrame) -> Figure:
     """Minimal training and validation loss of every run, per group (7-7)."""
-    long = runs.melt(
-        id_vars=["group"], value_vars=["min_train_loss", "best_val_loss"], var_name="loss", value_name="value"
-    )
-    long["loss"] = long["loss"].map({"min_train_loss": "minimal train", "best_val_loss": "minimal validation"})
+    long = _minimal_losses(runs)
     figure = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = figure.subplots()
     sns.boxplot(data=long, x="loss", y="value", hue="group", hue_order=_groups(runs), palette=_PALETTE, ax=ax)
@@ -174,8 +173,8 @@ def memory(runs: pd.DataFrame) -> Figure:
     figure = Figure(figsize=(9.0, 4.0), layout="constrained")
     host_ax, gpu_ax = figure.subplots(1, 2)
     panels = [
-        (host_ax, "host_rss_peak_bytes", "host RSS peak (GiB)"),
-        (gpu_ax, "gpu_mem_peak_bytes", "GPU allocator peak (GiB)"),
+        (host_ax, tracking.HOST_RSS_PEAK_BYTES, "host RSS peak (GiB)"),
+        (gpu_ax, tracking.GPU_MEM_PEAK_BYTES, "GPU allocator peak (GiB)"),
     ]
     for ax, column, label in panels:
         values = pd.to_numeric(runs[column], errors="coerce") if column in runs.columns else None
@@ -194,12 +193,12 @@ def memory(runs: pd.DataFrame) -> Figure:
 
 def prediction_time(evaluations: pd.DataFrame) -> Figure:
     """Prediction time of each group's best model on the test split (7-10)."""
-    return _per_model_bar(evaluations, "predict_time_s", "seconds", "Prediction time on the test split (warm)")
+    return _per_model_bar(evaluations, tracking.PREDICT_TIME_S, "seconds", "Prediction time on the test split (warm)")
 
 
 def test_loss(evaluations: pd.DataFrame, baseline: float | None = None) -> Figure:
     """Test loss of each group's best model (7-11), with the FFT baseline as a dashed line when given."""
-    figure = _per_model_bar(evaluations, "test_loss", "normalised MAE", "Test loss of the best model")
+    figure = _per_model_bar(evaluations, tracking.TEST_LOSS, "normalised MAE", "Test loss of the best model")
     if baseline is not None and np.isfinite(baseline):
         ax = figure.axes[0]
         ax.axhline(baseline, color="grey", linestyle="--", label=f"FFT baseline ({baseline:.3g})")
@@ -214,6 +213,14 @@ def _groups(frame: pd.DataFrame) -> list[str]:
     return sorted(frame["group"].astype(str).unique())
 
 
+def _minimal_losses(runs: pd.DataFrame, *id_vars: str) -> pd.DataFrame:
+    """Each run's two minimal losses in long form: ``loss`` (named for the figures), ``value``, ``group`` and
+    ``id_vars``."""
+    long = runs.melt(id_vars=["group", *id_vars], value_vars=list(_LOSS_NAMES), var_name="loss", value_name="value")
+    long["loss"] = long["loss"].map(_LOSS_NAMES)
+    return long
+
+
 def _per_run_distribution(runs: pd.DataFrame, column: str, label: str, title: str) -> Figure:
     figure = Figure(figsize=(5.0, 4.0), layout="constrained")
     ax = figure.subplots()
@@ -225,6 +232,13 @@ def _per_run_distribution(runs: pd.DataFrame, column: str, label: str, title: st
 
 def _strip_and_bar(ax: Axes, frame: pd.DataFrame, column: str, order: Sequence[str]) -> None:
     """Mean as a bar, every run as a dot: with a handful of runs a box plot would hide more than it shows."""
+    _group_bars(ax, frame, column, order, alpha=0.5)
+    sns.stripplot(data=frame, x="group", y=column, order=order, color="black", size=6, ax=ax)
+    ax.set_xlabel("")
+
+
+def _group_bars(ax: Axes, frame: pd.DataFrame, column: str, order: Sequence[str], alpha: float | None = None) -> None:
+    """One bar per group (the mean of ``column``), in ``order``, coloured by group, no error bar."""
     sns.barplot(
         data=frame,
         x="group",
@@ -234,30 +248,16 @@ def _strip_and_bar(ax: Axes, frame: pd.DataFrame, column: str, order: Sequence[s
         hue_order=order,
         palette=_PALETTE,
         errorbar=None,
-        alpha=0.5,
+        alpha=alpha,
         legend=False,
         ax=ax,
     )
-    sns.stripplot(data=frame, x="group", y=column, order=order, color="black", size=6, ax=ax)
-    ax.set_xlabel("")
 
 
 def _per_model_bar(evaluations: pd.DataFrame, column: str, label: str, title: str) -> Figure:
     figure = Figure(figsize=(5.0, 4.0), layout="constrained")
     ax = figure.subplots()
-    order = _groups(evaluations)
-    sns.barplot(
-        data=evaluations,
-        x="group",
-        y=column,
-        hue="group",
-        order=order,
-        hue_order=order,
-        palette=_PALETTE,
-        errorbar=None,
-        legend=False,
-        ax=ax,
-    )
+    _group_bars(ax, evaluations, column, _groups(evaluations))
     for container in ax.containers:
         ax.bar_label(container, fmt="%.3g")  # type: ignore[arg-type]
     ax.set_xlabel("")

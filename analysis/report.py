@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -25,20 +24,14 @@ from matplotlib.figure import Figure
 from analysis import plots, runs, stats
 from thread_bench import tracking
 
-#: Per-run quantities derived from the epoch history (first epoch apart from the steady state).
-FIRST_EPOCH_TIME_S = "first_epoch_time_s"
-STEADY_EPOCH_TIME_S = "steady_epoch_time_s"
-STEADY_TRAIN_TIME_S = "steady_train_time_s"
-STEADY_VAL_TIME_S = "steady_val_time_s"
-
 #: Metrics summarised across seeds (median and IQR), in report order.
 STAT_METRICS = (
     tracking.TOTAL_TRAIN_TIME_S,
     tracking.EPOCHS_TRAINED,
-    FIRST_EPOCH_TIME_S,
-    STEADY_EPOCH_TIME_S,
-    STEADY_TRAIN_TIME_S,
-    STEADY_VAL_TIME_S,
+    tracking.FIRST_EPOCH_TIME_S,
+    tracking.MEDIAN_EPOCH_TIME_S,
+    tracking.MEDIAN_TRAIN_TIME_S,
+    tracking.MEDIAN_VAL_TIME_S,
     tracking.HOST_RSS_PEAK_BYTES,
     tracking.GPU_MEM_PEAK_BYTES,
     tracking.GPU_MEM_NVML_BYTES,
@@ -49,10 +42,10 @@ STAT_METRICS = (
 _UNITS = {
     tracking.TOTAL_TRAIN_TIME_S: "s",
     tracking.EPOCHS_TRAINED: "epochs",
-    FIRST_EPOCH_TIME_S: "s",
-    STEADY_EPOCH_TIME_S: "s",
-    STEADY_TRAIN_TIME_S: "s",
-    STEADY_VAL_TIME_S: "s",
+    tracking.FIRST_EPOCH_TIME_S: "s",
+    tracking.MEDIAN_EPOCH_TIME_S: "s",
+    tracking.MEDIAN_TRAIN_TIME_S: "s",
+    tracking.MEDIAN_VAL_TIME_S: "s",
     tracking.HOST_RSS_PEAK_BYTES: "bytes",
     tracking.GPU_MEM_PEAK_BYTES: "bytes",
     tracking.GPU_MEM_NVML_BYTES: "bytes",
@@ -62,9 +55,15 @@ _UNITS = {
 
 NOT_MEASURED = "not measured"
 
+#: The steady-state epoch time (epochs after the first, as training logs it) that groups are compared on.
+TIME_METRIC = tracking.MEDIAN_EPOCH_TIME_S
+
+#: GPU memory metrics: absent on a CPU run, and ``gpu_mem_nvml_bytes`` is logged per epoch only.
+_GPU_MEMORY_METRICS = (tracking.GPU_MEM_PEAK_BYTES, tracking.GPU_MEM_NVML_BYTES)
+
 #: Group knobs ignored when pairing a deterministic group with a non-deterministic one: the variant names the
 #: set a run belongs to, and cuDNN benchmarking follows from ``deterministic`` (it is not a group knob).
-_DETERMINISM_COMPANIONS = frozenset({"deterministic", tracking.PARAM_VARIANT})
+_DETERMINISM_COMPANIONS = frozenset({tracking.PARAM_DETERMINISTIC, tracking.PARAM_VARIANT})
 
 
 @dataclass(frozen=True)
@@ -95,33 +94,23 @@ class Report:
 
 
 def per_run_table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` plus the per-run quantities computed from the epoch history.
+    """``runs`` with each GPU memory metric that has no summary value taken from the epoch history (its
+    largest per-epoch value).
 
-    Steady state = every epoch after the first (the first carries tracing, compilation and allocator
-    warm-up, docs/DESIGN.md §7); a run with a single epoch has no steady state and reports that epoch.
-    GPU memory falls back to the largest per-epoch value when the run has no summary value.
+    The times come as training logged them (``first_epoch_time_s``, ``median_*_time_s``: the steady state is
+    defined once, in ``thread_bench.training.common.steady_state``); a run logged before a metric existed
+    has NaN there, which the report shows as "not measured".
     """
-    derived = []
-    for run_id, frame in history.groupby("run_id", sort=False):
-        frame = frame.sort_values("epoch")
-        steady = frame.iloc[1:] if len(frame) > 1 else frame
-        row: dict[str, Any] = {"run_id": run_id}
-        row[FIRST_EPOCH_TIME_S] = _first(frame, tracking.EPOCH_TIME_S)
-        for target, source in (
-            (STEADY_EPOCH_TIME_S, tracking.EPOCH_TIME_S),
-            (STEADY_TRAIN_TIME_S, tracking.TRAIN_TIME_S),
-            (STEADY_VAL_TIME_S, tracking.VAL_TIME_S),
-        ):
-            row[target] = float(steady[source].median()) if source in steady.columns else np.nan
-        for key in (tracking.GPU_MEM_PEAK_BYTES, tracking.GPU_MEM_NVML_BYTES):
-            row[f"epoch_max_{key}"] = float(frame[key].max()) if key in frame.columns else np.nan
-        derived.append(row)
-    columns = ["run_id", FIRST_EPOCH_TIME_S, STEADY_EPOCH_TIME_S, STEADY_TRAIN_TIME_S, STEADY_VAL_TIME_S]
-    columns += [f"epoch_max_{k}" for k in (tracking.GPU_MEM_PEAK_BYTES, tracking.GPU_MEM_NVML_BYTES)]
-    merged = runs.merge(pd.DataFrame(derived, columns=columns), on="run_id", how="left")
-    for key in (tracking.GPU_MEM_PEAK_BYTES, tracking.GPU_MEM_NVML_BYTES):
-        merged[key] = merged[key].fillna(merged.pop(f"epoch_max_{key}"))
+    merged = runs.copy()
+    for key in _GPU_MEMORY_METRICS:
+        if key in history.columns and not history.empty:
+            epoch_max = history.groupby("run_id", sort=False)[key].max()
+            merged[key] = merged[key].fillna(merged["run_id"].map(epoch_max))
     return merged
+
+
+#: One cell of the comparison table: group name -> value.
+_Cell = Callable[[str], Any]
 
 
 def comparison_table(
@@ -136,33 +125,16 @@ def comparison_table(
     groups = sorted(per_run["group"].unique())
     evaluation_of = {row["group"]: row for _, row in evaluations.iterrows()}
 
-    def of_runs(metric: str, how: str) -> Callable[[str], Any]:
-        def value(group: str) -> Any:
-            values = pd.to_numeric(per_run.loc[per_run["group"] == group, metric], errors="coerce")
-            values = values[np.isfinite(values)]
-            if values.empty:
-                return np.nan
-            return float(values.mean() if how == "mean" else values.min())
+    def of_runs(metric: str, how: str) -> _Cell:
+        return lambda group: _group_aggregate(per_run, group, metric, how)
 
-        return value
-
-    def of_evaluation(metric: str) -> Callable[[str], Any]:
+    def of_evaluation(metric: str) -> _Cell:
         return lambda group: float(evaluation_of[group][metric]) if group in evaluation_of else np.nan
 
-    def best_run(group: str) -> str:
-        if group not in evaluation_of:
-            return ""
-        row = evaluation_of[group]
-        return f"seed {row['seed']} ({str(row['source_run_id'])[:8]})"
+    def text(column: str) -> _Cell:
+        return lambda group: _group_text(per_run, group, column)
 
-    def text(column: str) -> Callable[[str], str]:
-        def value(group: str) -> str:
-            values = per_run.loc[per_run["group"] == group, column] if column in per_run else pd.Series(dtype=str)
-            return ", ".join(sorted({str(v) for v in values.dropna()}))
-
-        return value
-
-    rows: list[tuple[str, str, Callable[[str], Any]]] = [
+    rows: list[tuple[str, str, _Cell]] = [
         ("Backend", "text", text("backend")),
         ("Versions", "text", text("versions")),
         ("Device", "text", text("device")),
@@ -170,30 +142,56 @@ def comparison_table(
         ("Runs (seeds)", "count", lambda group: int((per_run["group"] == group).sum())),
         ("Average training time", "s", of_runs(tracking.TOTAL_TRAIN_TIME_S, "mean")),
         ("Average epochs trained", "epochs", of_runs(tracking.EPOCHS_TRAINED, "mean")),
-        ("First epoch (warm-up)", "s", of_runs(FIRST_EPOCH_TIME_S, "mean")),
-        ("Time per epoch (steady state)", "s", of_runs(STEADY_EPOCH_TIME_S, "mean")),
-        ("Time per training pass", "s", of_runs(STEADY_TRAIN_TIME_S, "mean")),
-        ("Time per validation pass", "s", of_runs(STEADY_VAL_TIME_S, "mean")),
+        ("First epoch (warm-up)", "s", of_runs(tracking.FIRST_EPOCH_TIME_S, "mean")),
+        ("Time per epoch (steady state)", "s", of_runs(tracking.MEDIAN_EPOCH_TIME_S, "mean")),
+        ("Time per training pass", "s", of_runs(tracking.MEDIAN_TRAIN_TIME_S, "mean")),
+        ("Time per validation pass", "s", of_runs(tracking.MEDIAN_VAL_TIME_S, "mean")),
         ("Prediction time on the test set (warm)", "s", of_evaluation(tracking.PREDICT_TIME_S)),
         ("GPU memory, allocator peak", "bytes", of_runs(tracking.GPU_MEM_PEAK_BYTES, "mean")),
         ("GPU memory, NVML per process", "bytes", of_runs(tracking.GPU_MEM_NVML_BYTES, "mean")),
         ("Host memory peak (RSS)", "bytes", of_runs(tracking.HOST_RSS_PEAK_BYTES, "mean")),
         ("Minimal train loss", "loss", of_runs(tracking.MIN_TRAIN_LOSS, "min")),
         ("Minimal validation loss", "loss", of_runs(tracking.BEST_VAL_LOSS, "min")),
-        ("Best run (by validation loss)", "text", best_run),
+        ("Best run (by validation loss)", "text", lambda group: _best_run(evaluation_of.get(group))),
         ("Test loss of the best model", "loss", of_evaluation(tracking.TEST_LOSS)),
         ("Test MAE of the best model", "threads/cm", of_evaluation(tracking.TEST_MAE_THREADS_PER_CM)),
+        *_baseline_rows(baseline),
     ]
-    if baseline is not None:
-        rows += [
-            ("FFT baseline test loss (no learning)", "loss", lambda group: baseline.test_loss),
-            ("FFT baseline test MAE (no learning)", "threads/cm", lambda group: baseline.test_mae_threads_per_cm),
-        ]
-    table = pd.DataFrame(
-        {"unit": [unit for _, unit, _ in rows], **{g: [fn(g) for _, _, fn in rows] for g in groups}},
+    return pd.DataFrame(
+        {"unit": [unit for _, unit, _ in rows], **{g: [cell(g) for _, _, cell in rows] for g in groups}},
         index=pd.Index([label for label, _, _ in rows], name="quantity"),
     )
-    return table
+
+
+def _group_aggregate(per_run: pd.DataFrame, group: str, metric: str, how: str) -> float:
+    """The mean (``how="mean"``) or minimum (``"min"``) of ``metric`` over the group's runs that have a finite
+    value; NaN when none has (GPU memory on a CPU, a metric newer than the runs)."""
+    values = pd.to_numeric(per_run.loc[per_run["group"] == group, metric], errors="coerce")
+    values = values[np.isfinite(values)]
+    if values.empty:
+        return float("nan")
+    return float(values.mean() if how == "mean" else values.min())
+
+
+def _group_text(per_run: pd.DataFrame, group: str, column: str) -> str:
+    """The distinct values of ``column`` over the group's runs, sorted, comma-separated."""
+    values = per_run.loc[per_run["group"] == group, column] if column in per_run else pd.Series(dtype=str)
+    return ", ".join(sorted({str(v) for v in values.dropna()}))
+
+
+def _best_run(evaluation: pd.Series | None) -> str:
+    if evaluation is None:
+        return ""
+    return f"seed {evaluation['seed']} ({str(evaluation['source_run_id'])[:8]})"
+
+
+def _baseline_rows(baseline: Baseline | None) -> list[tuple[str, str, _Cell]]:
+    if baseline is None:
+        return []
+    return [
+        ("FFT baseline test loss (no learning)", "loss", lambda group: baseline.test_loss),
+        ("FFT baseline test MAE (no learning)", "threads/cm", lambda group: baseline.test_mae_threads_per_cm),
+    ]
 
 
 def build_report(
@@ -221,7 +219,7 @@ def build_report(
         evaluations=evaluations,
         summary=stats.summarize(per_run, STAT_METRICS),
         comparisons=stats.compare_groups(
-            per_run, time_metric=STEADY_EPOCH_TIME_S, loss_metric=tracking.BEST_VAL_LOSS, seed=seed
+            per_run, time_metric=TIME_METRIC, loss_metric=tracking.BEST_VAL_LOSS, seed=seed
         ),
         determinism=determinism_costs(per_run, seed=seed),
         baseline=baseline,
@@ -239,19 +237,19 @@ def determinism_costs(per_run: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     ``nondeterministic`` variant).
     """
     columns = ["framework", "deterministic", "nondeterministic", "n_a", "n_b", "ratio", "low", "high"]
-    if per_run.empty or "deterministic" not in per_run.columns:
+    if per_run.empty or tracking.PARAM_DETERMINISTIC not in per_run.columns:
         return pd.DataFrame(columns=columns)
     knobs = [c for c in runs.GROUP_COLUMNS if c in per_run.columns and c not in _DETERMINISM_COMPANIONS]
     settings = per_run.drop_duplicates("group").set_index("group")
-    flag = settings["deterministic"].astype(str)
+    flag = settings[tracking.PARAM_DETERMINISTIC].astype(str)
     rows = []
     for strict, relaxed in itertools.product(settings.index[flag == "True"], settings.index[flag == "False"]):
         a, b = settings.loc[strict], settings.loc[relaxed]
         if a["framework"] != b["framework"] or not all(_same(a[k], b[k]) for k in knobs):
             continue
         interval = stats.bootstrap_ratio(
-            per_run.loc[per_run["group"] == strict, STEADY_EPOCH_TIME_S],
-            per_run.loc[per_run["group"] == relaxed, STEADY_EPOCH_TIME_S],
+            per_run.loc[per_run["group"] == strict, TIME_METRIC],
+            per_run.loc[per_run["group"] == relaxed, TIME_METRIC],
             seed=seed,
         )
         rows.append(
@@ -323,16 +321,8 @@ def table_markdown(table: pd.DataFrame) -> str:
 
 
 def table_html(table: pd.DataFrame) -> str:
-    formatted = _formatted(table)
-    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in formatted.columns)
-    body = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-        for row in formatted.itertuples(index=False)
-    )
-    return (
-        '<table class="thread-bench-comparison">\n'
-        f"<thead><tr>{header}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
-    )
+    """The comparison table as an HTML table (values formatted with their units, escaped)."""
+    return _formatted(table).to_html(index=False, classes="thread-bench-comparison", border=0) + "\n"
 
 
 def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
@@ -484,18 +474,18 @@ def _format(value: Any, unit: str) -> str:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A DataFrame as a GitHub Markdown table, cells as ``str`` gives them (format numbers first)."""
+    """A DataFrame as a Markdown (pipe) table, cells as ``str`` gives them (format numbers first).
+
+    Written by ``DataFrame.to_markdown`` (tabulate), which keeps cells as they are: a ``|`` in a cell would
+    end it and a newline would end the row, hence the escaping here. Number parsing is off so that a cell
+    shows the text it was given.
+    """
     if frame.empty:
         return "(no data)"
-    columns = [str(c) for c in frame.columns]
 
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def _first(frame: pd.DataFrame, column: str) -> float:
-    return float(frame[column].iloc[0]) if column in frame.columns and len(frame) else float("nan")
+    cells = frame.map(cell)
+    cells.columns = [cell(c) for c in frame.columns]
+    return str(cells.to_markdown(index=False, disable_numparse=True))

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from thread_bench import tracking
 from thread_bench.config import DataConfig
@@ -24,6 +25,7 @@ from thread_bench.data import corpus
 from thread_bench.data.prepare import data_root as data_root_path
 from thread_bench.data.prepare import ensure_prepared, synthetic_corpus_dir
 from thread_bench.data.prepared import MANIFEST, DamagedDatasetError, PreparedDataset, load_prepared
+from thread_bench.tracking import training_filter
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +44,20 @@ KNOB_PARAMS = (
     tracking.PARAM_TF_MEMORY_GROWTH,
     tracking.PARAM_XLA_PREALLOCATE,
     tracking.PARAM_PROFILE,
-    "deterministic",
-    "tracemalloc",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "lr_schedule",
-    "patience",
-    "min_delta",
-    "adam_epsilon",
-    "base_filters",
-    "dropout",
-    "batchnorm_momentum",
-    "batchnorm_eps",
-    "input_size",
+    tracking.PARAM_DETERMINISTIC,
+    tracking.PARAM_TRACEMALLOC,
+    tracking.PARAM_EPOCHS,
+    tracking.PARAM_BATCH_SIZE,
+    tracking.PARAM_LEARNING_RATE,
+    tracking.PARAM_LR_SCHEDULE,
+    tracking.PARAM_PATIENCE,
+    tracking.PARAM_MIN_DELTA,
+    tracking.PARAM_ADAM_EPSILON,
+    tracking.PARAM_BASE_FILTERS,
+    tracking.PARAM_DROPOUT,
+    tracking.PARAM_BATCHNORM_MOMENTUM,
+    tracking.PARAM_BATCHNORM_EPS,
+    tracking.PARAM_INPUT_SIZE,
 )
 
 #: What separates groups: the knobs, and the device the run trained on (tag), since runs on two GPU models
@@ -69,7 +71,10 @@ SUMMARY_METRICS = (
     tracking.MIN_TRAIN_LOSS,
     tracking.EPOCHS_TRAINED,
     tracking.TOTAL_TRAIN_TIME_S,
+    tracking.FIRST_EPOCH_TIME_S,
     tracking.MEDIAN_EPOCH_TIME_S,
+    tracking.MEDIAN_TRAIN_TIME_S,
+    tracking.MEDIAN_VAL_TIME_S,
     tracking.TRAIN_SAMPLES_PER_S,
     tracking.HOST_RSS_PEAK_BYTES,
     tracking.HOST_PY_ALLOC_PEAK_BYTES,
@@ -77,25 +82,22 @@ SUMMARY_METRICS = (
     tracking.GPU_MEM_NVML_BYTES,
 )
 
+#: The summary metrics a finished training run may lack, which the report shows as "not measured": GPU
+#: memory on a CPU run, the Python heap peak when tracemalloc is off, and the steady-state pass times on a run
+#: logged before they were. Every other summary metric is logged by every training run: one missing means
+#: the run is not one of this project's, and :func:`tidy` refuses it rather than report it as not measured.
+OPTIONAL_METRICS = frozenset(
+    {
+        tracking.GPU_MEM_PEAK_BYTES,
+        tracking.GPU_MEM_NVML_BYTES,
+        tracking.HOST_PY_ALLOC_PEAK_BYTES,
+        tracking.MEDIAN_TRAIN_TIME_S,
+        tracking.MEDIAN_VAL_TIME_S,
+    }
+)
+
 #: Per-epoch metrics read back as the training history.
 EPOCH_METRICS = tracking.EPOCH_METRICS
-
-
-def quote(value: str) -> str:
-    """A string literal for an MLflow search filter."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def training_filter(study: str | None = None, extra: str | None = None, *, finished: bool = True) -> str:
-    """The search filter for (FINISHED) training runs, optionally of one study and with an extra clause."""
-    clauses = [f"tags.`{tracking.TAG_ROLE}` = {quote(tracking.ROLE_TRAIN)}"]
-    if finished:
-        clauses.append("attributes.status = 'FINISHED'")
-    if study:
-        clauses.append(f"tags.`{tracking.TAG_STUDY}` = {quote(study)}")
-    if extra:
-        clauses.append(extra)
-    return " and ".join(clauses)
 
 
 def experiment_id(experiment: str) -> str:
@@ -132,14 +134,18 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     """One row per run with plain column names: ``run_id``, ``run_name``, ``framework``, ``backend``, ``seed``,
     ``dataset_digest``, the study, every knob param (as logged, strings) and the summary metrics (floats).
 
-    ``params.*``/``tags.*`` columns of ``raw`` are kept too, for anything not named here.
+    ``params.*``/``tags.*`` columns of ``raw`` are kept too, for anything not named here. A summary metric
+    in :data:`OPTIONAL_METRICS` that a run did not log is NaN.
+
+    Raises:
+        ValueError: a run has no framework, or lacks a summary metric that every training run logs.
     """
     runs = raw.copy()
 
     def column(name: str) -> pd.Series:
         return runs[name] if name in runs.columns else pd.Series(np.nan, index=runs.index, dtype=object)
 
-    runs["run_name"] = column("tags.mlflow.runName")
+    runs["run_name"] = column(f"tags.{MLFLOW_RUN_NAME}")
     runs["framework"] = column(f"params.{tracking.PARAM_FRAMEWORK}").fillna(column(f"tags.{tracking.TAG_FRAMEWORK}"))
     runs["dataset_digest"] = column(f"params.{tracking.PARAM_DATASET_DIGEST}").fillna(
         column(f"tags.{tracking.TAG_DATASET_DIGEST}")
@@ -148,7 +154,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     runs["device"] = column(f"tags.{tracking.TAG_DEVICE}")
     runs["cpu"] = column(f"tags.{tracking.TAG_CPU}")
     runs["versions"] = column(f"tags.{tracking.TAG_FRAMEWORK_VERSION}")
-    runs["seed"] = pd.to_numeric(column("params.seed"), errors="coerce").astype("Int64")
+    runs["seed"] = pd.to_numeric(column(f"params.{tracking.PARAM_SEED}"), errors="coerce").astype("Int64")
     for knob in KNOB_PARAMS:
         runs[knob] = column(f"params.{knob}")
     for metric in SUMMARY_METRICS:
@@ -156,6 +162,13 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     missing = runs["framework"].isna()
     if missing.any():
         raise ValueError(f"training runs without a framework param or tag: {list(runs.loc[missing, 'run_id'])}")
+    for metric in (m for m in SUMMARY_METRICS if m not in OPTIONAL_METRICS):
+        lacking = runs[metric].isna()
+        if lacking.any():
+            raise ValueError(
+                f"training runs without a {metric} metric, which every training run logs: "
+                f"{list(runs.loc[lacking, 'run_id'])}; select this project's FINISHED training runs"
+            )
     return runs.reset_index(drop=True)
 
 
@@ -287,7 +300,7 @@ def data_config(run: Mapping[str, Any]) -> DataConfig | None:
     """
     values: dict[str, Any] = {}
     for field in dataclasses.fields(DataConfig):
-        key = f"params.{tracking.PARAM_DATA_SEED if field.name == 'seed' else field.name}"
+        key = f"params.{tracking.data_param(field.name)}"
         raw = run.get(key)
         if raw is None or (isinstance(raw, float) and np.isnan(raw)) or raw == "":
             continue

@@ -63,11 +63,14 @@ def bootstrap_ratio(
     confidence: float = CONFIDENCE,
     seed: int = 0,
 ) -> RatioInterval:
-    """Percentile bootstrap of mean(a) / mean(b), resampling each group's runs independently.
+    """Percentile bootstrap (``scipy.stats.bootstrap``) of mean(a) / mean(b), resampling each group's runs
+    independently; ``seed`` makes it reproducible.
 
-    The percentile method (not BCa) because studies have few runs per group, where BCa's jackknife
-    acceleration is unstable or undefined (identical values). With one run in a group the interval
-    collapses onto the ratio: report n alongside it.
+    The percentile method, not BCa, because studies have few runs per group, where BCa's jackknife
+    acceleration is unstable or undefined (identical values: scipy then warns and returns NaN bounds).
+    scipy resamples only samples of two or more values; a group of one run resamples to itself, so it enters
+    the ratio as a constant, and with one run in each group the interval collapses onto the ratio: report n
+    alongside it.
 
     Raises:
         ValueError: when a group has no finite values, or ``b`` has a zero mean.
@@ -79,16 +82,32 @@ def bootstrap_ratio(
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if values_b.mean() == 0.0:
         raise ValueError("bootstrap_ratio: the denominator group has a zero mean")
-    rng = np.random.default_rng(seed)
-    means_a = values_a[rng.integers(0, values_a.size, (resamples, values_a.size))].mean(axis=1)
-    means_b = values_b[rng.integers(0, values_b.size, (resamples, values_b.size))].mean(axis=1)
-    ratios = means_a / means_b
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    ratio = float(values_a.mean() / values_b.mean())
+    low = high = ratio
+    resampled = [values for values in (values_a, values_b) if values.size > 1]
+    if resampled:
+
+        def ratio_of_means(*samples: np.ndarray, axis: int) -> np.ndarray:
+            given = iter(samples)  # the resampled groups, in order; the others are their single value
+            mean_a = np.mean(next(given), axis=axis) if values_a.size > 1 else values_a[0]
+            mean_b = np.mean(next(given), axis=axis) if values_b.size > 1 else values_b[0]
+            return np.asarray(mean_a / mean_b)
+
+        result = scipy_stats.bootstrap(
+            resampled,
+            ratio_of_means,
+            n_resamples=resamples,
+            confidence_level=confidence,
+            method="percentile",
+            paired=False,
+            vectorized=True,
+            rng=np.random.default_rng(seed),
+        )
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return RatioInterval(
-        ratio=float(values_a.mean() / values_b.mean()),
-        low=float(low),
-        high=float(high),
+        ratio=ratio,
+        low=low,
+        high=high,
         confidence=confidence,
         n_a=int(values_a.size),
         n_b=int(values_b.size),
@@ -118,14 +137,19 @@ def mann_whitney(a: Sequence[float] | np.ndarray | pd.Series, b: Sequence[float]
 def summarize(runs: pd.DataFrame, metrics: Sequence[str], *, group: str = "group") -> pd.DataFrame:
     """Median, quartiles and count of each metric per group (long format, one row per group and metric).
 
+    A group without a finite value of a metric (GPU memory on a CPU run, a metric newer than the runs) has
+    no row for it.
+
     Args:
-        runs: one row per training run, a ``group`` column and the metric columns (missing ones are skipped).
+        runs: one row per training run, a ``group`` column and the metric columns.
         metrics: the columns to summarise, in report order.
+
+    Raises:
+        KeyError: a metric (or ``group``) is not a column of ``runs``.
     """
+    require_columns(runs, [group, *metrics])
     rows = []
     for metric in metrics:
-        if metric not in runs.columns:
-            continue
         for name, frame in runs.groupby(group, sort=False):
             median, q1, q3 = median_iqr(frame[metric])
             n = int(_finite(frame[metric]).size)
@@ -147,8 +171,13 @@ def compare_groups(
     ``time_metric`` means and the Mann–Whitney test of ``loss_metric``.
 
     Returns one row per pair with columns ``a``, ``b``, ``time_ratio``, ``time_ratio_low``, ``time_ratio_high``,
-    ``n_a``, ``n_b``, ``u_statistic``, ``p_value``, ``effect`` (NaN where a group lacks the metric).
+    ``n_a``, ``n_b``, ``u_statistic``, ``p_value``, ``effect`` (NaN where a group has no finite value of the
+    metric).
+
+    Raises:
+        KeyError: ``time_metric``, ``loss_metric`` or ``group`` is not a column of ``runs``.
     """
+    require_columns(runs, [group, time_metric, loss_metric])
     names = list(dict.fromkeys(runs[group]))
     rows = []
     for name_a, name_b in itertools.combinations(names, 2):
@@ -157,16 +186,24 @@ def compare_groups(
         try:
             interval = bootstrap_ratio(frame_a[time_metric], frame_b[time_metric], seed=seed)
             row.update(time_ratio=interval.ratio, time_ratio_low=interval.low, time_ratio_high=interval.high)
-        except (KeyError, ValueError):
+        except ValueError:  # no finite values in a group (or a zero denominator): not measured
             row.update(time_ratio=np.nan, time_ratio_low=np.nan, time_ratio_high=np.nan)
         try:
             test = mann_whitney(frame_a[loss_metric], frame_b[loss_metric])
             row.update(u_statistic=test.statistic, p_value=test.p_value, effect=test.effect)
-        except (KeyError, ValueError):
+        except ValueError:
             row.update(u_statistic=np.nan, p_value=np.nan, effect=np.nan)
         rows.append(row)
     columns = ["a", "b", "n_a", "n_b", "time_ratio", "time_ratio_low", "time_ratio_high"]
     return pd.DataFrame(rows, columns=[*columns, "u_statistic", "p_value", "effect"])
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Raise ``KeyError`` naming each of ``columns`` that ``frame`` lacks: a misspelt metric must not pass for
+    one that was not measured (a metric a run did not log is a column of NaN, see ``analysis.runs.tidy``)."""
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise KeyError(f"no column {', '.join(map(repr, missing))} in the runs: a misspelt metric or group name?")
 
 
 def _finite(values: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:

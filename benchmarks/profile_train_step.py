@@ -71,11 +71,12 @@ def build_step(framework: str, base_filters: int, input_size: int, batch: int) -
         import keras
 
         from thread_bench.models import keras_model
+        from thread_bench.training.keras_trainer import normalized_mae
 
         model = keras_model.build_model(config)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-7),
-            loss=lambda y, p: keras.ops.mean(keras.ops.abs(p - y) / y),
+            loss=lambda targets, predictions: normalized_mae(predictions, targets),  # Keras' argument order
         )
         x, y = images[..., np.newaxis], targets[:, np.newaxis]
         return lambda: model.train_on_batch(x, y)
@@ -83,6 +84,7 @@ def build_step(framework: str, base_filters: int, input_size: int, batch: int) -
     import torch
 
     from thread_bench.models import torch_model
+    from thread_bench.training.torch_trainer import normalized_mae
 
     net = torch_model.build_model(config)
     xt, yt = torch.from_numpy(images).unsqueeze(1), torch.from_numpy(targets)
@@ -93,7 +95,7 @@ def build_step(framework: str, base_filters: int, input_size: int, batch: int) -
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = ((net(xt).reshape(-1) - yt).abs() / yt).mean()
+        loss = normalized_mae(net(xt).reshape(-1), yt)
         loss.backward()
         optimizer.step()
         return float(loss.detach())

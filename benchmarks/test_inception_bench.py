@@ -164,6 +164,7 @@ def _torch_model_step(case: ModelCase, channels_last: bool) -> Callable[[], floa
     import torch
 
     from thread_bench.models import torch_model
+    from thread_bench.training.torch_trainer import normalized_mae
 
     model = torch_model.build_model(case.config)
     rng = np.random.default_rng(0)
@@ -177,7 +178,7 @@ def _torch_model_step(case: ModelCase, channels_last: bool) -> Callable[[], floa
 
     def train_step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = ((model(x).reshape(-1) - y).abs() / y).mean()
+        loss = normalized_mae(model(x).reshape(-1), y)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
@@ -189,13 +190,12 @@ def _keras_model_step(case: ModelCase) -> Callable[[], Any]:
     import keras
 
     from thread_bench.models import keras_model
-
-    def normalised_mae(y_true: Any, y_pred: Any) -> Any:
-        return keras.ops.mean(keras.ops.abs(y_pred - y_true) / y_true)
+    from thread_bench.training.keras_trainer import normalized_mae
 
     model = keras_model.build_model(case.config)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE, epsilon=ADAM_EPSILON), loss=normalised_mae
+        optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE, epsilon=ADAM_EPSILON),
+        loss=lambda targets, predictions: normalized_mae(predictions, targets),  # Keras' argument order
     )
     rng = np.random.default_rng(0)
     x = rng.random((case.batch, case.config.input_size, case.config.input_size, 1), np.float32)

@@ -24,6 +24,30 @@ def tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     mlflow.set_tracking_uri(None)
 
 
+def tracking_constants() -> dict[str, str]:
+    """Every MLflow name ``thread_bench.tracking`` defines, by constant: its upper-case string constants, but
+    the role values (tag values) and the default experiment."""
+    from thread_bench import tracking
+
+    return {
+        name: value
+        for name, value in vars(tracking).items()
+        if name.isupper() and isinstance(value, str) and not name.startswith(("ROLE_", "DEFAULT_"))
+    }
+
+
+def tracking_names() -> set[str]:
+    return set(tracking_constants().values())
+
+
+def names_not_in_tracking(run: mlflow.entities.Run) -> set[str]:
+    """The params, metrics and tags ``run`` carries that ``thread_bench.tracking`` does not name, leaving out
+    MLflow's own (``mlflow.*`` tags, ``system/*`` metrics)."""
+    logged = set(run.data.params) | {m for m in run.data.metrics if not m.startswith("system/")}
+    logged |= {tag for tag in run.data.tags if not tag.startswith("mlflow.")}
+    return logged - tracking_names()
+
+
 def make_fake_prepared(tmp_path: Path, n_train: int, n_val: int, n_test: int, size: int) -> Path:
     """A tiny prepared dataset in the layout of ``thread_bench.data.prepared`` (random stripes whose
     frequency is the label, so a model can learn something); returns its directory."""

@@ -453,7 +453,7 @@ def check_input_pipelines(seed: int = 0) -> dict[str, float]:
     """Keras' batches (``_Batches``) through every input pipeline this backend offers equal
     ``ArraySplit.batch`` bit for bit, in the sampler's order; ``staged`` repeats one batch per size."""
     from thread_bench.training import common
-    from thread_bench.training import keras_train as trainer
+    from thread_bench.training import keras_trainer as trainer
 
     rng = np.random.default_rng(seed)
     split = common.ArraySplit(

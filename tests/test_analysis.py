@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from analysis import cli as analysis_cli
 from analysis import evaluate, plots, report, runs, stats
+from conftest import names_not_in_tracking, tracking_names
 from thread_bench import tracking
 from thread_bench.config import DataConfig, resolve
 from thread_bench.data.prepare import ensure_prepared, synthetic_corpus_dir
@@ -60,8 +62,13 @@ def fabricate_run(
     val_floor: float = 0.1,
     status: str = "FINISHED",
     params: dict[str, object] | None = None,
+    logged_before_pass_times: bool = False,
 ) -> str:
-    """A training run with the names training logs (docs/DESIGN.md §5), without a model."""
+    """A training run with the names training logs (docs/DESIGN.md §5), without a model.
+
+    ``logged_before_pass_times``: without the steady-state pass times, like a run logged before training
+    logged them.
+    """
     mlflow.set_experiment(experiment)
     tags = {tracking.TAG_ROLE: tracking.ROLE_TRAIN, tracking.TAG_FRAMEWORK: framework}
     if study:
@@ -79,17 +86,19 @@ def fabricate_run(
                 **(params or {}),
             }
         )
-        val_losses = []
+        val_losses, first_epoch_time_s = [], 0.0
         for epoch in range(epochs):
             train_loss = 1.0 / (epoch + 1) + 0.01 * rng.random()
             val_loss = val_floor + 0.5 / (epoch + 1) + 0.01 * rng.random()
             val_losses.append(val_loss)
             warmup = 3.0 if epoch == 0 else 1.0
+            this_epoch_time_s = epoch_time_s * warmup * (1 + 0.05 * rng.random())
+            first_epoch_time_s = first_epoch_time_s or this_epoch_time_s
             mlflow.log_metrics(
                 {
                     tracking.TRAIN_LOSS: train_loss,
                     tracking.VAL_LOSS: val_loss,
-                    tracking.EPOCH_TIME_S: epoch_time_s * warmup * (1 + 0.05 * rng.random()),
+                    tracking.EPOCH_TIME_S: this_epoch_time_s,
                     tracking.TRAIN_TIME_S: 0.9 * epoch_time_s * warmup,
                     tracking.VAL_TIME_S: 0.1 * epoch_time_s,
                     tracking.HOST_RSS_PEAK_BYTES: 1e9 + 1e6 * epoch,
@@ -103,10 +112,16 @@ def fabricate_run(
                 tracking.MIN_TRAIN_LOSS: 1.0 / epochs,
                 tracking.EPOCHS_TRAINED: epochs,
                 tracking.TOTAL_TRAIN_TIME_S: epochs * epoch_time_s + 2 * epoch_time_s,
+                tracking.FIRST_EPOCH_TIME_S: first_epoch_time_s,
                 tracking.MEDIAN_EPOCH_TIME_S: epoch_time_s,
+                tracking.TRAIN_SAMPLES_PER_S: 8 / (0.9 * epoch_time_s),
                 tracking.HOST_RSS_PEAK_BYTES: 1.5e9,
             }
         )
+        if not logged_before_pass_times:
+            mlflow.log_metrics(
+                {tracking.MEDIAN_TRAIN_TIME_S: 0.9 * epoch_time_s, tracking.MEDIAN_VAL_TIME_S: 0.1 * epoch_time_s}
+            )
         run_id = run.info.run_id
     if status != "FINISHED":
         mlflow.MlflowClient().set_terminated(run_id, status=status)
@@ -255,11 +270,68 @@ def test_report_has_a_column_per_framework_and_every_file(experiment: str, tmp_p
     )
     assert {f"figures/{stem}.png" for stem in report.figures(built)} <= names
     markdown = (tmp_path / "report" / "table.md").read_text()
-    assert "| quantity | keras | torch |" in markdown
+    assert "| quantity | keras | torch |" in re.sub(" +", " ", markdown)  # columns padded to one width
     assert "not measured" in markdown
     assert "![learning curves](figures/learning_curves.png)" in (tmp_path / "report" / "report.md").read_text()
     csv = pd.read_csv(tmp_path / "report" / "table.csv", index_col="quantity")
     assert float(csv.loc["Test loss of the best model", "torch"]) == pytest.approx(0.11)
+
+
+def test_the_report_reads_the_logged_times_and_older_runs_show_not_measured(experiment: str) -> None:
+    fabricate_run("keras", 0, experiment=experiment, epoch_time_s=1.0)
+    fabricate_run("torch", 0, experiment=experiment, epoch_time_s=2.0, logged_before_pass_times=True)
+    chosen = selected(experiment)
+
+    built = report.build_report(chosen, runs.load_histories(chosen), fake_evaluations(runs.best_per_group(chosen)))
+
+    table = built.table
+    assert table.loc["Time per training pass", "keras"] == pytest.approx(0.9)  # as logged, not recomputed
+    assert table.loc["Time per validation pass", "keras"] == pytest.approx(0.1)
+    assert np.isnan(table.loc["Time per training pass", "torch"]) and np.isnan(
+        table.loc["Time per validation pass", "torch"]
+    )
+    assert table.loc["Time per epoch (steady state)", "torch"] == pytest.approx(2.0)
+    lines = report.table_markdown(table).splitlines()
+    (training_pass,) = [line for line in lines if line.startswith("| Time per training pass")]
+    assert re.sub(" +", " ", training_pass) == "| Time per training pass | 0.9 s | not measured |"
+    summary = built.summary.set_index(["group", "metric"])
+    assert ("torch", tracking.MEDIAN_TRAIN_TIME_S) not in summary.index
+    assert summary.loc[("keras", tracking.MEDIAN_TRAIN_TIME_S), "median"] == pytest.approx(0.9)
+
+
+def test_a_run_without_a_metric_every_training_logs_is_refused(experiment: str) -> None:
+    fabricate_run("keras", 0, experiment=experiment)
+    raw = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
+    assert isinstance(raw, pd.DataFrame)
+
+    with pytest.raises(ValueError, match=f"without a {tracking.FIRST_EPOCH_TIME_S} metric"):
+        runs.tidy(raw.drop(columns=[f"metrics.{tracking.FIRST_EPOCH_TIME_S}"]))
+
+
+def test_a_metric_that_is_no_column_is_an_error_not_a_missing_value() -> None:
+    frame = pd.DataFrame({"group": ["a", "b"], "time": [1.0, 2.0], "loss": [0.1, np.nan]})
+
+    with pytest.raises(KeyError, match="'tme'"):
+        stats.summarize(frame, ["time", "tme"])
+    with pytest.raises(KeyError, match="'los'"):
+        stats.compare_groups(frame, time_metric="time", loss_metric="los")
+    # A column without a finite value in a group is "not measured" there.
+    assert stats.summarize(frame, ["loss"])["group"].tolist() == ["a"]
+    assert np.isnan(stats.compare_groups(frame, time_metric="time", loss_metric="loss")["p_value"].item())
+
+
+def test_tables_are_written_by_pandas_with_every_cell_kept_whole() -> None:
+    frame = pd.DataFrame({"a | b": ["x|y", "two\nlines"], "n": ["1e-3", "2"]})
+
+    lines = report.markdown_table(frame).splitlines()
+
+    assert len(lines) == 4  # header, rule, two rows: neither the pipe nor the newline split a cell
+    assert "a \\| b" in lines[0] and "x\\|y" in lines[2] and "two lines" in lines[3]
+    assert "1e-3" in lines[2]  # shown as given, not parsed into 0.001
+    assert report.markdown_table(pd.DataFrame()) == "(no data)"
+    table = pd.DataFrame({"unit": ["text"], "keras": ["<b>"]}, index=pd.Index(["Backend"], name="quantity"))
+    html = report.table_html(table)
+    assert 'class="dataframe thread-bench-comparison"' in html and "&lt;b&gt;" in html and "<th>keras</th>" in html
 
 
 def test_plots_are_pure_functions_returning_figures(experiment: str) -> None:
@@ -305,6 +377,10 @@ def test_bootstrap_ratio_is_seeded_and_brackets_the_ratio() -> None:
     assert first.low > 1.8 and first.high < 2.2
     with pytest.raises(ValueError, match="needs values in both groups"):
         stats.bootstrap_ratio(a, [])
+    # One run in a group: it enters as a constant; one in each: the interval collapses onto the ratio.
+    single = stats.bootstrap_ratio(a, [1.0], seed=3)
+    assert single.n_b == 1 and single.ratio == pytest.approx(a.mean()) and single.low < single.ratio < single.high
+    assert stats.bootstrap_ratio([3.0], [1.5]) == stats.RatioInterval(2.0, 2.0, 2.0, stats.CONFIDENCE, 1, 1)
 
 
 def test_mann_whitney_separated_groups() -> None:
@@ -399,8 +475,32 @@ def test_fft_baseline_uses_the_resolution_of_the_stored_images(
     assert np.isfinite(baseline.test_loss) and baseline.test_mae_threads_per_cm > 0
 
 
-def test_normalised_mae_is_the_training_loss() -> None:
-    predictions, labels = np.array([11.0, 9.0]), np.array([10.0, 10.0])
+def test_evaluation_and_analysis_runs_log_only_names_defined_in_tracking(
+    experiment: str, smoke_dataset: tuple[PreparedDataset, DataConfig, Path]
+) -> None:
+    dataset, _, _ = smoke_dataset
+    n_test = len(dataset.test)
+    evaluation = evaluate.Evaluation(
+        predictions=np.full(n_test, 12.0, dtype=np.float32),
+        test_loss=0.1,
+        test_mae_threads_per_cm=1.2,
+        predict_time_s=0.2,
+        predict_first_time_s=0.5,
+        predict_samples_per_s=n_test / 0.2,
+        n_test=n_test,
+        device="cpu",
+    )
+    source = {"run_id": "0" * 32, "framework": "torch", "backend": "torch", "group": "torch", "seed": 0}
+    source |= {"dataset_digest": dataset.digest, tracking.BEST_VAL_LOSS: 0.1}
+    settings = analysis_cli.AnalysisSettings(study="s1")
+    extra = {tracking.PARAM_REPEATS: settings.repeats, tracking.PARAM_BATCH_SIZE: settings.batch_size}
 
-    assert evaluate.normalised_mae(predictions, labels) == pytest.approx(0.1)
-    assert evaluate.mean_absolute_error(predictions, labels) == pytest.approx(1.0)
+    run_id = evaluate.log_evaluation(
+        source, evaluation, dataset.test, uri="runs:/0/model", experiment=experiment, study="s1", extra_params=extra
+    )
+
+    assert names_not_in_tracking(mlflow.get_run(run_id)) == set()
+    baseline = report.Baseline(0.2, 3.0, n_counted=10, n_failed=1, px_per_cm_source="synthetic default")
+    analysis_names = set(analysis_cli._analysis_params(settings, experiment, DIGEST))
+    analysis_names |= set(analysis_cli._analysis_metrics(4, 2, baseline))
+    assert analysis_names - tracking_names() == set()

@@ -14,8 +14,7 @@ import model_parity
 from conftest import make_fake_prepared
 from thread_bench.config import ModelConfig, TrainConfig
 from thread_bench.data.prepared import load_prepared
-from thread_bench.training import common
-from thread_bench.training import torch_train as torch_trainer
+from thread_bench.training import common, torch_trainer
 from thread_bench.training.options import KerasOptions, TorchOptions
 
 GIB = 2**30
@@ -95,7 +94,7 @@ def test_fit_feeds_the_batches_in_the_sampler_order(
     if framework == "torch":
         trainer, options, inputs = torch_trainer, TorchOptions(), torch_trainer.DeviceBatches
     else:
-        from thread_bench.training import keras_train as trainer
+        from thread_bench.training import keras_trainer as trainer
 
         options, inputs = KerasOptions(), trainer._Batches
         config = TrainConfig(seed=5, epochs=2, batch_size=8, patience=5, input_pipeline="host")

@@ -14,27 +14,27 @@ import pytest
 import torch
 
 import model_parity
-from thread_bench import tracking
+from thread_bench import backends, tracking
 from thread_bench.training import common
 
 
 @pytest.fixture
 def restore_float32_settings() -> Iterator[None]:
-    """set_precision changes process-wide settings; put this process's back afterwards."""
+    """A backend's set_precision changes process-wide settings; put this process's back afterwards."""
     import jax
     import tensorflow as tf
 
-    backends: Any = torch.backends
+    torch_backends: Any = torch.backends
     saved = (
-        backends.cuda.matmul.fp32_precision,
-        backends.cudnn.conv.fp32_precision,
-        backends.mkldnn.fp32_precision,
+        torch_backends.cuda.matmul.fp32_precision,
+        torch_backends.cudnn.conv.fp32_precision,
+        torch_backends.mkldnn.fp32_precision,
         tf.config.experimental.tensor_float_32_execution_enabled(),
         jax.config.jax_default_matmul_precision,  # type: ignore[attr-defined]
     )
     yield
-    backends.cuda.matmul.fp32_precision, backends.cudnn.conv.fp32_precision = saved[:2]
-    backends.mkldnn.fp32_precision = saved[2]
+    torch_backends.cuda.matmul.fp32_precision, torch_backends.cudnn.conv.fp32_precision = saved[:2]
+    torch_backends.mkldnn.fp32_precision = saved[2]
     tf.config.experimental.enable_tensor_float_32_execution(saved[3])
     jax.config.update("jax_default_matmul_precision", saved[4])
 
@@ -45,12 +45,12 @@ def test_each_precision_sets_and_reports_the_same_float32_rules(framework: str) 
     # The frameworks' own defaults differ (PyTorch: TF32 for convolutions only; TensorFlow and JAX: TF32 for
     # both on a GPU), so every precision sets both explicitly, and the run logs what the framework reports.
     for precision, tf32 in (("fp32", False), ("tf32", True), ("bf16", False)):
-        flags = common.set_precision(precision, framework)
+        flags = backends.get(framework).set_precision(precision)
         assert flags[tracking.PARAM_TF32_MATMUL] is tf32, (framework, precision, flags)
         assert flags[tracking.PARAM_TF32_CONV] is tf32, (framework, precision, flags)
-    backends: Any = torch.backends
+    torch_backends: Any = torch.backends
     if framework == "torch":
-        assert backends.cuda.matmul.fp32_precision == backends.cudnn.conv.fp32_precision == "ieee"
+        assert torch_backends.cuda.matmul.fp32_precision == torch_backends.cudnn.conv.fp32_precision == "ieee"
         assert "cudnn.conv=ieee" in flags[tracking.PARAM_TORCH_FP32_PRECISION]
     elif framework == "jax":
         assert flags[tracking.PARAM_JAX_MATMUL_PRECISION] == "highest"
@@ -66,7 +66,7 @@ def test_bf16_models_agree_across_frameworks_and_are_not_float32() -> None:
 @pytest.mark.usefixtures("restore_float32_settings")
 def test_tf32_models_agree_across_frameworks() -> None:
     for framework in ("torch", "tensorflow"):
-        common.set_precision("tf32", framework)
+        backends.get(framework).set_precision("tf32")
     if torch.cuda.is_available():
         tolerance = {"rtol": model_parity.TF32_GPU_OUTPUT_RTOL, "atol": model_parity.TF32_GPU_OUTPUT_RTOL}
     else:  # no TF32 arithmetic on a CPU: the float32 tolerances hold
@@ -87,11 +87,12 @@ def test_bf16_compute_shows_in_the_torch_model() -> None:
 
 
 def test_bf16_is_refused_on_a_gpu_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(common, "gpu_compute_capability", lambda framework: (7, 5))
-    monkeypatch.setattr(common, "gpu_name", lambda framework: "Tesla T4")
+    torch_backend, jax_backend = backends.get("torch"), backends.get("jax")
+    monkeypatch.setattr(torch_backend, "gpu_compute_capability", lambda: (7, 5))
+    monkeypatch.setattr(torch_backend, "gpu_name", lambda: "Tesla T4")
     with pytest.raises(ValueError, match=r"Tesla T4 has compute capability 7\.5; bfloat16 needs 8\.0"):
         common.bf16_hardware("torch")
-    monkeypatch.setattr(common, "gpu_compute_capability", lambda framework: (9, 0))
+    monkeypatch.setattr(jax_backend, "gpu_compute_capability", lambda: (9, 0))
     assert common.bf16_hardware("jax") == "native"
 
 
@@ -99,7 +100,7 @@ def test_bf16_is_refused_on_a_gpu_without_it(monkeypatch: pytest.MonkeyPatch) ->
 def test_bf16_on_a_cpu_is_logged_as_native_or_emulated(
     monkeypatch: pytest.MonkeyPatch, has_bf16: bool, expected: str
 ) -> None:
-    monkeypatch.setattr(common, "gpu_compute_capability", lambda framework: None)
+    monkeypatch.setattr(backends.get("tensorflow"), "gpu_compute_capability", lambda: None)
     monkeypatch.setattr(common, "cpu_has_bf16", lambda: has_bf16)
     assert common.bf16_hardware("tensorflow") == expected
 

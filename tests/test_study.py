@@ -105,8 +105,12 @@ def test_study_defaults_and_validation() -> None:
         _settings("--frameworks", "keras,mxnet")
     with pytest.raises(ValueError, match="backend must be one of"):
         _settings("--backend", "theano")
-    with pytest.raises(ValueError, match="--seeds must be an integer"):
+    with pytest.raises(SystemExit):  # argparse: "argument --seeds: expected int, got 'two'"
         _settings("--seeds", "two")
+    with pytest.raises(ValueError, match="--seeds must be >= 1"):
+        _settings("--seeds", "0")
+    with pytest.raises(ValueError, match=r"--variants: unknown \['fast'\]"):
+        _settings("--variants", "fast")
 
 
 def test_pending_skips_finished_pairs_seed_by_seed() -> None:

@@ -21,51 +21,37 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import make_fake_prepared
-from thread_bench import keras_train, torch_train, tracking
+from analysis.runs import KNOB_PARAMS
+from conftest import make_fake_prepared, names_not_in_tracking
+from thread_bench import frameworks, keras_train, torch_train, tracking
 from thread_bench.data.prepare import DATA_ROOT_ENV
-from thread_bench.training import driver
-from thread_bench.training import torch_train as torch_trainer
+from thread_bench.training import driver, torch_trainer
 from thread_bench.training.options import TorchOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY_POINTS = {"torch": torch_train, "keras": keras_train}
-#: docs/DESIGN.md §5, plus data_seed.
+KNOBS = {
+    "torch": {"torch_compile", "compile_mode", "channels_last", "cudnn_benchmark", "torch_fp32_precision"},
+    "keras": {"jit_compile", "tf_memory_growth", "tf_tensor_float_32"},
+}
+#: docs/DESIGN.md §5, plus data_seed; and every knob the analysis groups runs by, but those of one framework
+#: (or, for xla_preallocate, of one Keras backend).
 DESIGN_PARAMS = {
     "framework",
-    "backend",
     "seed",
-    "profile",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "lr_schedule",
-    "patience",
-    "min_delta",
-    "base_filters",
-    "dropout",
-    "input_size",
-    "precision",
-    "deterministic",
     "dataset_digest",
     "n_train",
     "n_val",
     "n_test",
     "n_params",
     "data_seed",
-    # precision read back from the framework, variant, input pipeline
-    "variant",
-    "input_pipeline",
+    # precision read back from the framework
     "compute_dtype",
     "output_dtype",
     "tf32_matmul",
     "tf32_conv",
     "bf16_hardware",
-}
-KNOBS = {
-    "torch": {"torch_compile", "compile_mode", "channels_last", "cudnn_benchmark", "torch_fp32_precision"},
-    "keras": {"jit_compile", "tf_memory_growth", "tf_tensor_float_32"},
-}
+} | (set(KNOB_PARAMS) - KNOBS["torch"] - KNOBS["keras"] - {"xla_preallocate"})
 SUMMARY_METRICS = {
     tracking.BEST_VAL_LOSS,
     tracking.BEST_EPOCH,
@@ -74,6 +60,8 @@ SUMMARY_METRICS = {
     tracking.TOTAL_TRAIN_TIME_S,
     tracking.MEDIAN_EPOCH_TIME_S,
     tracking.FIRST_EPOCH_TIME_S,
+    tracking.MEDIAN_TRAIN_TIME_S,
+    tracking.MEDIAN_VAL_TIME_S,
     tracking.TRAIN_SAMPLES_PER_S,
     tracking.HOST_RSS_PEAK_BYTES,
     tracking.HOST_MAXRSS_BYTES,
@@ -205,6 +193,16 @@ def test_the_first_run_prepared_the_dataset_in_a_nested_preprocess_run(
     assert len(preprocess) == 1  # later runs reused the dataset
     assert preprocess[0].data.tags["mlflow.parentRunId"] == first.info.run_id
     assert preprocess[0].data.params[tracking.PARAM_DATASET_DIGEST] == first.data.params["dataset_digest"]
+
+
+def test_training_and_preprocessing_log_only_names_defined_in_tracking(
+    smoke_runs: dict[str, list[mlflow.entities.Run]],
+) -> None:
+    logged = mlflow.search_runs(experiment_names=[tracking.DEFAULT_EXPERIMENT], output_format="list")
+    preprocess = [r for r in logged if r.data.tags.get(tracking.TAG_ROLE) == tracking.ROLE_PREPROCESS]
+    assert preprocess
+    for run in [*smoke_runs["torch"], *smoke_runs["keras"], *preprocess]:
+        assert names_not_in_tracking(run) == set(), run.data.tags[tracking.TAG_ROLE]
 
 
 @pytest.mark.parametrize("framework", sorted(ENTRY_POINTS))
@@ -365,7 +363,7 @@ def test_the_entry_points_are_in_mlproject_with_the_issue_parameters() -> None:
 
 def test_help_lists_every_option() -> None:
     out = io.StringIO()
-    driver.build_parser("torch", TorchOptions).print_help(out)
+    driver.build_parser(frameworks.get("torch")).print_help(out)
     assert "--data_seed" in out.getvalue() and "--channels_last" in out.getvalue()
 
 
@@ -395,9 +393,9 @@ def test_a_bf16_nondeterministic_run_logs_what_the_framework_did(
 
 
 def test_a_variant_sets_its_knobs_and_explicit_options_still_win() -> None:
-    parser = driver.build_parser("torch", TorchOptions)
+    parser = driver.build_parser(frameworks.get("torch"))
     request = driver.request_from_args(
-        parser.parse_args(["--profile", "smoke", "--variant", "tuned", "--compile", "false"]), "torch", TorchOptions
+        parser.parse_args(["--profile", "smoke", "--variant", "tuned", "--compile", "false"]), frameworks.get("torch")
     )
     assert request.variant == "tuned" and not request.train.deterministic
     assert request.options == TorchOptions(channels_last=True, compile=False)

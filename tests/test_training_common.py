@@ -12,6 +12,7 @@ import pytest
 
 from thread_bench import measure, tracking
 from thread_bench.config import TrainConfig
+from thread_bench.metrics import normalized_mae
 from thread_bench.training.common import (
     EPOCH_METRICS,
     BatchSampler,
@@ -20,7 +21,7 @@ from thread_bench.training.common import (
     TrainResult,
     lr_at_epoch,
     mean_predictor_baseline,
-    normalized_mae,
+    steady_state,
 )
 
 
@@ -83,6 +84,7 @@ def test_train_result_reports_the_first_epoch_apart(tmp_path: Path) -> None:
     assert metrics[tracking.FIRST_EPOCH_TIME_S] == 30.0
     assert metrics[tracking.MEDIAN_EPOCH_TIME_S] == 3.0  # of epochs 1..3 only
     assert metrics[tracking.TOTAL_TRAIN_TIME_S] == 39.0
+    assert metrics[tracking.MEDIAN_TRAIN_TIME_S] == 2.5 and metrics[tracking.MEDIAN_VAL_TIME_S] == 0.5
     assert metrics[tracking.TRAIN_SAMPLES_PER_S] == pytest.approx(100 / 2.5)
     assert metrics[tracking.MIN_TRAIN_LOSS] == 0.2
     assert metrics[tracking.HOST_RSS_PEAK_BYTES] == 1003
@@ -93,6 +95,18 @@ def test_train_result_reports_the_first_epoch_apart(tmp_path: Path) -> None:
     assert list(rows[0]) == ["epoch", *EPOCH_METRICS, "improved"]
     assert [row["improved"] for row in rows] == ["0", "0", "1", "0"]
     assert rows[0][tracking.GPU_MEM_PEAK_BYTES] == ""  # no GPU: empty, not zero
+
+
+def test_steady_state_is_the_epochs_after_the_first_or_the_only_one() -> None:
+    history = [_record(0, 30.0), _record(1, 2.0), _record(2, 4.0)]
+    assert [r.epoch for r in steady_state(history)] == [1, 2]
+    assert [r.epoch for r in steady_state(history[:1])] == [0]
+    one_epoch = TrainResult(history[:1], best_epoch=0, best_val_loss=0.5, n_train=10, stopped_early=False)
+    single = one_epoch.summary_metrics()
+    assert single[tracking.MEDIAN_EPOCH_TIME_S] == single[tracking.FIRST_EPOCH_TIME_S] == 30.0
+    assert single[tracking.MEDIAN_TRAIN_TIME_S] == 29.5
+    with pytest.raises(ValueError, match="history is empty"):
+        steady_state([])
 
 
 def test_timer_syncs_at_both_edges() -> None:
@@ -127,11 +141,13 @@ def test_gpu_meter_on_a_cpu_only_machine_measures_nothing() -> None:
     with measure.PeakGpuMemory("torch") as gpu:
         pass
     assert gpu.available is False and gpu.peak_bytes is None and gpu.nvml_bytes is None
-    with pytest.raises(ValueError, match="framework"):
+    with pytest.raises(ValueError, match="backend must be one of"):
         measure.PeakGpuMemory("keras")
 
 
 def test_environment_info() -> None:
+    import torch
+
     info = measure.environment_info("torch")
-    assert info["device"] == ("cpu" if not measure.gpu_available("torch") else info["device"])
+    assert info["device"] == ("cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0))
     assert info["cpu_model"] and info["torch_threads"] >= 1 and info["torch_version"]

@@ -11,10 +11,12 @@ import argparse
 import dataclasses
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from thread_bench.config import DEFAULT_PROFILE, DEFAULT_VARIANT, VARIANTS, profile_names, variant_names
+from thread_bench import tracking
+from thread_bench.config import DEFAULT_PROFILE, DEFAULT_VARIANT, VARIANTS, DataConfig, profile_names, variant_names
+from thread_bench.tracking import DEFAULT_EXPERIMENT
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -75,8 +77,13 @@ def add_dataclass_options(
     include: Iterable[str] | None = None,
     exclude: Iterable[str] = (),
     prefix: str = "",
+    helps: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Add ``--<prefix><field>`` for each field of ``cls``; returns the destination names added."""
+    """Add ``--<prefix><field>`` for each field of ``cls``; returns the destination names added.
+
+    Args:
+        helps: field -> what it means, for options whose default is the field's own (not the profile's).
+    """
     wanted = set(include) if include is not None else None
     skipped = set(exclude)
     added = []
@@ -87,15 +94,65 @@ def add_dataclass_options(
         if type_name not in _CONVERTERS:
             raise TypeError(f"{cls.__name__}.{field.name}: unsupported option type {type_name}")
         dest = f"{prefix}{field.name}"
+        described = (helps or {}).get(field.name)
         parser.add_argument(
             f"--{dest}",
             dest=dest,
             type=_optional(_CONVERTERS[type_name]),
             default=None,
-            help=f"{cls.__name__}.{field.name} ({type_name}; default from the profile: {field.default!r})",
+            help=_described(described, field.default)
+            if described
+            else f"{cls.__name__}.{field.name} ({type_name}; default from the profile: {field.default!r})",
         )
         added.append(dest)
     return added
+
+
+def _described(meaning: str, default: Any) -> str:
+    """Help text with the default appended, unless the meaning says what an empty default stands for."""
+    if default == "":
+        return meaning
+    return f"{meaning} (default: {str(default).lower() if isinstance(default, bool) else default})"
+
+
+def add_data_options(
+    parser: argparse.ArgumentParser, *, include: Iterable[str] | None = None, exclude: Iterable[str] = ()
+) -> None:
+    """The DataConfig options of a command that also trains: ``seed`` is ``--data_seed`` there (the training's
+    own seed is ``--seed``); see :func:`pick_data`."""
+    names = [f.name for f in dataclasses.fields(DataConfig) if include is None or f.name in set(include)]
+    names = [name for name in names if name not in set(exclude)]
+    for name in names:
+        prefix = tracking.data_param(name).removesuffix(name)  # "data_" for the seed
+        add_dataclass_options(parser, DataConfig, include=(name,), prefix=prefix)
+
+
+def pick_data(namespace: argparse.Namespace) -> dict[str, Any]:
+    """The DataConfig values of the options :func:`add_data_options` added (``None`` = not given)."""
+    values = vars(namespace)
+    options = {f.name: tracking.data_param(f.name) for f in dataclasses.fields(DataConfig)}
+    return {name: values[option] for name, option in options.items() if option in values}
+
+
+def add_experiment_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--experiment",
+        default=None,
+        help=f"MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else {DEFAULT_EXPERIMENT})",
+    )
+
+
+def add_data_root_option(parser: argparse.ArgumentParser, name: str = "--data_root") -> None:
+    parser.add_argument(name, default=None, help="data root (default: $THREAD_BENCH_DATA or ./data)")
+
+
+def add_verbose_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def given(namespace: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
+    """The options of ``namespace`` that belong to ``cls`` and were given (not ``None``, not MLflow's ``''``)."""
+    return {name: value for name, value in pick(namespace, cls, prefix=prefix).items() if value not in (None, "")}
 
 
 def pick(namespace: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:

@@ -7,7 +7,6 @@ The MLproject parameters and the command-line options are checked against these 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -68,7 +67,8 @@ class ModelConfig:
     """The RegVGG network (docs/DESIGN.md §3). Defaults reproduce the reference's 10,166,505 parameters."""
 
     base_filters: int = 8
-    input_size: int = 200
+    #: The images' side: the prepared data's (``DataConfig.input_size``; profiles state it there, once).
+    input_size: int = DataConfig.input_size
     dropout: float = 0.1
     #: BatchNorm momentum in the Keras convention (running = m * running + (1 - m) * batch).
     batchnorm_momentum: float = 0.99
@@ -154,6 +154,10 @@ LR_SCHEDULES = ("none", "inverse_time")
 PRECISIONS = ("fp32", "tf32", "bf16")
 INPUT_PIPELINES = ("auto", "device", "host", "staged")
 
+#: Images per prediction batch, everywhere a model predicts (validation scores, evaluation, benchmarks).
+#: Prediction is memory-bound at any size; 64 keeps a paper-size batch small on any device.
+PREDICT_BATCH_SIZE = 64
+
 #: Named sets of knobs, applied on top of the profile (explicit parameters still win); keyed by dataclass
 #: name like the profiles. A comparison is made within one variant; the variant is logged.
 #: - ``default``: the protocol as written (deterministic kernels, the framework's default speed knobs).
@@ -181,7 +185,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # included, in under 5 minutes, reaching a validation normalised MAE of a few percent (README).
         # 64 px per cm still resolves the densest canvases (23 threads/cm: a period of 2.8 px).
         "DataConfig": {"subpatches_per_patch": 24, "input_size": 64},
-        "ModelConfig": {"base_filters": 2, "input_size": 64, "batchnorm_momentum": 0.9},
+        "ModelConfig": {"base_filters": 2, "batchnorm_momentum": 0.9},
         "TrainConfig": {"epochs": 5, "patience": 5},
     },
     "smoke": {
@@ -193,10 +197,14 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "val_fraction": 0.2,
             "test_fraction": 0.2,
         },
-        "ModelConfig": {"base_filters": 2, "input_size": 32, "batchnorm_momentum": 0.9},
+        "ModelConfig": {"base_filters": 2, "batchnorm_momentum": 0.9},
         "TrainConfig": {"epochs": 2, "batch_size": 8, "patience": 2},
     },
 }
+
+
+#: (dataclass, field) -> the dataclass whose profile value it takes: one field of two configs, stated once.
+_SHARED_FIELDS = {("ModelConfig", "input_size"): "DataConfig"}
 
 
 def profile_names() -> list[str]:
@@ -223,12 +231,13 @@ def resolve(
     unknown = set(given) - names
     if unknown:
         raise ValueError(f"unknown {cls.__name__} parameter(s): {sorted(unknown)}")
-    values = {**PROFILES[profile].get(cls.__name__, {}), **VARIANTS[variant].get(cls.__name__, {}), **given}
+    shared = {
+        field: PROFILES[profile].get(owner, {})[field]
+        for (name, field), owner in _SHARED_FIELDS.items()
+        if name == cls.__name__ and field in PROFILES[profile].get(owner, {})
+    }
+    values = {**shared, **PROFILES[profile].get(cls.__name__, {}), **VARIANTS[variant].get(cls.__name__, {}), **given}
     return cls(**values)
-
-
-def as_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
 
 
 #: Seeds are taken as unsigned 32-bit integers everywhere (NumPy's legacy seeding, TensorFlow, JAX).

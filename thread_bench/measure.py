@@ -15,20 +15,13 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 import psutil
 
-Sync = Callable[[], None]
-
-#: Keras backends and PyTorch; the framework whose allocator a GPU meter reads.
-GPU_FRAMEWORKS = ("torch", "tensorflow", "jax")
-
-
-def _no_sync() -> None:
-    """CPU work is finished when the call returns; nothing to wait for."""
+from thread_bench import backends
+from thread_bench.backends import Sync
 
 
 class _Meter:
@@ -55,7 +48,7 @@ class Timer(_Meter):
     so the region contains exactly the work launched inside it."""
 
     def __init__(self, sync: Sync | None = None) -> None:
-        self.sync = sync or _no_sync
+        self.sync = sync or backends.no_sync
         self.elapsed_s = 0.0
         self._started: float | None = None
 
@@ -122,54 +115,31 @@ class PeakHostMemory(_Meter):
 
 
 class PeakGpuMemory(_Meter):
-    """GPU memory of a region: the framework allocator's peak and NVML's per-process figure.
+    """GPU memory of a region: the backend allocator's peak and NVML's per-process figure.
 
-    ``available`` is False when the framework sees no GPU; the meter then measures nothing and both values
+    ``available`` is False when the backend sees no GPU; the meter then measures nothing and both values
     stay ``None`` (a CPU run is reported as such, not as an error).
 
     Args:
-        framework: ``torch``, ``tensorflow`` or ``jax`` (for Keras: its backend).
+        backend: a name in ``backends.NAMES`` (for Keras: its backend).
     """
 
-    def __init__(self, framework: str) -> None:
-        if framework not in GPU_FRAMEWORKS:
-            raise ValueError(f"framework must be one of {GPU_FRAMEWORKS}, got {framework!r}")
-        self.framework = framework
-        self.available = gpu_available(framework)
+    def __init__(self, backend: str) -> None:
+        self.backend = backends.get(backend)
+        self.available = self.backend.gpu_available()
         self.peak_bytes: int | None = None
         self.nvml_bytes: int | None = None
 
     def start(self) -> None:
         self.peak_bytes = None
         self.nvml_bytes = None
-        if not self.available:
-            return
-        if self.framework == "torch":
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-        elif self.framework == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.experimental.reset_memory_stats("GPU:0")
-        # JAX's peak_bytes_in_use cannot be reset: for JAX the value is the peak since the process started.
+        if self.available:
+            self.backend.reset_gpu_peak()
 
     def stop(self) -> None:
         if not self.available:
             return
-        if self.framework == "torch":
-            import torch
-
-            self.peak_bytes = int(torch.cuda.max_memory_allocated())
-        elif self.framework == "tensorflow":
-            import tensorflow as tf
-
-            self.peak_bytes = int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
-        else:
-            import jax
-
-            stats = jax.devices()[0].memory_stats() or {}
-            self.peak_bytes = int(stats.get("peak_bytes_in_use", 0))
+        self.peak_bytes = self.backend.gpu_peak_bytes()
         self.nvml_bytes = nvml_process_bytes()
 
     def __enter__(self) -> PeakGpuMemory:
@@ -205,48 +175,6 @@ class PythonAllocPeak(_Meter):
         return self
 
 
-def gpu_available(framework: str) -> bool:
-    """Whether ``framework`` (``torch``, ``tensorflow`` or ``jax``) sees a GPU; imports that framework."""
-    if framework == "torch":
-        import torch
-
-        return bool(torch.cuda.is_available())
-    if framework == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if framework == "jax":
-        import jax
-
-        return any(device.platform == "gpu" for device in jax.devices())
-    raise ValueError(f"framework must be one of {GPU_FRAMEWORKS}, got {framework!r}")
-
-
-def device_sync(framework: str) -> Sync:
-    """A function that waits until the device has finished the work queued so far.
-
-    PyTorch and TensorFlow run CPU work synchronously; JAX dispatches asynchronously on every device.
-    """
-    if framework == "torch":
-        import torch
-
-        return torch.cuda.synchronize if torch.cuda.is_available() else _no_sync
-    if framework == "tensorflow":
-        import tensorflow as tf
-
-        if tf.config.list_physical_devices("GPU"):
-            return tf.test.experimental.sync_devices
-        return _no_sync
-    if framework == "jax":
-        import jax
-
-        def sync_jax() -> None:
-            jax.block_until_ready(jax.live_arrays())
-
-        return sync_jax
-    raise ValueError(f"framework must be one of {GPU_FRAMEWORKS}, got {framework!r}")
-
-
 def nvml_process_bytes() -> int | None:
     """Device memory used by this process on all GPUs, as NVML reports it; ``None`` without NVML."""
     try:
@@ -273,45 +201,6 @@ def nvml_process_bytes() -> int | None:
             pynvml.nvmlShutdown()
 
 
-def gpu_compute_capability(framework: str) -> tuple[int, int] | None:
-    """``(major, minor)`` of the first GPU ``framework`` sees; ``None`` on CPU (or when it cannot tell)."""
-    if not gpu_available(framework):
-        return None
-    if framework == "torch":
-        import torch
-
-        major, minor = torch.cuda.get_device_capability(0)
-        return int(major), int(minor)
-    if framework == "tensorflow":
-        import tensorflow as tf
-
-        device = tf.config.list_physical_devices("GPU")[0]
-        found = tf.config.experimental.get_device_details(device).get("compute_capability")
-        return (int(found[0]), int(found[1])) if found else None
-    import jax
-
-    text = str(getattr(next(d for d in jax.devices() if d.platform == "gpu"), "compute_capability", ""))
-    first, _, second = text.partition(".")
-    return (int(first), int(second or 0)) if first.isdigit() else None
-
-
-def device_memory_bytes(framework: str) -> int | None:
-    """Memory of the first GPU ``framework`` (``torch`` or ``jax``) sees, bytes; ``None`` on CPU."""
-    if not gpu_available(framework):
-        return None
-    if framework == "torch":
-        import torch
-
-        return int(torch.cuda.get_device_properties(0).total_memory)
-    if framework == "jax":
-        import jax
-
-        stats = next(d for d in jax.devices() if d.platform == "gpu").memory_stats() or {}
-        return int(stats["bytes_limit"]) if "bytes_limit" in stats else None
-    # TensorFlow reports no device total, and Keras on TensorFlow never keeps the data on the device.
-    raise ValueError(f"framework must be torch or jax, got {framework!r}")
-
-
 def cpu_has_bf16() -> bool:
     """Whether the CPU has bfloat16 instructions (x86 ``avx512_bf16`` or AMX ``amx_bf16``; Arm ``bf16``)."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
@@ -330,51 +219,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment_info(framework: str) -> dict[str, Any]:
-    """Device, CPU, versions and thread counts for ``framework`` (``torch``, ``tensorflow`` or ``jax``)."""
+def environment_info(backend: str) -> dict[str, Any]:
+    """Device, CPU, versions and thread counts of a run on ``backend`` (a name in ``backends.NAMES``)."""
     import numpy as np
 
+    compute = backends.get(backend)
     info: dict[str, Any] = {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count() or 0,
         "python_version": platform.python_version(),
         "numpy_version": np.__version__,
-        "device": gpu_name(framework) or "cpu",
+        "device": compute.gpu_name() or "cpu",
+        **compute.environment(),
     }
-    if framework == "torch":
-        import torch
-
-        info["torch_version"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        info["torch_interop_threads"] = torch.get_num_interop_threads()
-    elif framework == "tensorflow":
-        import tensorflow as tf
-
-        info["tensorflow_version"] = tf.__version__
-        info["tf_intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
-        info["tf_inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads()
-    elif framework == "jax":
-        import jax
-
-        info["jax_version"] = jax.__version__
-    if "keras" in sys.modules:
-        info["keras_version"] = sys.modules["keras"].__version__
     return info
-
-
-def gpu_name(framework: str) -> str | None:
-    """The name of the first GPU ``framework`` sees, ``None`` on CPU."""
-    if not gpu_available(framework):
-        return None
-    if framework == "torch":
-        import torch
-
-        return str(torch.cuda.get_device_name(0))
-    if framework == "tensorflow":
-        import tensorflow as tf
-
-        device = tf.config.list_physical_devices("GPU")[0]
-        return str(tf.config.experimental.get_device_details(device).get("device_name", device.name))
-    import jax
-
-    return str(next(d for d in jax.devices() if d.platform == "gpu").device_kind)

@@ -54,22 +54,24 @@ def _log_result(result: PrepareResult, config: DataConfig, profile: str | None) 
     )
     params: dict[str, object] = {
         **{name: value for name, value in vars(config).items()},
-        "profile": profile,
-        "dataset_key": manifest["key"],
+        tracking.PARAM_PROFILE: profile,
+        tracking.PARAM_DATASET_KEY: manifest["key"],
         tracking.PARAM_DATASET_DIGEST: dataset.digest,
-        "source_digest": manifest["source"]["digest"],
-        "reused": not result.built,
+        tracking.PARAM_SOURCE_DIGEST: manifest["source"]["digest"],
+        tracking.PARAM_REUSED: not result.built,
     }
     tracking.log_params(params)
     metrics: dict[str, float] = {name: float(value) for name, value in result.stats.items()}
-    for split in ("train", "val", "test"):
-        metrics[f"n_{split}"] = float(manifest["splits"][split]["n"])
+    # The sizes of the splits, under the names training logs them as params.
+    split_sizes = {"train": tracking.PARAM_N_TRAIN, "val": tracking.PARAM_N_VAL, "test": tracking.PARAM_N_TEST}
+    for split, key in split_sizes.items():
+        metrics[key] = float(manifest["splits"][split]["n"])
     metrics[tracking.PREP_SKIPPED_PATCHES] = float(len(manifest["skipped"]["patches"]))
     metrics[tracking.PREP_DENSITY_MISMATCHES] = float(len(manifest.get("density_mismatches", [])))
-    metrics["skipped_subpatches"] = float(manifest["skipped"]["subpatches"])
+    metrics[tracking.PREP_SKIPPED_SUBPATCHES] = float(manifest["skipped"]["subpatches"])
     # ru_maxrss is in KiB on Linux; the workers' peak is reported separately (they run in parallel).
     metrics[tracking.HOST_RSS_PEAK_BYTES] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    metrics["host_rss_peak_workers_bytes"] = float(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+    metrics[tracking.HOST_RSS_PEAK_WORKERS_BYTES] = float(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
     mlflow.log_metrics(metrics)
     mlflow.log_artifact(str(dataset.path / MANIFEST))
 
@@ -82,12 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_profile_option(parser)
     cli.add_dataclass_options(parser, DataConfig)
-    parser.add_argument("--out", default=None, help="data root (default: $THREAD_BENCH_DATA or ./data)")
-    parser.add_argument(
-        "--experiment", default=None, help=f"MLflow experiment (default: {tracking.DEFAULT_EXPERIMENT})"
-    )
+    cli.add_data_root_option(parser, "--out")
+    cli.add_experiment_option(parser)
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    parser.add_argument("--verbose", action="store_true")
+    cli.add_verbose_option(parser)
     return parser
 
 

@@ -22,7 +22,8 @@ process: Keras fixes its backend at its first import; the host memory peak and t
 are per process, so a second training in the same process would report the first one's memory; framework
 caches (traced graphs, allocator pools) would make later first epochs look faster than they are; and a
 crash or an out-of-memory kill ends one training, not the study. The cost is the imports, a few seconds
-per training.
+per training. The analysis at the end runs in a process of its own too (``python -m analysis``), nested under
+the study run: the study sits above the analysis and imports none of it.
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ import mlflow
 import pandas as pd
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from thread_bench import cli, lifecycle, store, tracking
-from thread_bench.config import DEFAULT_VARIANT, DataConfig, TrainConfig, profile_names, resolve, variant_names
+from thread_bench import cli, frameworks, lifecycle, store, tracking
+from thread_bench.config import DEFAULT_VARIANT, DataConfig, TrainConfig, resolve, variant_names
 from thread_bench.data.prepare import data_root
-from thread_bench.training.options import KERAS_BACKENDS, KerasOptions
 
 log = logging.getLogger(__name__)
 
-FRAMEWORKS = ("keras", "torch")
+FRAMEWORKS = frameworks.NAMES
+#: The backend of the frameworks that take one (Keras), unless ``--backend`` says otherwise.
+_DEFAULT_BACKEND = next(f.default_backend for f in frameworks.FRAMEWORKS.values() if f.backend_is_option)
 DEFAULT_SEEDS = 3
 #: Seconds an interrupted study gives its training to end its run (KILLED) after SIGTERM, before SIGKILL.
 TRAINING_STOP_GRACE_S = 30.0
@@ -74,7 +76,8 @@ class StudySettings:
 
     def backend_of(self, framework: str) -> str:
         """The ``backend`` param a training of ``framework`` logs."""
-        return self.backend if framework == "keras" else framework
+        chosen = frameworks.get(framework)
+        return self.backend if chosen.backend_is_option else chosen.default_backend
 
 
 #: One training of a study: (framework, variant, seed).
@@ -103,15 +106,14 @@ def finished_runs(settings: StudySettings) -> pd.DataFrame:
             resuming it with these settings would mix two experiments under one id.
     """
     experiment = mlflow.get_experiment_by_name(settings.experiment)
-    columns = ["run_id", "framework", "backend", "variant", "seed", "profile", "data_seed", "epochs", "source"]
-    columns += ["precision", "dataset_digest"]
+    columns = ["run_id", tracking.PARAM_FRAMEWORK, tracking.PARAM_BACKEND, tracking.PARAM_VARIANT, tracking.PARAM_SEED]
+    columns += [tracking.PARAM_PROFILE, tracking.PARAM_DATA_SEED, tracking.PARAM_EPOCHS, tracking.PARAM_SOURCE]
+    columns += [tracking.PARAM_PRECISION, tracking.PARAM_DATASET_DIGEST]
     if experiment is None:
         return pd.DataFrame(columns=columns)
-    from analysis.runs import training_filter  # the one definition of "a finished training run"
-
     raw = mlflow.search_runs(
         experiment_ids=[experiment.experiment_id],
-        filter_string=training_filter(settings.study),
+        filter_string=tracking.training_filter(settings.study),
         output_format="pandas",
     )
     assert isinstance(raw, pd.DataFrame)
@@ -172,10 +174,11 @@ def pending(settings: StudySettings, done: pd.DataFrame) -> tuple[list[Training]
 
 
 def training_command(settings: StudySettings, framework: str, variant: str, seed: int) -> list[str]:
-    command = [sys.executable, "-m", f"thread_bench.{framework}_train", "--profile", settings.profile]
+    chosen = frameworks.get(framework)
+    command = [sys.executable, "-m", chosen.entry_module, "--profile", settings.profile]
     command += ["--seed", str(seed), "--data_seed", str(settings.data.seed), "--experiment", settings.experiment]
     command += ["--variant", variant, "--precision", settings.precision]
-    if framework == "keras":
+    if chosen.backend_is_option:
         command += ["--backend", settings.backend]
     if settings.data.source != DataConfig.source:
         command += ["--source", settings.data.source]
@@ -223,6 +226,50 @@ def train(settings: StudySettings, training: Training, study_run_id: str) -> boo
     return status == 0
 
 
+def analysis_command(settings: StudySettings, dataset_dir: Path) -> list[str]:
+    command = [sys.executable, "-m", "analysis", "--experiment", settings.experiment, "--study", settings.study]
+    command += ["--dataset", str(dataset_dir), "--data_root", str(settings.data_root)]
+    return command + (["--out", settings.out] if settings.out else [])
+
+
+def analyse(settings: StudySettings, dataset_dir: Path, study_run_id: str) -> str:
+    """Run the analysis of the study in a fresh process, like a training (nested under the study run, tagged
+    with the study); returns the analysis run's id.
+
+    A process of its own: the study sits above the analysis, and the analysis' evaluations load models of
+    every framework, which a training-free process holds best.
+
+    Raises:
+        ValueError: the analysis failed (its own message is on stderr).
+    """
+    log.info("analysing study %s", settings.study)
+    try:
+        status = lifecycle.run_child(
+            analysis_command(settings, dataset_dir),
+            training_environment(settings, study_run_id),
+            grace_s=TRAINING_STOP_GRACE_S,
+        )
+    finally:
+        with lifecycle.deferred_signals():
+            _reconcile_children(settings, study_run_id)
+    if status != 0:
+        raise ValueError(
+            f"the analysis of study {settings.study!r} failed (exit status {status}); see its message above"
+        )
+    found = mlflow.search_runs(
+        experiment_ids=[tracking.ensure_experiment(settings.experiment)],
+        filter_string=f"tags.`{tracking.TAG_ROLE}` = {tracking.quote(tracking.ROLE_ANALYSIS)} and "
+        f"tags.`{MLFLOW_PARENT_RUN_ID}` = {tracking.quote(study_run_id)}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    assert isinstance(found, list)
+    if not found:
+        raise ValueError(f"the analysis of study {settings.study!r} finished without an analysis run")
+    return str(found[0].info.run_id)
+
+
 def _reconcile_children(settings: StudySettings, study_run_id: str) -> None:
     experiment_id = tracking.ensure_experiment(settings.experiment)
     tracking.reconcile_runs([experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{study_run_id}'")
@@ -234,9 +281,7 @@ def _reconcile_children(settings: StudySettings, study_run_id: str) -> None:
 def live_study_runs(settings: StudySettings, experiment_id: str) -> list[mlflow.entities.Run]:
     """RUNNING study and training runs of this study whose process is alive, or cannot be checked from here
     (another machine); oldest first. Call :func:`tracking.reconcile_runs` first to clear the dead ones."""
-    from analysis.runs import quote
-
-    runs = tracking.running_runs([experiment_id], f"tags.`{tracking.TAG_STUDY}` = {quote(settings.study)}")
+    runs = tracking.running_runs([experiment_id], f"tags.`{tracking.TAG_STUDY}` = {tracking.quote(settings.study)}")
     live = []
     for run in runs:
         if run.data.tags.get(tracking.TAG_ROLE) not in (tracking.ROLE_STUDY, tracking.ROLE_TRAIN):
@@ -290,8 +335,6 @@ def run_study(settings: StudySettings) -> StudyOutcome:
     Raises:
         ValueError: the study id already holds runs of other settings; nothing finished to analyse.
     """
-    # Imported here: the analysis pulls in pandas/seaborn/matplotlib, which --help does not need.
-    from analysis.cli import AnalysisSettings, run_analysis
     from thread_bench.preprocessing import prepare_and_log
 
     store.open_store()
@@ -313,34 +356,27 @@ def run_study(settings: StudySettings) -> StudyOutcome:
         refuse_concurrent_study(settings, experiment_id, study_run_id)  # one started at the same moment
         tracking.log_params(
             {
-                "study": settings.study,
-                "seeds": ",".join(map(str, settings.seeds)),
-                "frameworks": ",".join(settings.frameworks),
-                "variants": ",".join(settings.variants),
+                tracking.PARAM_STUDY: settings.study,
+                tracking.PARAM_SEEDS: ",".join(map(str, settings.seeds)),
+                tracking.PARAM_FRAMEWORKS: ",".join(settings.frameworks),
+                tracking.PARAM_VARIANTS: ",".join(settings.variants),
                 tracking.PARAM_PRECISION: settings.precision,
                 tracking.PARAM_BACKEND: settings.backend,
                 tracking.PARAM_PROFILE: settings.profile,
                 tracking.PARAM_DATA_SEED: settings.data.seed,
-                "epochs": settings.epochs,
+                tracking.PARAM_EPOCHS: settings.epochs,
             }
         )
         # Prepared once, here, so the trainings all reuse it (and no two of them build it at once).
         dataset = prepare_and_log(settings.data, settings.data_root, settings.experiment, profile=settings.profile)
         for training in todo:
             (trained if train(settings, training, study_run_id) else failed).append(training)
-        mlflow.log_metrics({"n_trained": len(trained), "n_skipped": len(skipped), "n_failed": len(failed)})
+        mlflow.log_metrics(
+            {tracking.N_TRAINED: len(trained), tracking.N_SKIPPED: len(skipped), tracking.N_FAILED: len(failed)}
+        )
         _check_digests(settings, dataset.digest)
         if settings.analyze:
-            result = run_analysis(
-                AnalysisSettings(
-                    experiment=settings.experiment,
-                    study=settings.study,
-                    out=settings.out,
-                    dataset=str(dataset.path),
-                    data_root=str(settings.data_root),
-                )
-            )
-            analysis_run_id = result.run_id
+            analysis_run_id = analyse(settings, dataset.path, study_run_id)
             mlflow.set_tag(tracking.TAG_ANALYSIS_RUN_ID, analysis_run_id)
     return StudyOutcome(study_run_id, trained, skipped, failed, analysis_run_id)
 
@@ -359,6 +395,67 @@ def _check_digests(settings: StudySettings, digest: str) -> None:
 # ------------------------------------------------------------------------------------- command line
 
 
+@dataclass(frozen=True)
+class StudyOptions:
+    """The study's own options, as given (the command line is generated from these fields); the data and
+    training settings it shares with a training (``--profile``, ``--data_seed``, ``--source``, ``--epochs``,
+    ``--precision``) come from the profile's dataclasses, as there."""
+
+    study: str = ""
+    seeds: int = DEFAULT_SEEDS
+    first_seed: int = 0
+    frameworks: str = ",".join(FRAMEWORKS)
+    backend: str = _DEFAULT_BACKEND
+    variants: str = DEFAULT_VARIANT
+    out: str = ""
+    data_root: str = ""
+    analyze: bool = True
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
+        if self.first_seed < 0 or self.first_seed + self.seeds > 2**32:
+            raise ValueError(f"--first_seed {self.first_seed} with --seeds {self.seeds}: seeds must lie in [0, 2**32)")
+        unknown = sorted(set(self.framework_list) - set(FRAMEWORKS))
+        if unknown or not self.framework_list:
+            expected = list(FRAMEWORKS)
+            raise ValueError(f"--frameworks: unknown {unknown}; expected a comma-separated subset of {expected}")
+        for framework in self.framework_list:
+            chosen = frameworks.get(framework)
+            if chosen.backend_is_option:
+                chosen.options(backend=self.backend)  # type: ignore[call-arg]  # validates it, naming the choices
+        unknown = sorted(set(self.variant_list) - set(variant_names()))
+        if unknown or not self.variant_list:
+            raise ValueError(f"--variants: unknown {unknown}; expected a comma-separated subset of {variant_names()}")
+
+    @property
+    def framework_list(self) -> tuple[str, ...]:
+        return _items(self.frameworks)
+
+    @property
+    def variant_list(self) -> tuple[str, ...]:
+        return _items(self.variants)
+
+
+_OPTION_HELPS = {
+    "study": "study id (default: <profile>-<backend>-data<data_seed>, plus -<precision> unless fp32); reuse it to "
+    "resume",
+    "seeds": "number of seeds",
+    "first_seed": "first training seed",
+    "frameworks": "comma-separated subset of the frameworks",
+    "backend": "backend of the frameworks that take one (Keras)",
+    "variants": f"comma-separated, from {variant_names()}; each is its own group",
+    "out": "report folder (default: reports/<study>)",
+    "data_root": "data root (default: $THREAD_BENCH_DATA or ./data)",
+    "analyze": "run the analysis at the end (true/false)",
+}
+
+
+def _items(text: str) -> tuple[str, ...]:
+    """The distinct items of a comma-separated list, in order."""
+    return tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m thread_bench.study",
@@ -366,41 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
         "process), tag the runs with a study id, then run the analysis. Re-running the same study skips the "
         "trainings that already finished.",
     )
-    parser.add_argument(
-        "--study",
-        default=None,
-        help="study id (default: <profile>-<backend>-data<data_seed>, plus -<precision> unless fp32); reuse it "
-        "to resume",
-    )
-    parser.add_argument("--seeds", default=None, help=f"number of seeds (default: {DEFAULT_SEEDS})")
-    parser.add_argument("--first_seed", default=None, help="first training seed (default: 0)")
-    parser.add_argument(
-        "--frameworks", default=None, help=f"comma-separated, from {list(FRAMEWORKS)} (default: all of them)"
-    )
-    parser.add_argument(
-        "--backend",
-        default=None,
-        help=f"Keras backend, one of {list(KERAS_BACKENDS)} (default: {KerasOptions.backend})",
-    )
-    parser.add_argument(
-        "--variants",
-        default=None,
-        help=f"comma-separated, from {variant_names()}; each is its own group (default: {DEFAULT_VARIANT})",
-    )
-    parser.add_argument(
-        "--precision", default=None, help=f"fp32, tf32 or bf16, for every training (default: {TrainConfig.precision})"
-    )
     cli.add_profile_option(parser)
-    parser.add_argument("--data_seed", default=None, help="seed of the prepared dataset (default: the profile's)")
-    parser.add_argument("--source", default=None, help="'synthetic' or a raw corpus directory (default: the profile's)")
-    parser.add_argument("--epochs", default=None, help="maximum epochs per training (default: the profile's)")
-    parser.add_argument(
-        "--experiment", default=None, help=f"MLflow experiment (default: {tracking.DEFAULT_EXPERIMENT})"
-    )
-    parser.add_argument("--out", default=None, help="report folder (default: reports/<study>)")
-    parser.add_argument("--data_root", default=None, help="data root (default: $THREAD_BENCH_DATA or ./data)")
-    parser.add_argument("--analyze", default=None, help="run the analysis at the end: true/false (default: true)")
-    parser.add_argument("--verbose", action="store_true")
+    cli.add_dataclass_options(parser, StudyOptions, helps=_OPTION_HELPS)
+    cli.add_dataclass_options(parser, TrainConfig, include=("epochs", "precision"))
+    cli.add_data_options(parser, include=("source", "seed"))
+    cli.add_experiment_option(parser)
+    cli.add_verbose_option(parser)
     return parser
 
 
@@ -410,69 +478,32 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     Raises:
         ValueError: a malformed or out-of-range option.
     """
-
-    def given(value: str | None) -> str | None:
-        return value if value not in (None, "") else None
-
-    def integer(name: str, default: int | None) -> int | None:
-        text = given(getattr(args, name))
-        if text is None:
-            return default
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"--{name} must be an integer, got {text!r}") from None
-
-    n_seeds = integer("seeds", DEFAULT_SEEDS)
-    first_seed = integer("first_seed", 0)
-    assert n_seeds is not None and first_seed is not None
-    if n_seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {n_seeds}")
-    if first_seed < 0 or first_seed + n_seeds > 2**32:
-        raise ValueError(f"--first_seed {first_seed} with --seeds {n_seeds}: seeds must lie in [0, 2**32)")
-    frameworks = tuple(f.strip() for f in (given(args.frameworks) or ",".join(FRAMEWORKS)).split(",") if f.strip())
-    unknown = sorted(set(frameworks) - set(FRAMEWORKS))
-    if unknown or not frameworks:
-        raise ValueError(f"--frameworks: unknown {unknown}; expected a comma-separated subset of {list(FRAMEWORKS)}")
-    backend = KerasOptions(backend=given(args.backend) or KerasOptions.backend).backend  # validates it
-    variants = tuple(
-        dict.fromkeys(v.strip() for v in (given(args.variants) or DEFAULT_VARIANT).split(",") if v.strip())
-    )
-    unknown_variants = sorted(set(variants) - set(variant_names()))
-    if unknown_variants or not variants:
-        raise ValueError(
-            f"--variants: unknown {unknown_variants}; expected a comma-separated subset of {variant_names()}"
-        )
-    precision = TrainConfig(precision=given(args.precision) or TrainConfig.precision).precision  # validates it
-    if args.profile not in profile_names():
-        raise ValueError(f"unknown profile {args.profile!r}; expected one of {profile_names()}")
-    source = given(args.source)
-    if source is not None and source != "synthetic":
+    options = StudyOptions(**cli.given(args, StudyOptions))
+    train = resolve(TrainConfig, args.profile, cli.given(args, TrainConfig))
+    data_overrides = cli.pick_data(args)
+    if data_overrides["source"] not in (None, "", "synthetic"):
         # Absolute, so that the trainings (and a later resume from elsewhere) log the same source param.
-        source = str(Path(source).resolve())
-    data = resolve(DataConfig, args.profile, {"seed": integer("data_seed", None), "source": source})
+        data_overrides["source"] = str(Path(data_overrides["source"]).resolve())
+    data = resolve(DataConfig, args.profile, data_overrides)
     if data.source != "synthetic" and not Path(data.source).is_dir():
         raise FileNotFoundError(f"--source {data.source!r}: no such directory (expected 'synthetic' or a corpus dir)")
-    epochs_given = integer("epochs", None)
-    epochs = resolve(TrainConfig, args.profile, {"epochs": epochs_given}).epochs
-    study = given(args.study) or f"{args.profile}-{backend}-data{data.seed}" + (
-        f"-{precision}" if precision != TrainConfig.precision else ""
-    )
+    suffix = f"-{train.precision}" if train.precision != TrainConfig.precision else ""
+    study = options.study or f"{args.profile}-{options.backend}-data{data.seed}{suffix}"
     return StudySettings(
         study=study,
-        seeds=tuple(range(first_seed, first_seed + n_seeds)),
-        frameworks=tuple(dict.fromkeys(frameworks)),
-        backend=backend,
-        variants=variants,
-        precision=precision,
+        seeds=tuple(range(options.first_seed, options.first_seed + options.seeds)),
+        frameworks=options.framework_list,
+        backend=options.backend,
+        variants=options.variant_list,
+        precision=train.precision,
         profile=args.profile,
         data=data,
-        epochs=epochs,
-        epochs_given=epochs_given is not None,
-        experiment=tracking.experiment_name(given(args.experiment)),
-        out=given(args.out) or str(Path("reports") / study),
-        data_root=data_root(given(args.data_root)).resolve(),
-        analyze=cli.parse_bool(given(args.analyze) or "true"),
+        epochs=train.epochs,
+        epochs_given=args.epochs is not None,
+        experiment=tracking.experiment_name(args.experiment or None),
+        out=options.out or str(Path("reports") / study),
+        data_root=data_root(options.data_root or None).resolve(),
+        analyze=options.analyze,
     )
 
 

@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from types import ModuleType
 
+from thread_bench import frameworks
 from thread_bench.training import driver
-from thread_bench.training.options import TorchOptions
 
-
-def _load_trainer(request: driver.TrainRequest) -> ModuleType:
-    from thread_bench.training import torch_train
-
-    return torch_train
+FRAMEWORK = frameworks.get("torch")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return driver.build_parser("torch", TorchOptions)
+    return driver.build_parser(FRAMEWORK)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return driver.main(argv, "torch", TorchOptions, _load_trainer)
+    return driver.main(argv, FRAMEWORK)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ PARAM_BACKEND = "backend"
 PARAM_PROFILE = "profile"
 PARAM_PRECISION = "precision"
 #: DataConfig.seed (the prepared dataset); ``seed`` is TrainConfig.seed (initialisation and shuffling).
+#: The same name on the command line (``--data_seed``); see :func:`data_param`.
 PARAM_DATA_SEED = "data_seed"
 PARAM_DATASET_KEY = "dataset_key"
 PARAM_N_TRAIN = "n_train"
@@ -94,6 +95,36 @@ PARAM_TORCH_FP32_PRECISION = "torch_fp32_precision"
 PARAM_TF_TENSOR_FLOAT_32 = "tf_tensor_float_32"
 PARAM_JAX_MATMUL_PRECISION = "jax_default_matmul_precision"
 PARAM_CUDNN_BENCHMARK = "cudnn_benchmark"
+# The config dataclasses' fields, logged under their own names (``driver._log_setup``, the preprocessing):
+# a field's name is its param's name, so these must equal them (tests/test_tracking_names.py checks both ways).
+# TrainConfig.
+PARAM_SEED = "seed"
+PARAM_EPOCHS = "epochs"
+PARAM_BATCH_SIZE = "batch_size"
+PARAM_LEARNING_RATE = "learning_rate"
+PARAM_LR_SCHEDULE = "lr_schedule"
+PARAM_PATIENCE = "patience"
+PARAM_MIN_DELTA = "min_delta"
+PARAM_ADAM_EPSILON = "adam_epsilon"
+PARAM_DETERMINISTIC = "deterministic"
+PARAM_TRACEMALLOC = "tracemalloc"
+PARAM_THREADS = "threads"
+PARAM_DEVICE_DATA_FRACTION = "device_data_fraction"
+# ModelConfig (``input_size`` is DataConfig's too, logged once).
+PARAM_BASE_FILTERS = "base_filters"
+PARAM_INPUT_SIZE = "input_size"
+PARAM_DROPOUT = "dropout"
+PARAM_BATCHNORM_MOMENTUM = "batchnorm_momentum"
+PARAM_BATCHNORM_EPS = "batchnorm_eps"
+# DataConfig (its ``seed`` is logged as ``data_seed`` by training, as ``seed`` by the preprocessing).
+PARAM_SOURCE = "source"
+PARAM_N_PAINTINGS = "n_paintings"
+PARAM_N_PATCHES = "n_patches"
+PARAM_CROP_PX = "crop_px"
+PARAM_SUBPATCHES_PER_PATCH = "subpatches_per_patch"
+PARAM_MAX_ROTATION_DEG = "max_rotation_deg"
+PARAM_VAL_FRACTION = "val_fraction"
+PARAM_TEST_FRACTION = "test_fraction"
 
 # Per-epoch metrics (step = epoch, from 0).
 TRAIN_LOSS = "train_loss"
@@ -129,6 +160,10 @@ TRAIN_SAMPLES_PER_S = "train_samples_per_s"
 HOST_PY_ALLOC_PEAK_BYTES = "host_py_alloc_peak_bytes"
 #: The first epoch (tracing, compilation, warm-up), reported apart from ``median_epoch_time_s``.
 FIRST_EPOCH_TIME_S = "first_epoch_time_s"
+#: The steady state's (``training.common.steady_state``) median training and validation pass; logged since
+#: the analysis reads them instead of recomputing them from the history (older runs lack them).
+MEDIAN_TRAIN_TIME_S = "median_train_time_s"
+MEDIAN_VAL_TIME_S = "median_val_time_s"
 #: The kernel's lifetime peak RSS of the process (ru_maxrss): an upper bound for the sampled peaks.
 HOST_MAXRSS_BYTES = "host_maxrss_bytes"
 #: The best model re-scored on the validation split, and what predicting the training mean scores there.
@@ -141,7 +176,15 @@ ARTIFACT_HISTORY = "history.csv"
 ARTIFACT_CONFIG = "config.json"
 ARTIFACT_MODEL = "model"
 
-# Evaluation runs.
+# Evaluation runs: params (also ``framework``, ``backend``, ``seed``, ``dataset_digest``, ``n_test``,
+# ``batch_size``), metrics (also ``best_val_loss``, the source run's) and the predictions artifact.
+PARAM_GROUP = "group"
+PARAM_SOURCE_RUN_ID = "source_run_id"
+PARAM_MODEL_URI = "model_uri"
+PARAM_PREDICT_DEVICE = "predict_device"
+#: Timed prediction passes (evaluation and analysis runs).
+PARAM_REPEATS = "repeats"
+ARTIFACT_PREDICTIONS = "predictions.csv"
 TEST_LOSS = "test_loss"
 TEST_MAE_THREADS_PER_CM = "test_mae_threads_per_cm"
 PREDICT_TIME_S = "predict_time_s"
@@ -153,12 +196,46 @@ PREDICT_FIRST_TIME_S = "predict_first_time_s"
 FFT_TEST_LOSS = "fft_test_loss"
 FFT_TEST_MAE_THREADS_PER_CM = "fft_test_mae_threads_per_cm"
 FFT_FAILED_SUBPATCHES = "fft_failed_subpatches"
+# Their params (also ``repeats``, ``batch_size``, ``dataset_digest``), counts and the report folder.
+PARAM_EXPERIMENT = "experiment"
+PARAM_STUDY = "study"
+PARAM_FILTER = "filter"
+PARAM_FFT_BASELINE = "fft_baseline"
+PARAM_BOOTSTRAP_SEED = "bootstrap_seed"
+N_TRAINING_RUNS = "n_training_runs"
+N_GROUPS = "n_groups"
+ARTIFACT_REPORT = "report"
 
-# Preprocessing runs.
+# Study runs: params (also ``study``, ``precision``, ``backend``, ``profile``, ``data_seed``, ``epochs``) and
+# what became of the trainings.
+PARAM_SEEDS = "seeds"
+PARAM_FRAMEWORKS = "frameworks"
+PARAM_VARIANTS = "variants"
+N_TRAINED = "n_trained"
+N_SKIPPED = "n_skipped"
+N_FAILED = "n_failed"
+
+# Preprocessing runs: params (every DataConfig field, ``profile``, ``dataset_key``, ``dataset_digest``, and
+# these) and metrics (also ``n_train``/``n_val``/``n_test``, the sizes of the splits, and
+# ``host_rss_peak_bytes``).
+PARAM_SOURCE_DIGEST = "source_digest"
+#: Whether an existing prepared dataset was reused instead of built.
+PARAM_REUSED = "reused"
+PREP_CORPUS_TIME_S = "corpus_time_s"
 PREP_TIME_S = "prep_time_s"
+PREP_TOTAL_TIME_S = "total_time_s"
 PREP_SKIPPED_PATCHES = "skipped_patches"
+PREP_SKIPPED_SUBPATCHES = "skipped_subpatches"
 #: Rows whose density_v/density_h in index.csv differ from the counted density (listed in the manifest).
 PREP_DENSITY_MISMATCHES = "density_mismatches"
+#: The peak RSS of the preparation's worker processes (they run in parallel: reported apart).
+HOST_RSS_PEAK_WORKERS_BYTES = "host_rss_peak_workers_bytes"
+
+
+def data_param(field: str) -> str:
+    """The param (and command-line option) of a DataConfig field: its own name, but ``data_seed`` for ``seed``,
+    which a training's own seed takes."""
+    return PARAM_DATA_SEED if field == "seed" else field
 
 
 def experiment_name(given: str | None) -> str:
@@ -228,6 +305,24 @@ def process_of(run: Run) -> lifecycle.ProcessIdentity | None:
     )
 
 
+def quote(value: str) -> str:
+    """A string literal for an MLflow search filter."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def training_filter(study: str | None = None, extra: str | None = None, *, finished: bool = True) -> str:
+    """The search filter for (FINISHED) training runs, optionally of one study and with an extra clause: the one
+    definition of "a finished training run", for the study and the analysis alike."""
+    clauses = [f"tags.`{TAG_ROLE}` = {quote(ROLE_TRAIN)}"]
+    if finished:
+        clauses.append("attributes.status = 'FINISHED'")
+    if study:
+        clauses.append(f"tags.`{TAG_STUDY}` = {quote(study)}")
+    if extra:
+        clauses.append(extra)
+    return " and ".join(clauses)
+
+
 def running_runs(experiment_ids: list[str], extra_filter: str | None = None) -> list[Run]:
     """Every RUNNING run of the experiments (and ``extra_filter``), oldest first."""
     clauses = ["attributes.status = 'RUNNING'", *([extra_filter] if extra_filter else [])]
@@ -268,6 +363,20 @@ def reconcile_runs(experiment_ids: list[str], extra_filter: str | None = None) -
     return reconciled
 
 
+def _top_level_placement(
+    client: mlflow.MlflowClient, experiment: str | None, launch_run_id: str | None
+) -> tuple[str, dict[str, str]]:
+    """The experiment id of a top-level run (found or created; its stale runs reconciled) and the tags that
+    tie it to an ``mlflow run`` launch run, if there is one."""
+    experiment_id = _enter_experiment(experiment_name(experiment))
+    tags: dict[str, str] = {}
+    if launch_run_id:
+        tags[TAG_LAUNCH_RUN_ID] = launch_run_id
+        if experiment_id == client.get_run(launch_run_id).info.experiment_id:
+            tags[MLFLOW_PARENT_RUN_ID] = launch_run_id  # the UI shows this run under the launch run
+    return experiment_id, tags
+
+
 @contextlib.contextmanager
 def tracked_run(
     experiment: str | None,
@@ -295,15 +404,11 @@ def tracked_run(
     store.open_store()
     launch_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     nested = nested or mlflow.active_run() is not None
-    all_tags = {**process_tags(), **(tags or {})}
     client = mlflow.MlflowClient()
-    experiment_id = None
+    experiment_id, all_tags = None, {**process_tags(), **(tags or {})}
     if not nested:
-        experiment_id = _enter_experiment(experiment_name(experiment))
-        if launch_run_id:
-            all_tags[TAG_LAUNCH_RUN_ID] = launch_run_id
-            if experiment_id == client.get_run(launch_run_id).info.experiment_id:
-                all_tags[MLFLOW_PARENT_RUN_ID] = launch_run_id  # the UI shows this run under the launch run
+        experiment_id, launch_tags = _top_level_placement(client, experiment, launch_run_id)
+        all_tags.update(launch_tags)
     run = None
     status, reason = RunStatus.FAILED, None
     try:

@@ -118,6 +118,10 @@ def ensure_prepared(config: DataConfig, root: str | Path | None = None, *, worke
 
     The key is a hash of the source digest (the bytes of the corpus), the seed and every preparation setting.
     """
+    # Imported here, not at the top: the spawned preparation workers import this module, and tracking brings
+    # MLflow with it (seconds per worker).
+    from thread_bench import tracking
+
     root_dir = data_root(root)
     started = time.perf_counter()
     corpus_dir = _resolve_source(config, root_dir)
@@ -130,18 +134,18 @@ def ensure_prepared(config: DataConfig, root: str | Path | None = None, *, worke
     reused = _reusable(target)
     if reused is not None:
         log.info("reusing prepared dataset %s (content digest verified)", target)
-        stats = {"corpus_time_s": corpus_time_s, "total_time_s": time.perf_counter() - started}
+        stats = {tracking.PREP_CORPUS_TIME_S: corpus_time_s, tracking.PREP_TOTAL_TIME_S: time.perf_counter() - started}
         return PrepareResult(reused, built=False, corpus_dir=corpus_dir, stats=stats)
 
     log.info("preparing dataset %s from %s (%d patches)", key, corpus_dir, len(records))
     build_started = time.perf_counter()
     manifest = _build(config, corpus_dir, records, source_digest, key, target, workers=workers)
     stats = {
-        "corpus_time_s": corpus_time_s,
-        "prep_time_s": time.perf_counter() - build_started,
-        "total_time_s": time.perf_counter() - started,
-        "skipped_patches": len(manifest["skipped"]["patches"]),
-        "skipped_subpatches": manifest["skipped"]["subpatches"],
+        tracking.PREP_CORPUS_TIME_S: corpus_time_s,
+        tracking.PREP_TIME_S: time.perf_counter() - build_started,
+        tracking.PREP_TOTAL_TIME_S: time.perf_counter() - started,
+        tracking.PREP_SKIPPED_PATCHES: len(manifest["skipped"]["patches"]),
+        tracking.PREP_SKIPPED_SUBPATCHES: manifest["skipped"]["subpatches"],
     }
     return PrepareResult(load_prepared(target), built=True, corpus_dir=corpus_dir, stats=stats)
 

@@ -261,8 +261,3 @@ def check_densities(values: np.ndarray, where: Path | str) -> None:
 def _without_digest(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in manifest.items() if k != "content_digest"}
 
-
-def iter_array_files(directory: Path) -> Iterable[Path]:
-    for split in SPLITS:
-        for array in ARRAYS:
-            yield directory / array_filename(split, array)

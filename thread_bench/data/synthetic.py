@@ -323,7 +323,38 @@ def generate_patch(
     # float32 throughout: phases of <= ~60 threads keep ~1e-5 px precision, at half the memory traffic.
     axis = np.arange(size_px, dtype=np.float32) - np.float32(centre)
     x, y = axis[None, :], axis[:, None]
+    present: list[str] = []
+    # The order of the draws from rng is part of the corpus' definition: the same seed, the same bytes.
+    warp, weft, nail_centre = _threads(rng, canvas, x, y, px_per_cm, artefacts, present)
+    attenuation = _attenuation(rng, canvas, warp, weft, (x, y), px_per_cm, artefacts, present, nail_centre)
+    image = _image(rng, attenuation, imaging)
+    return SyntheticPatch(
+        painting_id=painting_id,
+        patch_id=patch_id,
+        image=image,
+        h_mask=np.abs(weft.offset) <= MASK_HALF_WIDTH_PX * weft.frequency,
+        v_mask=np.abs(warp.offset) <= MASK_HALF_WIDTH_PX * warp.frequency,
+        px_per_cm=float(px_per_cm),
+        density_h=float(px_per_cm * weft.frequency.mean(dtype=np.float64)),
+        density_v=float(px_per_cm * warp.frequency.mean(dtype=np.float64)),
+        canvas=canvas,
+        imaging=imaging,
+        artefacts=tuple(sorted(present)),
+    )
 
+
+def _threads(
+    rng: np.random.Generator,
+    canvas: CanvasParams,
+    x: np.ndarray,
+    y: np.ndarray,
+    px_per_cm: float,
+    artefacts: ArtefactParams,
+    present: list[str],
+) -> tuple[_Family, _Family, tuple[float, float] | None]:
+    """The patch's warp and weft: densities and angles drawn around the canvas', waviness, and cusping near a
+    tacking margin (appended to ``present``, with the nail that caused it when there is one)."""
+    size_px = x.shape[1]
     density_v, density_h = (
         float(np.clip(d * (1.0 + canvas.density_spread * rng.standard_normal()), *DENSITY_RANGE_THREADS_PER_CM))
         for d in (canvas.density_v_threads_per_cm, canvas.density_h_threads_per_cm)
@@ -337,7 +368,6 @@ def generate_patch(
     u_h = y * math.cos(angle_h) + x * math.sin(angle_h)
     displacement_v = _smooth_field(rng, size_px, correlation_px=2.5 * spacing_h_px) * canvas.waviness * spacing_v_px
     displacement_h = _smooth_field(rng, size_px, correlation_px=2.5 * spacing_v_px) * canvas.waviness * spacing_h_px
-    present: list[str] = []
     nail_centre: tuple[float, float] | None = None
     if rng.random() < artefacts.cusping_probability:
         cusp_v, cusp_h, nail_centre = _cusping(rng, x, y, size_px, px_per_cm)
@@ -365,7 +395,24 @@ def generate_patch(
         canvas.irregularity_h,
         spacing_h_px,
     )
+    return warp, weft, nail_centre
 
+
+def _attenuation(
+    rng: np.random.Generator,
+    canvas: CanvasParams,
+    warp: _Family,
+    weft: _Family,
+    coordinates: tuple[np.ndarray, np.ndarray],
+    px_per_cm: float,
+    artefacts: ArtefactParams,
+    present: list[str],
+    nail_centre: tuple[float, float] | None,
+) -> np.ndarray:
+    """X-ray attenuation: the ground layer between the threads, paint, a nail and a stretcher bar (each
+    artefact present is appended to ``present``)."""
+    x, y = coordinates
+    size_px = x.shape[1]
     ground = _ground_thickness(rng, canvas, warp, weft)
     attenuation = canvas.ground_opacity * ground
     attenuation += _paint(rng, size_px, artefacts, present)
@@ -377,21 +424,7 @@ def generate_patch(
     if rng.random() < artefacts.stretcher_probability:
         attenuation += _stretcher_bar(rng, x, y, size_px, px_per_cm)
         present.append("stretcher")
-
-    image = _image(rng, attenuation, imaging)
-    return SyntheticPatch(
-        painting_id=painting_id,
-        patch_id=patch_id,
-        image=image,
-        h_mask=np.abs(weft.offset) <= MASK_HALF_WIDTH_PX * weft.frequency,
-        v_mask=np.abs(warp.offset) <= MASK_HALF_WIDTH_PX * warp.frequency,
-        px_per_cm=float(px_per_cm),
-        density_h=float(px_per_cm * weft.frequency.mean(dtype=np.float64)),
-        density_v=float(px_per_cm * warp.frequency.mean(dtype=np.float64)),
-        canvas=canvas,
-        imaging=imaging,
-        artefacts=tuple(sorted(present)),
-    )
+    return attenuation
 
 
 def _smooth_field(rng: np.random.Generator, size_px: int, *, correlation_px: float) -> np.ndarray:

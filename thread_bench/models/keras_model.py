@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from thread_bench.config import ModelConfig
+from thread_bench.config import PREDICT_BATCH_SIZE, ModelConfig
 from thread_bench.models import spec
 
 _DATA_FORMAT = "channels_last"
@@ -105,7 +105,7 @@ def count_parameters(model: keras.Model) -> int:
     return int(sum(np.prod(variable.shape) for variable in model.trainable_weights))
 
 
-def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict(model: keras.Model, images: np.ndarray, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
     """Thread densities for ``(N, H, W)`` images (uint8, or float in [0, 1]); returns float32 ``(N,)``.
 
     Runs in inference mode (BatchNorm moving statistics, no dropout).

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thread_bench.config import ModelConfig
+from thread_bench.config import PREDICT_BATCH_SIZE, ModelConfig
 from thread_bench.models import spec
 
 #: Keras' VarianceScaling divides the standard deviation of its truncated normal by the standard deviation
@@ -152,7 +152,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def predict(
-    model: RegVGG, images: np.ndarray, batch_size: int = 64, device: str | torch.device | None = None
+    model: RegVGG, images: np.ndarray, batch_size: int = PREDICT_BATCH_SIZE, device: str | torch.device | None = None
 ) -> np.ndarray:
     """Thread densities for ``(N, H, W)`` images (uint8, or float in [0, 1]); returns float32 ``(N,)``.
 

@@ -1,2 +1,2 @@
-"""Training: the shared protocol (``common``), the run around it (``driver``) and one module per framework
-(``keras_train``, ``torch_train``) with the same public names."""
+"""Training: the shared protocol (``common``), the run around it (``driver``) and one trainer per framework
+(``keras_trainer``, ``torch_trainer``: twins with the same public names, see ``thread_bench.frameworks``)."""

@@ -5,7 +5,8 @@ the per-epoch measurements and the result type, so that the only difference betw
 PyTorch run is the framework.
 
 **Loss.** The normalised mean absolute error ``mean(|y_pred - y| / y)`` over samples, where ``y`` is the
-vertical thread density in threads/cm (always > 0: the preparation counts at least two threads). A batch's
+vertical thread density in threads/cm (always > 0: the preparation counts at least two threads); defined
+once, in NumPy, in :mod:`thread_bench.metrics`, which the frameworks' losses are tested against. A batch's
 loss is the mean over its samples; an epoch's ``train_loss`` is the sample-weighted mean of the batch losses
 seen while the weights changed (what Keras' ``fit`` reports); ``val_loss`` is the mean over the whole
 validation split in inference mode (BatchNorm running statistics, no dropout).
@@ -16,18 +17,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-import os
 import random
 import statistics
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from thread_bench import tracking
+from thread_bench import backends, tracking
 from thread_bench.config import TrainConfig
 from thread_bench.data.prepared import PreparedDataset
 from thread_bench.measure import (
@@ -37,9 +36,8 @@ from thread_bench.measure import (
     Sync,
     Timer,
     cpu_has_bf16,
-    gpu_compute_capability,
-    gpu_name,
 )
+from thread_bench.metrics import mean_absolute_error, normalized_mae
 from thread_bench.models import spec
 
 #: The per-epoch metric keys, in the order of ``history.csv``.
@@ -184,18 +182,11 @@ class BatchSampler:
 # ------------------------------------------------------------------------------------- the protocol
 
 
-def normalized_mae(predictions: np.ndarray, targets: np.ndarray) -> float:
-    """``mean(|predictions - targets| / targets)`` (the reference definition both frameworks implement)."""
-    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
-    targets = np.asarray(targets, dtype=np.float64).reshape(-1)
-    return float(np.mean(np.abs(predictions - targets) / targets))
-
-
 def mean_predictor_baseline(train_labels: np.ndarray, val_labels: np.ndarray) -> tuple[float, float]:
     """What predicting the training mean for every validation sample scores: (normalised MAE, MAE in
     threads/cm). A model that has learned anything beats it clearly."""
     constant = np.full(len(val_labels), float(np.mean(train_labels)))
-    return normalized_mae(constant, val_labels), float(np.mean(np.abs(constant - val_labels)))
+    return normalized_mae(constant, val_labels), mean_absolute_error(constant, val_labels)
 
 
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
@@ -245,109 +236,25 @@ def check_finite_loss(epoch: int, train_loss: float) -> None:
         )
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and the frameworks already imported (PyTorch; Keras and its backend)."""
+def seed_host(seed: int) -> None:
+    """Seed Python's and NumPy's global generators (the framework's own: ``Trainer.seed``)."""
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - the legacy global RNG, for third-party code that uses it
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(seed)
-    if "keras" in sys.modules:
-        sys.modules["keras"].utils.set_random_seed(seed)
 
 
-def set_deterministic(enabled: bool, framework: str) -> None:
-    """Deterministic kernels for ``framework`` (``torch``, ``tensorflow`` or ``jax``).
-
-    For JAX on a GPU, ``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` must be set before JAX starts; the
-    ``keras_train`` entry point does that. PyTorch on a GPU needs ``CUBLAS_WORKSPACE_CONFIG`` before CUDA
-    starts, set here (a no-op if CUDA is already running with another value).
-    """
-    if framework == "torch":
-        import torch
-
-        if enabled:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(enabled)
-        torch.backends.cudnn.deterministic = enabled
-        torch.backends.cudnn.benchmark = not enabled
-    elif framework == "tensorflow":
-        import tensorflow as tf
-
-        if enabled:
-            tf.config.experimental.enable_op_determinism()
-        else:
-            with contextlib.suppress(AttributeError):
-                tf.config.experimental.disable_op_determinism()
-    elif framework != "jax":
-        raise ValueError(f"framework must be torch, tensorflow or jax, got {framework!r}")
-
-
-def set_precision(precision: str, framework: str) -> dict[str, Any]:
-    """Apply ``precision``'s float32 rules to ``framework`` (``torch``, ``tensorflow`` or ``jax``); returns the
-    settings read back from the framework (logged as params, so a run shows what was in force, not what
-    was asked for).
-
-    TF32 is allowed for matmuls and convolutions only under ``tf32``; ``fp32`` and the float32 parts of
-    ``bf16`` (output layer, loss, optimizer) are IEEE float32. Each framework's own default differs on a GPU
-    (JAX and TensorFlow use TF32 for float32, PyTorch for convolutions only), hence explicit settings for
-    all three. bfloat16 compute is a property of the model (Keras dtype policy, PyTorch autocast), set when
-    it is built.
-    """
-    tf32 = precision == "tf32"
-    if framework == "torch":
-        import torch
-
-        mode = "tf32" if tf32 else "ieee"
-        backends: Any = torch.backends  # the stubs lack the fp32_precision settings (PyTorch >= 2.9)
-        backends.cuda.matmul.fp32_precision = mode
-        backends.cudnn.conv.fp32_precision = mode
-        # oneDNN (CPU) kernels: TF32 only on CPUs that have it (none of this project's machines do).
-        backends.mkldnn.fp32_precision = mode
-        matmul, conv = backends.cuda.matmul.fp32_precision, backends.cudnn.conv.fp32_precision
-        return {
-            tracking.PARAM_TF32_MATMUL: matmul == "tf32",
-            tracking.PARAM_TF32_CONV: conv == "tf32",
-            tracking.PARAM_TORCH_FP32_PRECISION: (
-                f"cuda.matmul={matmul} cudnn.conv={conv} mkldnn={backends.mkldnn.fp32_precision}"
-            ),
-        }
-    if framework == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_tensor_float_32_execution(tf32)
-        enabled = bool(tf.config.experimental.tensor_float_32_execution_enabled())
-        return {
-            tracking.PARAM_TF32_MATMUL: enabled,
-            tracking.PARAM_TF32_CONV: enabled,
-            tracking.PARAM_TF_TENSOR_FLOAT_32: enabled,
-        }
-    if framework == "jax":
-        import jax
-
-        # Applies to every dot and convolution XLA compiles without an explicit precision (Keras' layers).
-        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
-        value = str(jax.config.jax_default_matmul_precision)  # type: ignore[attr-defined]
-        reduced = value not in ("highest", "float32")
-        return {
-            tracking.PARAM_TF32_MATMUL: reduced,
-            tracking.PARAM_TF32_CONV: reduced,
-            tracking.PARAM_JAX_MATMUL_PRECISION: value,
-        }
-    raise ValueError(f"framework must be torch, tensorflow or jax, got {framework!r}")
-
-
-def bf16_hardware(framework: str) -> str:
-    """Whether the device ``framework`` trains on computes bfloat16 natively: ``native`` or ``emulated``.
+def bf16_hardware(backend: str) -> str:
+    """Whether the device ``backend`` trains on computes bfloat16 natively: ``native`` or ``emulated``.
 
     Raises:
         ValueError: a GPU without bfloat16 (compute capability below 8.0): a ``bf16`` run there would not be
             bf16, so it is refused rather than logged as such.
     """
-    capability = gpu_compute_capability(framework)
+    compute = backends.get(backend)
+    capability = compute.gpu_compute_capability()
     if capability is not None:
         if capability < (8, 0):
             raise ValueError(
-                f"precision=bf16: the GPU {gpu_name(framework)} has compute capability "
+                f"precision=bf16: the GPU {compute.gpu_name()} has compute capability "
                 f"{capability[0]}.{capability[1]}; bfloat16 needs 8.0 (Ampere) or newer. Use fp32 or tf32"
             )
         return "native"
@@ -356,28 +263,21 @@ def bf16_hardware(framework: str) -> str:
     return "native" if cpu_has_bf16() else "emulated"
 
 
-def set_threads(threads: int, framework: str) -> None:
-    """Limit ``framework``'s (``torch`` or ``tensorflow``) kernels to ``threads`` CPU threads; 0 = its default.
+def configure_backend(backend: str, train: TrainConfig) -> dict[str, Any]:
+    """The process-wide settings of the protocol on ``backend``, before any model exists: memory
+    reservation off, threads, deterministic kernels, the precision's float32 rules. Returns the params to
+    log, read back from the backend.
 
-    TensorFlow accepts this only before its runtime starts; JAX takes its threads from ``XLA_FLAGS`` at
-    start-up (set by the ``keras_train`` entry point).
+    Raises:
+        ValueError: bf16 on a GPU without it.
     """
-    if threads == 0 or framework == "jax":
-        return
-    if framework == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-    elif framework == "tensorflow":
-        import tensorflow as tf
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError as error:  # the runtime already started in this process
-            raise RuntimeError(f"cannot set threads={threads}: TensorFlow is already running ({error})") from error
-    else:
-        raise ValueError(f"framework must be torch, tensorflow or jax, got {framework!r}")
+    compute = backends.get(backend)
+    compute.set_threads(train.threads)  # first: TensorFlow accepts it only before its runtime starts
+    knobs: dict[str, Any] = {tracking.PARAM_BACKEND: backend, **compute.prepare_memory()}
+    compute.set_deterministic(train.deterministic)
+    knobs.update(compute.set_precision(train.precision))
+    knobs[tracking.PARAM_BF16_HARDWARE] = bf16_hardware(backend) if train.precision == "bf16" else "unused"
+    return knobs
 
 
 # -------------------------------------------------------------------------------- measuring an epoch
@@ -387,12 +287,12 @@ class EpochMeter:
     """Times one epoch and its training and validation parts (device synced at each edge) and samples the
     memory peaks over the epoch. Callback-friendly: four calls in this order per epoch."""
 
-    def __init__(self, gpu_framework: str, sync: Sync) -> None:
+    def __init__(self, backend: str, sync: Sync) -> None:
         self.epoch_timer = Timer(sync)
         self.train_timer = Timer(sync)
         self.val_timer = Timer(sync)
         self.host_memory = PeakHostMemory()
-        self.gpu_memory = PeakGpuMemory(gpu_framework)
+        self.gpu_memory = PeakGpuMemory(backend)
 
     def begin_epoch(self) -> None:
         self.host_memory.start()
@@ -474,6 +374,18 @@ class EpochRecord:
 EpochCallback = Callable[[EpochRecord], None]
 
 
+def steady_state(history: Sequence[EpochRecord]) -> Sequence[EpochRecord]:
+    """The epochs that measure the steady state: every epoch after the first, which carries tracing,
+    compilation and allocator warm-up (docs/DESIGN.md §7); the only epoch when there is one.
+
+    Raises:
+        ValueError: ``history`` is empty.
+    """
+    if not history:
+        raise ValueError("history is empty: a training has at least one epoch")
+    return history[1:] or history
+
+
 @dataclass
 class TrainResult:
     """What ``fit`` returns in both frameworks; the model itself holds the best-validation weights."""
@@ -491,10 +403,8 @@ class TrainResult:
     def summary_metrics(self) -> dict[str, float]:
         """The summary metrics of docs/DESIGN.md §5, plus the first epoch apart from the steady state."""
         times = [r.epoch_time_s for r in self.history]
-        train_times = [r.train_time_s for r in self.history]
-        # The first epoch includes tracing/compilation and warm-up; the steady state is the rest.
-        steady = times[1:] or times
-        steady_train = train_times[1:] or train_times
+        steady = steady_state(self.history)
+        median_train_time_s = statistics.median(r.train_time_s for r in steady)
         metrics = {
             tracking.BEST_VAL_LOSS: self.best_val_loss,
             tracking.BEST_EPOCH: self.best_epoch,
@@ -502,8 +412,10 @@ class TrainResult:
             tracking.EPOCHS_TRAINED: len(self.history),
             tracking.TOTAL_TRAIN_TIME_S: sum(times),
             tracking.FIRST_EPOCH_TIME_S: times[0],
-            tracking.MEDIAN_EPOCH_TIME_S: statistics.median(steady),
-            tracking.TRAIN_SAMPLES_PER_S: self.n_train / statistics.median(steady_train),
+            tracking.MEDIAN_EPOCH_TIME_S: statistics.median(r.epoch_time_s for r in steady),
+            tracking.MEDIAN_TRAIN_TIME_S: median_train_time_s,
+            tracking.MEDIAN_VAL_TIME_S: statistics.median(r.val_time_s for r in steady),
+            tracking.TRAIN_SAMPLES_PER_S: self.n_train / median_train_time_s,
             tracking.HOST_RSS_PEAK_BYTES: max(r.host_rss_peak_bytes for r in self.history),
             tracking.HOST_MAXRSS_BYTES: self.maxrss_bytes,
         }

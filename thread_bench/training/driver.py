@@ -1,9 +1,8 @@
 """The run around ``fit``, shared by both entry points: configs, validation, dataset, MLflow logging.
 
-A framework module (``keras_train`` or ``torch_train`` in this package) is passed in as a plain module; it
-provides ``FRAMEWORK``, ``configure``, ``versions``, ``backend``, ``environment``, ``build_model``,
-``count_parameters``, ``compile_model``, ``input_pipeline``, ``fit``, ``predict`` and ``log_model`` with the
-same meaning in both.
+The framework comes as a :class:`~thread_bench.frameworks.Framework`; its trainer (a module implementing
+:class:`~thread_bench.frameworks.Trainer`) is imported once the options are parsed and the process is set up for
+its backend. Nothing here names a particular framework.
 
 **Precision and variants.** ``precision`` (TrainConfig) is applied by the framework module's ``configure``
 (float32 rules, read back and logged) and ``build_model`` (bfloat16 compute); ``variant`` picks a named set
@@ -32,33 +31,30 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
 from thread_bench import cli, lifecycle, store, tracking
-from thread_bench.config import DEFAULT_VARIANT, DataConfig, ModelConfig, TrainConfig, resolve
+from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, DataConfig, ModelConfig, TrainConfig, resolve
 from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
+from thread_bench.frameworks import Framework, Trainer
+from thread_bench.metrics import mean_absolute_error, normalized_mae
 from thread_bench.training.common import (
     EpochRecord,
     TrainingData,
     TrainResult,
     mean_predictor_baseline,
-    normalized_mae,
-    seed_everything,
+    seed_host,
 )
-from thread_bench.training.options import KerasOptions, TorchOptions
+from thread_bench.training.options import FrameworkOptions
 
 log = logging.getLogger(__name__)
 
 #: Images used for the model signature and input example.
 _EXAMPLE_IMAGES = 4
-
-FrameworkOptions = KerasOptions | TorchOptions
 
 
 @dataclass(frozen=True)
@@ -81,42 +77,39 @@ class TrainRequest:
 # ---------------------------------------------------------------------------------- the command line
 
 
-def build_parser(framework: str, options_cls: type) -> argparse.ArgumentParser:
-    """Options of ``python -m thread_bench.<framework>_train``, generated from the config dataclasses."""
+def build_parser(framework: Framework) -> argparse.ArgumentParser:
+    """Options of ``python -m <framework.entry_module>``, generated from the config dataclasses."""
     parser = argparse.ArgumentParser(
-        prog=f"python -m thread_bench.{framework}_train",
-        description=f"Train RegVGG with {framework} under the shared protocol and log the run to MLflow. "
+        prog=f"python -m {framework.entry_module}",
+        description=f"Train RegVGG with {framework.name} under the shared protocol and log the run to MLflow. "
         "Every option defaults to the profile's value (an empty string also means 'from the profile').",
     )
     cli.add_profile_option(parser)
     cli.add_variant_option(parser)
     cli.add_dataclass_options(parser, TrainConfig)
     cli.add_dataclass_options(parser, ModelConfig)  # input_size applies to the data and the model alike
-    cli.add_dataclass_options(parser, DataConfig, exclude=("seed", "input_size"))
-    cli.add_dataclass_options(parser, DataConfig, include=("seed",), prefix="data_")
-    cli.add_dataclass_options(parser, options_cls)
-    parser.add_argument(
-        "--experiment", default=None, help=f"MLflow experiment (default: {tracking.DEFAULT_EXPERIMENT})"
-    )
+    cli.add_data_options(parser, exclude=("input_size",))
+    cli.add_dataclass_options(parser, framework.options)
+    cli.add_experiment_option(parser)
     parser.add_argument("--run_name", default=None, help="MLflow run name (default: <framework>-<backend>-seed<seed>)")
     parser.add_argument(
         "--dataset", default=None, help="train on this prepared dataset directory as is (skips preparation)"
     )
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    cli.add_verbose_option(parser)
     return parser
 
 
-def request_from_args(args: argparse.Namespace, framework: str, options_cls: type) -> TrainRequest:
+def request_from_args(args: argparse.Namespace, framework: Framework) -> TrainRequest:
     """Resolve the profile and the given options; raises ``ValueError``/``FileNotFoundError`` for bad input."""
-    data_overrides = {**cli.pick(args, DataConfig), "seed": args.data_seed}
+    data_overrides = cli.pick_data(args)
     variant = args.variant or DEFAULT_VARIANT
     data = resolve(DataConfig, args.profile, data_overrides, variant=variant)
     model = resolve(ModelConfig, args.profile, cli.pick(args, ModelConfig), variant=variant)
     train = resolve(TrainConfig, args.profile, cli.pick(args, TrainConfig), variant=variant)
-    options = resolve(options_cls, args.profile, cli.pick(args, options_cls), variant=variant)
+    options = resolve(framework.options, args.profile, cli.pick(args, framework.options), variant=variant)
     dataset_dir = Path(args.dataset) if args.dataset else None
     request = TrainRequest(
-        framework=framework,
+        framework=framework.name,
         profile=args.profile,
         data=data,
         model=model,
@@ -141,11 +134,8 @@ def validate(request: TrainRequest) -> None:
                 f"input_size is {request.model.input_size}; pass --input_size {dataset.input_size}"
             )
         return
-    if request.data.input_size != request.model.input_size:
-        raise ValueError(
-            f"profile {request.profile!r}: DataConfig.input_size={request.data.input_size} differs from "
-            f"ModelConfig.input_size={request.model.input_size}; they must be equal"
-        )
+    # input_size is one option (ModelConfig's, taken by the data too) with one profile value: they agree.
+    assert request.data.input_size == request.model.input_size
     source = request.data.source
     if source != "synthetic" and not Path(source).is_dir():
         raise FileNotFoundError(f"--source {source!r}: no such directory (expected 'synthetic' or a corpus dir)")
@@ -154,7 +144,7 @@ def validate(request: TrainRequest) -> None:
 # ------------------------------------------------------------------------------------------ the run
 
 
-def run(request: TrainRequest, trainer: ModuleType, knobs: dict[str, Any] | None = None) -> str:
+def run(request: TrainRequest, trainer: Trainer, knobs: dict[str, Any] | None = None) -> str:
     """Train and log one run; returns its MLflow run id. The run ends FINISHED, FAILED or KILLED.
 
     Args:
@@ -175,7 +165,8 @@ def run(request: TrainRequest, trainer: ModuleType, knobs: dict[str, Any] | None
         dataset = _dataset(request)
         data = TrainingData.from_prepared(dataset)
         train = dataclasses.replace(request.train, input_pipeline=trainer.input_pipeline(request.train, data))
-        seed_everything(train.seed)
+        seed_host(train.seed)
+        trainer.seed(train.seed)
         model = trainer.build_model(request.model, train.precision)
         knobs = {**knobs, **trainer.compile_model(model, train, request.options)}
         environment = trainer.environment()
@@ -199,7 +190,7 @@ def run(request: TrainRequest, trainer: ModuleType, knobs: dict[str, Any] | None
 
 def _run_name(request: TrainRequest) -> str:
     """``<framework>[-<backend>][-<precision>][-<variant>]-seed<seed>``; the defaults are left out."""
-    backend = request.options.backend if isinstance(request.options, KerasOptions) else None
+    backend = request.options.backend if request.options.backend != request.framework else None
     precision = request.train.precision if request.train.precision != TrainConfig.precision else None
     variant = request.variant if request.variant != DEFAULT_VARIANT else None
     parts = (request.framework, backend, precision, variant, f"seed{request.train.seed}")
@@ -223,13 +214,13 @@ def _data_params(request: TrainRequest, dataset: PreparedDataset) -> dict[str, A
     else:
         settings = dataclasses.asdict(request.data)
     settings.pop("input_size", None)  # logged once, with the model's
-    return {(tracking.PARAM_DATA_SEED if name == "seed" else name): value for name, value in settings.items()}
+    return {tracking.data_param(name): value for name, value in settings.items()}
 
 
 def _log_setup(
     request: TrainRequest,
     train: TrainConfig,
-    trainer: ModuleType,
+    trainer: Trainer,
     dataset: PreparedDataset,
     n_params: int,
     knobs: dict[str, Any],
@@ -264,16 +255,7 @@ def _log_setup(
             tracking.TAG_DATASET_DIGEST: dataset.digest,
         }
     )
-    with warnings.catch_warnings():
-        # MLflow registers its local-file source for two URI schemes and warns that both match.
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        source = resolve_dataset_source(str(dataset.path.resolve()))
-    mlflow.log_input(
-        MetaDataset(  # type: ignore[abstract]  # MetaDataset implements profile; mypy misreads it
-            source=source, name=params[tracking.PARAM_DATASET_KEY], digest=dataset.digest[:16]
-        ),
-        context="training",
-    )
+    _log_dataset_input(dataset, params[tracking.PARAM_DATASET_KEY])
     config = {
         "framework": trainer.FRAMEWORK,
         "profile": request.profile,
@@ -291,6 +273,18 @@ def _log_setup(
     mlflow.log_dict(config, tracking.ARTIFACT_CONFIG)
 
 
+def _log_dataset_input(dataset: PreparedDataset, name: str) -> None:
+    """The prepared dataset as the run's input (MLflow's Datasets panel: name, digest, folder)."""
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source for two URI schemes and warns that both match.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        source = resolve_dataset_source(str(dataset.path.resolve()))
+    mlflow.log_input(
+        MetaDataset(source=source, name=name, digest=dataset.digest[:16]),  # type: ignore[abstract]
+        context="training",
+    )
+
+
 def _report_epoch(record: EpochRecord) -> None:
     """Log the epoch's metrics and print its line; called by ``fit`` outside the timed regions."""
     mlflow.log_metrics(record.metrics(), step=record.epoch)
@@ -305,7 +299,7 @@ def _report_epoch(record: EpochRecord) -> None:
 
 
 def _add_validation_scores(
-    result: TrainResult, trainer: ModuleType, model: Any, data: TrainingData, *, check: bool = True
+    result: TrainResult, trainer: Trainer, model: Any, data: TrainingData, *, check: bool = True
 ) -> None:
     """Score the restored best model on the validation split, next to the mean-predictor baseline.
 
@@ -313,12 +307,12 @@ def _add_validation_scores(
         check: warn when the rescored loss differs from the best epoch's (off for staged runs, whose epoch
             losses were computed on a pre-made batch).
     """
-    predictions = trainer.predict(model, data.val.images)
+    predictions = trainer.predict(model, data.val.images, PREDICT_BATCH_SIZE)
     labels = data.val.labels
     baseline_loss, baseline_mae = mean_predictor_baseline(data.train.labels, labels)
     result.extra.update(
         {
-            tracking.VAL_MAE_THREADS_PER_CM: float(np.mean(np.abs(predictions - labels))),
+            tracking.VAL_MAE_THREADS_PER_CM: mean_absolute_error(predictions, labels),
             tracking.BASELINE_VAL_LOSS: baseline_loss,
             tracking.BASELINE_VAL_MAE_THREADS_PER_CM: baseline_mae,
         }
@@ -330,7 +324,7 @@ def _add_validation_scores(
         )
 
 
-def _log_result(result: TrainResult, trainer: ModuleType, model: Any, data: TrainingData) -> None:
+def _log_result(result: TrainResult, trainer: Trainer, model: Any, data: TrainingData) -> None:
     # At the last epoch's step: where a summary shares its key with a per-epoch metric (host_rss_peak_bytes,
     # gpu_mem_peak_bytes), the summary (the maximum) is logged last and is the run's value for that key.
     mlflow.log_metrics(result.summary_metrics(), step=result.history[-1].epoch)
@@ -354,14 +348,9 @@ def _print_summary(result: TrainResult, run_id: str) -> None:
     )
 
 
-def main(argv: Sequence[str] | None, framework: str, options_cls: type, load_trainer: Any) -> int:
-    """Parse, validate (exit 2 with one line on bad input, before any work), then train.
-
-    Args:
-        load_trainer: ``(request) -> module``; imports the framework module (after any environment set-up);
-            raises ``ValueError`` when that is impossible in this process.
-    """
-    parser = build_parser(framework, options_cls)
+def main(argv: Sequence[str] | None, framework: Framework) -> int:
+    """Parse, validate (exit 2 with one line on bad input, before any work), then train."""
+    parser = build_parser(framework)
     args = cli.parse(parser, argv)
     cli.configure_logging(args.verbose)
     # SIGTERM like Ctrl-C: the run ends KILLED, never RUNNING; a study's training also dies with the study.
@@ -369,9 +358,11 @@ def main(argv: Sequence[str] | None, framework: str, options_cls: type, load_tra
         lifecycle.die_with_parent_from_environment()
         try:
             try:
-                request = request_from_args(args, framework, options_cls)
+                request = request_from_args(args, framework)
                 store.open_store()  # an unusable tracking store: one line now, not tracebacks after the work
-                trainer = load_trainer(request)
+                trainer = framework.load_trainer(
+                    request.options.backend, deterministic=request.train.deterministic, threads=request.train.threads
+                )
                 knobs = trainer.configure(request.options, request.train)
             except DamagedDatasetError as error:
                 cli.fail(parser, ValueError(f"{error}; delete it and prepare it again (thread_bench.preprocessing)"))

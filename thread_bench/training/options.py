@@ -49,3 +49,12 @@ class TorchOptions:
     def __post_init__(self) -> None:
         if self.compile_mode not in TORCH_COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {list(TORCH_COMPILE_MODES)}, got {self.compile_mode!r}")
+
+    @property
+    def backend(self) -> str:
+        """PyTorch runs its own kernels (not an option: it is not a field)."""
+        return "torch"
+
+
+#: A framework's options; each has a ``backend`` (a name in ``thread_bench.backends.NAMES``).
+FrameworkOptions = KerasOptions | TorchOptions

@@ -1,6 +1,6 @@
 """Keras side of the protocol: ``model.fit()`` with callbacks, fed in the shared batch order.
 
-The twin of :mod:`thread_bench.training.torch_train` (same public names, same :class:`TrainResult`).
+The twin of :mod:`thread_bench.training.torch_trainer` (same public names, same :class:`TrainResult`).
 Import this module only after ``KERAS_BACKEND`` is set (the ``keras_train`` entry point does it): Keras
 reads the variable once, at its first import.
 """
@@ -8,16 +8,15 @@ reads the variable once, at its first import.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import keras
 import mlflow
 import numpy as np
 
-from thread_bench import tracking
-from thread_bench.config import ModelConfig, TrainConfig
-from thread_bench.measure import device_memory_bytes, device_sync, environment_info, gpu_available
+from thread_bench import backends, tracking
+from thread_bench.config import PREDICT_BATCH_SIZE, ModelConfig, TrainConfig
+from thread_bench.measure import environment_info
 from thread_bench.models import keras_model, spec
 from thread_bench.training.common import (
     ArraySplit,
@@ -27,16 +26,13 @@ from thread_bench.training.common import (
     EpochMeter,
     TrainingData,
     TrainResult,
-    bf16_hardware,
     check_finite_loss,
+    configure_backend,
     in_order,
     index_array,
     lr_at_epoch,
     python_alloc_meter,
     resolve_input_pipeline,
-    set_deterministic,
-    set_precision,
-    set_threads,
     staged_batch,
 )
 from thread_bench.training.options import KerasOptions
@@ -53,8 +49,8 @@ def backend() -> str:
 def configure(options: KerasOptions, train: TrainConfig) -> dict[str, Any]:
     """Process-wide settings, before any model exists; returns the knob params to log.
 
-    TensorFlow reserves nearly all GPU memory at start unless memory growth is on (docs/DESIGN.md §7),
-    so growth is enabled here, before anything touches the GPU.
+    The backend's settings (``common.configure_backend``) come first, before anything touches the GPU:
+    TensorFlow's memory growth, for one, must be on before TensorFlow starts.
 
     Raises:
         ValueError: a setting this machine or backend cannot honour (bf16 on a GPU without it;
@@ -70,55 +66,23 @@ def configure(options: KerasOptions, train: TrainConfig) -> dict[str, Any]:
             "input_pipeline=device is not available for Keras on TensorFlow: Keras feeds a PyDataset through "
             "tf.data, which brings every batch to the host; use host (prefetched by tf.data) or auto"
         )
-    set_threads(train.threads, options.backend)  # before memory growth: both need an unstarted runtime
-    params: dict[str, Any] = {tracking.PARAM_BACKEND: options.backend}
-    if options.backend == "tensorflow":
-        params[tracking.PARAM_TF_MEMORY_GROWTH] = _enable_tf_memory_growth()
-    elif options.backend == "jax":
-        params[tracking.PARAM_XLA_PREALLOCATE] = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
-    set_deterministic(train.deterministic, options.backend)
-    params.update(set_precision(train.precision, options.backend))
-    params[tracking.PARAM_BF16_HARDWARE] = bf16_hardware(options.backend) if train.precision == "bf16" else "unused"
-    if not gpu_available(options.backend):
+    params = configure_backend(options.backend, train)
+    if not backends.get(options.backend).gpu_available():
         log.info("no GPU visible to Keras (%s backend): training on the CPU", options.backend)
     return params
 
 
-def _enable_tf_memory_growth() -> str:
-    """``true`` when enabled on every GPU, ``no_gpu`` on a CPU-only machine."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            # The GPU was initialised earlier in this process; report what is actually in force.
-            if not tf.config.experimental.get_memory_growth(gpu):
-                log.warning("TensorFlow already started on %s without memory growth", gpu.name)
-                return "false"
-    return "true" if gpus else "no_gpu"
-
-
 def versions() -> dict[str, str]:
-    result = {"keras": keras.__version__}
-    if backend() == "tensorflow":
-        import tensorflow as tf
-
-        result["tensorflow"] = tf.__version__
-    elif backend() == "jax":
-        import jax
-
-        result["jax"] = jax.__version__
-    elif backend() == "torch":
-        import torch
-
-        result["torch"] = torch.__version__
-    return result
+    return {"keras": keras.__version__, **backends.get(backend()).versions()}
 
 
 def environment() -> dict[str, Any]:
-    return environment_info(backend())
+    return {**environment_info(backend()), "keras_version": keras.__version__}
+
+
+def seed(seed: int) -> None:
+    """Keras' own seeding: Python, NumPy and the backend's generators."""
+    keras.utils.set_random_seed(seed)
 
 
 def build_model(config: ModelConfig, precision: str = "fp32") -> keras.Model:
@@ -129,17 +93,23 @@ def count_parameters(model: keras.Model) -> int:
     return keras_model.count_parameters(model)
 
 
-@keras.saving.register_keras_serializable(package="thread_bench")
-def normalized_mae(targets: Any, predictions: Any) -> Any:
-    """Per-sample ``|predictions - targets| / targets`` (Keras averages it over the batch); ``(B, 1)``."""
+def normalized_mae(predictions: Any, targets: Any) -> Any:
+    """Per-sample ``|predictions - targets| / targets``, ``(B,)`` for ``(B, 1)`` inputs: Keras averages a loss
+    over the batch itself (with any sample weights), so a Keras loss returns one value per sample."""
     return keras.ops.mean(keras.ops.abs(predictions - targets) / targets, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="thread_bench", name="normalized_mae")
+def _loss(targets: Any, predictions: Any) -> Any:
+    """:func:`normalized_mae` in the argument order Keras calls a loss with, ``(y_true, y_pred)``."""
+    return normalized_mae(predictions, targets)
 
 
 def compile_model(model: keras.Model, train: TrainConfig, options: KerasOptions) -> dict[str, Any]:
     """``model.compile`` with Adam (same epsilon as PyTorch) and the loss; returns the resolved knobs."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=train.learning_rate, epsilon=train.adam_epsilon),
-        loss=normalized_mae,
+        loss=_loss,
         jit_compile=options.jit_compile_setting,
     )
     # "auto" is resolved by Keras (False for TensorFlow on a CPU); log what it chose.
@@ -160,7 +130,7 @@ def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
     """
     if backend() == "tensorflow":
         return "host" if config.input_pipeline == "auto" else config.input_pipeline
-    return resolve_input_pipeline(config, data.nbytes, device_memory_bytes(backend()))
+    return resolve_input_pipeline(config, data.nbytes, backends.get(backend()).device_memory_bytes())
 
 
 class _Batches(keras.utils.PyDataset):
@@ -292,7 +262,7 @@ def fit(
     train_batches = _Batches(data.train, config.batch_size, config.input_pipeline, sampler)
     val_batches = _Batches(data.val, config.batch_size, config.input_pipeline)
     stopper = EarlyStopping(config.patience, config.min_delta)
-    meter = EpochMeter(options.backend, device_sync(options.backend))
+    meter = EpochMeter(options.backend, backends.get(options.backend).device_sync())
     keep_best = _KeepBest(stopper, meter, config, on_epoch_end)
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch, _: lr_at_epoch(config, epoch)),
@@ -321,9 +291,22 @@ def fit(
     )
 
 
-def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict(model: keras.Model, images: np.ndarray, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
     """Thread densities (threads/cm, float32 ``(N,)``) for ``(N, S, S)`` images, in inference mode."""
     return keras_model.predict(model, images, batch_size=batch_size)
+
+
+def device() -> str:
+    """Keras places a model where its backend does (the first GPU when there is one)."""
+    return f"{backend()}:{backends.get(backend()).gpu_name() or 'cpu'}"
+
+
+def load_model(uri: str) -> keras.Model:
+    """A logged model, uncompiled: prediction needs no loss or optimizer, and not compiling spares resolving
+    the training's custom loss function by name."""
+    import mlflow.keras
+
+    return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
 
 
 def log_model(model: keras.Model, example_images: np.ndarray) -> str:

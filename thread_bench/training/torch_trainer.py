@@ -1,6 +1,6 @@
-"""PyTorch side of the protocol: explicit ``train_one_epoch`` / ``evaluate`` loops.
+"""PyTorch side of the protocol: explicit training and evaluation loops.
 
-The twin of :mod:`thread_bench.training.keras_train` (same public names, same :class:`TrainResult`).
+The twin of :mod:`thread_bench.training.keras_trainer` (same public names, same :class:`TrainResult`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from thread_bench import tracking
-from thread_bench.config import ModelConfig, TrainConfig
-from thread_bench.measure import device_memory_bytes, device_sync, environment_info, gpu_available
+from thread_bench import backends, tracking
+from thread_bench.config import PREDICT_BATCH_SIZE, ModelConfig, TrainConfig
+from thread_bench.measure import environment_info
 from thread_bench.models import spec, torch_model, torch_pyfunc
 from thread_bench.training.common import (
     ArraySplit,
@@ -26,15 +26,12 @@ from thread_bench.training.common import (
     EpochMeter,
     TrainingData,
     TrainResult,
-    bf16_hardware,
     check_finite_loss,
+    configure_backend,
     in_order,
     lr_at_epoch,
     python_alloc_meter,
     resolve_input_pipeline,
-    set_deterministic,
-    set_precision,
-    set_threads,
     staged_batch,
 )
 from thread_bench.training.options import TorchOptions
@@ -42,8 +39,8 @@ from thread_bench.training.options import TorchOptions
 log = logging.getLogger(__name__)
 
 FRAMEWORK = "torch"
-#: The allocator/GPU meters and the sync follow the backend that does the work.
-GPU_FRAMEWORK = "torch"
+#: The backend that does the work (meters, sync, precision): PyTorch itself.
+BACKEND = "torch"
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -54,26 +51,27 @@ def configure(options: TorchOptions, train: TrainConfig) -> dict[str, Any]:
     Raises:
         ValueError: a setting this machine cannot honour (bf16 on a GPU without it).
     """
-    set_threads(train.threads, GPU_FRAMEWORK)
-    set_deterministic(train.deterministic, GPU_FRAMEWORK)
-    knobs: dict[str, Any] = {tracking.PARAM_BACKEND: "torch", **set_precision(train.precision, GPU_FRAMEWORK)}
-    knobs[tracking.PARAM_BF16_HARDWARE] = bf16_hardware(GPU_FRAMEWORK) if train.precision == "bf16" else "unused"
+    knobs = configure_backend(BACKEND, train)
     knobs[tracking.PARAM_CUDNN_BENCHMARK] = bool(torch.backends.cudnn.benchmark)
-    if not gpu_available(GPU_FRAMEWORK):
+    if not backends.get(BACKEND).gpu_available():
         log.info("no GPU visible to PyTorch: training on the CPU")
     return knobs
 
 
 def versions() -> dict[str, str]:
-    return {"torch": torch.__version__}
+    return backends.get(BACKEND).versions()
 
 
 def backend() -> str:
-    return "torch"
+    return BACKEND
 
 
 def environment() -> dict[str, Any]:
-    return environment_info(GPU_FRAMEWORK)
+    return environment_info(BACKEND)
+
+
+def seed(seed: int) -> None:
+    torch.manual_seed(seed)
 
 
 def _device() -> torch.device:
@@ -129,7 +127,7 @@ def _observed_dtypes(model: nn.Module) -> tuple[str, str]:
 
 def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
     """``config.input_pipeline`` resolved for this machine: ``device``, ``host`` or ``staged``."""
-    return resolve_input_pipeline(config, data.nbytes, device_memory_bytes(GPU_FRAMEWORK))
+    return resolve_input_pipeline(config, data.nbytes, backends.get(BACKEND).device_memory_bytes())
 
 
 def normalized_mae(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -187,7 +185,7 @@ class DeviceBatches:
             yield self.batch(indices)
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch]) -> float:
+def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch]) -> float:
     """One pass over ``batches`` (device tensors); returns the sample-weighted mean loss."""
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=_device())
@@ -202,7 +200,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches:
     return float(total.item()) / count
 
 
-def evaluate(model: nn.Module, batches: Iterable[Batch]) -> float:
+def _evaluate(model: nn.Module, batches: Iterable[Batch]) -> float:
     """Mean normalised MAE over ``batches`` in eval mode (running BatchNorm statistics, no dropout)."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=_device())
@@ -235,7 +233,7 @@ def fit(
     val_inputs = DeviceBatches(data.val, config.input_pipeline, options.channels_last)
     val_order = in_order(len(data.val), config.batch_size)
     stopper = EarlyStopping(config.patience, config.min_delta)
-    meter = EpochMeter(GPU_FRAMEWORK, device_sync(GPU_FRAMEWORK))
+    meter = EpochMeter(BACKEND, backends.get(BACKEND).device_sync())
     history = []
     best_state: dict[str, torch.Tensor] | None = None
     with python_alloc_meter(config.tracemalloc) as alloc:
@@ -245,9 +243,9 @@ def fit(
                 group["lr"] = learning_rate
             batches = sampler.batches(epoch)
             meter.begin_epoch()
-            train_loss = train_one_epoch(runner, optimizer, train_inputs.batches(batches))
+            train_loss = _train_one_epoch(runner, optimizer, train_inputs.batches(batches))
             meter.begin_validation()
-            val_loss = evaluate(runner, val_inputs.batches(val_order))
+            val_loss = _evaluate(runner, val_inputs.batches(val_order))
             meter.end_validation()
             meter.end_epoch()
             check_finite_loss(epoch, train_loss)
@@ -272,9 +270,39 @@ def fit(
     )
 
 
-def predict(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Thread densities (threads/cm, float32 ``(N,)``) for ``(N, S, S)`` images, in eval mode."""
-    return torch_model.predict(model, images, batch_size=batch_size)  # type: ignore[arg-type]
+def device() -> str:
+    return str(_device())
+
+
+def predict(model: nn.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+    """Thread densities (threads/cm, float32 ``(N,)``) for ``(N, S, S)`` images, in eval mode.
+
+    A model logged before the pyfunc format, in MLflow's ``pt2`` format, loads as a ``torch.fx.GraphModule``,
+    which refuses ``eval()`` and has no ``config``, hence the plain loop for it.
+    """
+    if isinstance(model, torch_model.RegVGG):
+        return torch_model.predict(model, images, batch_size=batch_size)
+    x = spec.as_model_input(images, images.shape[1])
+    target = next(model.parameters()).device
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            batch = torch.from_numpy(x[start : start + batch_size]).unsqueeze(1).to(target)
+            outputs.append(model(batch).reshape(-1).float().cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+
+
+def load_model(uri: str) -> nn.Module:
+    """A logged model on this process's device (CUDA when there is one).
+
+    Models logged by this version are pyfunc models over their weights (:mod:`thread_bench.models.torch_pyfunc`);
+    runs logged before used MLflow's ``pytorch`` flavor (``pt2``), still readable.
+    """
+    import mlflow.pytorch
+
+    if "pytorch" not in mlflow.models.get_model_info(uri).flavors:
+        return torch_pyfunc.load_model(uri, device())
+    return mlflow.pytorch.load_model(uri).to(_device())
 
 
 def log_model(model: nn.Module, example_images: np.ndarray) -> str:

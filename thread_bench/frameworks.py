@@ -1,0 +1,174 @@
+"""The frameworks the suite compares — Keras and PyTorch — as records, and the contract their trainers share.
+
+A :class:`Framework` says where a framework's trainer and entry point live, which options it takes and how to
+start it in a process (Keras reads its backend from ``KERAS_BACKEND`` once, at its first import). A trainer is
+a module implementing :class:`Trainer` — ``thread_bench.training.keras_trainer`` and ``torch_trainer`` are
+twins with the same public names and signatures (a test compares them). The driver, the study and the analysis
+take a :class:`Framework` from :data:`FRAMEWORKS` and never name a particular one.
+
+Adding a framework: its options dataclass (``training/options.py``), its trainer module, a two-line entry point,
+and one line in :data:`FRAMEWORKS`. Its compute backend comes from :mod:`thread_bench.backends`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import numpy as np
+
+from thread_bench import backends
+from thread_bench.config import ModelConfig, TrainConfig
+from thread_bench.training.common import EpochCallback, TrainingData, TrainResult
+from thread_bench.training.options import FrameworkOptions, KerasOptions, TorchOptions
+
+
+class Trainer(Protocol):
+    """A framework's side of the training protocol (implemented by a module; see :data:`FRAMEWORKS`)."""
+
+    FRAMEWORK: str
+
+    def backend(self) -> str:
+        """The compute backend in this process (a name in ``backends.NAMES``)."""
+        ...
+
+    def configure(self, options: Any, train: TrainConfig) -> dict[str, Any]:
+        """Process-wide settings before any model exists; returns the knob params to log.
+        Raises ``ValueError`` for a setting this machine or backend cannot honour."""
+        ...
+
+    def seed(self, seed: int) -> None:
+        """Seed the framework's generators (initialisation, dropout)."""
+        ...
+
+    def versions(self) -> dict[str, str]: ...
+
+    def environment(self) -> dict[str, Any]: ...
+
+    def device(self) -> str:
+        """Where models run in this process, as logged with an evaluation."""
+        ...
+
+    def build_model(self, config: ModelConfig, precision: str = ...) -> Any: ...
+
+    def count_parameters(self, model: Any) -> int: ...
+
+    def compile_model(self, model: Any, train: TrainConfig, options: Any) -> dict[str, Any]:
+        """Make the model ready to train under ``options``; returns the resolved knobs to log. Keras compiles
+        here; PyTorch sets the memory format, and ``torch.compile`` wraps the model in ``fit``, around the
+        training step only (the kept best weights are the plain module's)."""
+        ...
+
+    def input_pipeline(self, config: TrainConfig, data: TrainingData) -> str:
+        """``config.input_pipeline`` resolved for this machine: ``device``, ``host`` or ``staged``."""
+        ...
+
+    def fit(
+        self, model: Any, data: TrainingData, config: TrainConfig, options: Any, *, on_epoch_end: EpochCallback
+    ) -> TrainResult: ...
+
+    def predict(self, model: Any, images: np.ndarray, batch_size: int = ...) -> np.ndarray:
+        """Thread densities (float32 ``(N,)``) for uint8 ``(N, S, S)`` images, in inference mode."""
+        ...
+
+    def log_model(self, model: Any, example_images: np.ndarray) -> str:
+        """Log the model to the active MLflow run; returns its URI."""
+        ...
+
+    def load_model(self, uri: str) -> Any:
+        """A model :func:`log_model` logged, ready for :func:`predict` on this process's device."""
+        ...
+
+
+@dataclass(frozen=True)
+class Framework:
+    """One framework: its name (the ``framework`` param), options, trainer and entry point."""
+
+    name: str
+    options: type[FrameworkOptions]
+    #: The module implementing :class:`Trainer`; imported only once the process is set up for it.
+    trainer_module: str
+    #: ``python -m <entry_module>`` trains one run (``keras_train`` / ``torch_train``).
+    entry_module: str
+    #: The package whose first import fixes the backend in a process.
+    package: str
+    #: The environment variable that picks the backend before ``package`` is imported, if it has one.
+    backend_variable: str | None = None
+
+    @property
+    def default_backend(self) -> str:
+        return self.options().backend
+
+    @property
+    def backend_is_option(self) -> bool:
+        """Whether the backend is chosen (``--backend``) or fixed by the framework."""
+        return "backend" in {field.name for field in dataclasses.fields(self.options)}
+
+    def running_backend(self) -> str | None:
+        """The backend the framework already runs on in this process; ``None`` before its first import."""
+        if self.package not in sys.modules:
+            return None
+        return self._import_trainer().backend()
+
+    def startup_environment(self, backend: str, *, deterministic: bool = False, threads: int = 0) -> dict[str, str]:
+        """What the process environment needs before the framework's first import."""
+        environment = backends.get(backend).startup_environment(deterministic, threads)
+        if self.backend_variable is not None:
+            environment[self.backend_variable] = backend
+        return environment
+
+    def can_start(self, backend: str) -> bool:
+        """Whether this process can run the framework on ``backend`` (it has not started on another one)."""
+        running = self.running_backend()
+        return running is None or running == backend
+
+    def load_trainer(self, backend: str, *, deterministic: bool = False, threads: int = 0) -> Trainer:
+        """Set the process up for ``backend`` and import the trainer.
+
+        Raises:
+            ValueError: the framework already runs on another backend in this process, or ``backend`` cannot
+                honour ``threads``.
+        """
+        if not self.can_start(backend):
+            raise ValueError(
+                f"--backend {backend}: {self.name} is already running on {self.running_backend()} in this "
+                "process and cannot switch; start a fresh process"
+            )
+        os.environ.update(self.startup_environment(backend, deterministic=deterministic, threads=threads))
+        return self._import_trainer()
+
+    def _import_trainer(self) -> Trainer:
+        return cast(Trainer, importlib.import_module(self.trainer_module))
+
+
+#: The frameworks, by the name runs log as ``framework``. The one place a framework is registered.
+FRAMEWORKS: dict[str, Framework] = {
+    "keras": Framework(
+        "keras",
+        KerasOptions,
+        "thread_bench.training.keras_trainer",
+        "thread_bench.keras_train",
+        package="keras",
+        backend_variable="KERAS_BACKEND",
+    ),
+    "torch": Framework(
+        "torch", TorchOptions, "thread_bench.training.torch_trainer", "thread_bench.torch_train", package="torch"
+    ),
+}
+NAMES = tuple(FRAMEWORKS)
+
+
+def get(name: str) -> Framework:
+    if name not in FRAMEWORKS:
+        raise ValueError(f"framework must be one of {list(NAMES)}, got {name!r}")
+    return FRAMEWORKS[name]
+
+
+if TYPE_CHECKING:  # mypy checks each trainer module against the protocol
+    from thread_bench.training import keras_trainer, torch_trainer
+
+    _TRAINERS: tuple[Trainer, ...] = (keras_trainer, torch_trainer)
