@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Timed prediction passes over the test split after the warm-up pass; the median is reported.
 DEFAULT_REPEATS = 3
-PREDICTIONS_ARTIFACT = "predictions.csv"
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ def test_training_subprocesses_are_tagged_through_the_run_context(monkeypatch: p
     monkeypatch.setenv("MLFLOW_RUN_ID", "launch")
     settings = _settings("--profile", "smoke", "--study", "s")
 
-    environment = study.training_environment(settings, "parent")
+    environment = study.child_environment(settings, "parent")
     command = study.training_command(settings, "keras", "default", 3)
 
     assert "MLFLOW_RUN_ID" not in environment

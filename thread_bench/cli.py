@@ -120,9 +120,9 @@ def add_data_options(
 ) -> None:
     """The DataConfig options of a command that also trains: ``seed`` is ``--data_seed`` there (the training's
     own seed is ``--seed``); see :func:`pick_data`."""
-    names = [f.name for f in dataclasses.fields(DataConfig) if include is None or f.name in set(include)]
-    names = [name for name in names if name not in set(exclude)]
-    for name in names:
+    wanted, skipped = (set(include) if include is not None else None), set(exclude)
+    names = [f.name for f in dataclasses.fields(DataConfig) if (wanted is None or f.name in wanted)]
+    for name in (name for name in names if name not in skipped):
         prefix = tracking.data_param(name).removesuffix(name)  # "data_" for the seed
         add_dataclass_options(parser, DataConfig, include=(name,), prefix=prefix)
 

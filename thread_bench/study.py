@@ -51,8 +51,9 @@ FRAMEWORKS = frameworks.NAMES
 #: The backend of the frameworks that take one (Keras), unless ``--backend`` says otherwise.
 _DEFAULT_BACKEND = next(f.default_backend for f in frameworks.FRAMEWORKS.values() if f.backend_is_option)
 DEFAULT_SEEDS = 3
-#: Seconds an interrupted study gives its training to end its run (KILLED) after SIGTERM, before SIGKILL.
-TRAINING_STOP_GRACE_S = 30.0
+#: Seconds an interrupted study gives its child (a training, the analysis) to end its run (KILLED) after SIGTERM,
+#: before SIGKILL.
+CHILD_STOP_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -187,15 +188,14 @@ def training_command(settings: StudySettings, framework: str, variant: str, seed
     return command
 
 
-def training_environment(settings: StudySettings, study_run_id: str) -> dict[str, str]:
-    """The environment of a training subprocess.
+def child_environment(settings: StudySettings, study_run_id: str) -> dict[str, str]:
+    """The environment of a study's child process (a training, the analysis).
 
     ``MLFLOW_RUN_CONTEXT`` (MLflow's run-context provider: JSON tags added to every run the process starts)
-    tags the training run with the study and nests it under the study run, without the training entry
-    point needing to know about studies. ``MLFLOW_RUN_ID`` is removed: the training would take it for an
-    ``mlflow run`` launch run.
+    tags the child's run with the study and nests it under the study run, without the entry point needing to
+    know about studies. ``MLFLOW_RUN_ID`` is removed: the child would take it for an ``mlflow run`` launch run.
     """
-    environment = lifecycle.child_environment(os.environ)  # the training dies with this process
+    environment = lifecycle.child_environment(os.environ)  # the child dies with this process
     environment.pop("MLFLOW_RUN_ID", None)
     environment["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
     environment["THREAD_BENCH_DATA"] = str(settings.data_root)
@@ -205,22 +205,30 @@ def training_environment(settings: StudySettings, study_run_id: str) -> dict[str
     return environment
 
 
-def train(settings: StudySettings, training: Training, study_run_id: str) -> bool:
-    """Run one training to completion in a subprocess; True when it succeeded.
+def run_child(settings: StudySettings, command: list[str], study_run_id: str) -> int:
+    """Run a child of the study (a training, the analysis) to completion; returns its exit status.
 
-    Interrupted, the training gets SIGTERM and ``TRAINING_STOP_GRACE_S`` to end its run, then SIGKILL.
-    Either way, a run the training left RUNNING (it was killed outright) is marked KILLED afterwards.
+    Interrupted, the child gets SIGTERM and ``CHILD_STOP_GRACE_S`` to end its run, then SIGKILL. Either way,
+    a run the child left RUNNING (it was killed outright) is marked KILLED afterwards.
     """
+    try:
+        return lifecycle.run_child(command, child_environment(settings, study_run_id), grace_s=CHILD_STOP_GRACE_S)
+    finally:
+        with lifecycle.deferred_signals():
+            experiment_id = tracking.ensure_experiment(settings.experiment)
+            tracking.reconcile_runs([experiment_id], _children_filter(study_run_id))
+
+
+def _children_filter(study_run_id: str) -> str:
+    return f"tags.`{MLFLOW_PARENT_RUN_ID}` = {tracking.quote(study_run_id)}"
+
+
+def train(settings: StudySettings, training: Training, study_run_id: str) -> bool:
+    """Run one training to completion in a subprocess (:func:`run_child`); True when it succeeded."""
     framework, variant, seed = training
     command = training_command(settings, framework, variant, seed)
     log.info("training %s (%s) seed %d: %s", framework, variant, seed, " ".join(command[1:]))
-    try:
-        status = lifecycle.run_child(
-            command, training_environment(settings, study_run_id), grace_s=TRAINING_STOP_GRACE_S
-        )
-    finally:
-        with lifecycle.deferred_signals():
-            _reconcile_children(settings, study_run_id)
+    status = run_child(settings, command, study_run_id)
     if status != 0:
         log.error("training %s (%s) seed %d failed (exit status %d)", framework, variant, seed, status)
     return status == 0
@@ -229,7 +237,7 @@ def train(settings: StudySettings, training: Training, study_run_id: str) -> boo
 def analysis_command(settings: StudySettings, dataset_dir: Path) -> list[str]:
     command = [sys.executable, "-m", "analysis", "--experiment", settings.experiment, "--study", settings.study]
     command += ["--dataset", str(dataset_dir), "--data_root", str(settings.data_root)]
-    return command + (["--out", settings.out] if settings.out else [])
+    return command + (["--out", settings.out] if settings.out else [])  # StudySettings allows no out: the default
 
 
 def analyse(settings: StudySettings, dataset_dir: Path, study_run_id: str) -> str:
@@ -243,15 +251,7 @@ def analyse(settings: StudySettings, dataset_dir: Path, study_run_id: str) -> st
         ValueError: the analysis failed (its own message is on stderr).
     """
     log.info("analysing study %s", settings.study)
-    try:
-        status = lifecycle.run_child(
-            analysis_command(settings, dataset_dir),
-            training_environment(settings, study_run_id),
-            grace_s=TRAINING_STOP_GRACE_S,
-        )
-    finally:
-        with lifecycle.deferred_signals():
-            _reconcile_children(settings, study_run_id)
+    status = run_child(settings, analysis_command(settings, dataset_dir), study_run_id)
     if status != 0:
         raise ValueError(
             f"the analysis of study {settings.study!r} failed (exit status {status}); see its message above"
@@ -259,7 +259,7 @@ def analyse(settings: StudySettings, dataset_dir: Path, study_run_id: str) -> st
     found = mlflow.search_runs(
         experiment_ids=[tracking.ensure_experiment(settings.experiment)],
         filter_string=f"tags.`{tracking.TAG_ROLE}` = {tracking.quote(tracking.ROLE_ANALYSIS)} and "
-        f"tags.`{MLFLOW_PARENT_RUN_ID}` = {tracking.quote(study_run_id)}",
+        + _children_filter(study_run_id),
         order_by=["attributes.start_time DESC"],
         max_results=1,
         output_format="list",
@@ -268,11 +268,6 @@ def analyse(settings: StudySettings, dataset_dir: Path, study_run_id: str) -> st
     if not found:
         raise ValueError(f"the analysis of study {settings.study!r} finished without an analysis run")
     return str(found[0].info.run_id)
-
-
-def _reconcile_children(settings: StudySettings, study_run_id: str) -> None:
-    experiment_id = tracking.ensure_experiment(settings.experiment)
-    tracking.reconcile_runs([experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{study_run_id}'")
 
 
 # ------------------------------------------------------------------------------ one live study process

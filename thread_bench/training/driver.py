@@ -37,7 +37,7 @@ import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
-from thread_bench import cli, lifecycle, store, tracking
+from thread_bench import cli, frameworks, lifecycle, store, tracking
 from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, DataConfig, ModelConfig, TrainConfig, resolve
 from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.frameworks import Framework, Trainer
@@ -134,8 +134,11 @@ def validate(request: TrainRequest) -> None:
                 f"input_size is {request.model.input_size}; pass --input_size {dataset.input_size}"
             )
         return
-    # input_size is one option (ModelConfig's, taken by the data too) with one profile value: they agree.
-    assert request.data.input_size == request.model.input_size
+    if request.data.input_size != request.model.input_size:  # a request built in code; the command line can't
+        raise ValueError(
+            f"DataConfig.input_size={request.data.input_size} differs from "
+            f"ModelConfig.input_size={request.model.input_size}; they must be equal"
+        )
     source = request.data.source
     if source != "synthetic" and not Path(source).is_dir():
         raise FileNotFoundError(f"--source {source!r}: no such directory (expected 'synthetic' or a corpus dir)")
@@ -190,7 +193,7 @@ def run(request: TrainRequest, trainer: Trainer, knobs: dict[str, Any] | None = 
 
 def _run_name(request: TrainRequest) -> str:
     """``<framework>[-<backend>][-<precision>][-<variant>]-seed<seed>``; the defaults are left out."""
-    backend = request.options.backend if request.options.backend != request.framework else None
+    backend = request.options.backend if frameworks.get(request.framework).backend_is_option else None
     precision = request.train.precision if request.train.precision != TrainConfig.precision else None
     variant = request.variant if request.variant != DEFAULT_VARIANT else None
     parts = (request.framework, backend, precision, variant, f"seed{request.train.seed}")
