@@ -185,3 +185,11 @@ def test_implausible_labels_in_a_given_dataset_are_named(
 
     with pytest.raises(DamagedDatasetError, match=rf"val_labels\.npy: 1 value\(s\) outside .* at index 1 \({shown}"):
         load_prepared(path)
+
+
+def test_thread_density_manifest_keeps_its_layout_implicit(built: prepare.PrepareResult) -> None:
+    """No ``workload``/``arrays``/``labels`` fields: the manifest, hence the digest of every earlier build, stays."""
+    dataset = built.dataset
+    assert not {"workload", "arrays", "labels"} & set(dataset.manifest)
+    assert (dataset.workload, dataset.label_kind, dataset.n_classes) == ("thread_density", "density", None)
+    assert dataset.test.density_h.dtype == np.float32 and dataset.test.patch_index.dtype == np.int32

@@ -1,5 +1,11 @@
 """Preprocessing (docs/DESIGN.md §2.3): raw corpus -> prepared dataset.
 
+The module also holds the writing machinery every workload's preparation shares (:func:`data_root`,
+:func:`prepared_path`, :func:`reuse_prepared`, :func:`build_prepared`, :func:`timing_stats`,
+:class:`PrepareResult`): staging directory, content digest, manifest written last, atomic publication, reuse of
+an intact dataset and removal of the work directories of killed builds. Other workloads import it from here
+rather than copying it, so that every prepared dataset is written and trusted the same way.
+
 Per patch: histogram equalisation; ``subpatches_per_patch`` augmented sub-patches (crop position, small
 rotation, one of the eight flips/90-degree rotations), the masks getting the identical geometric transform
 with nearest-neighbour interpolation; the label of each sub-patch is counted on its transformed masks by
@@ -23,7 +29,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +52,7 @@ from thread_bench.data.prepared import (
     array_filename,
     canonical_json,
     content_digest,
+    dataset_layout,
     file_stamps,
     load_prepared,
     write_stamp,
@@ -80,6 +87,7 @@ class PrepareResult:
     built: bool
     """False when an existing dataset with the same key was reused."""
     corpus_dir: Path
+    """Where the source was read from (the corpus; for other workloads the folder of their source files)."""
     stats: dict[str, float | int] = field(default_factory=dict)
     """Timings (seconds) and counts of this call."""
 
@@ -129,25 +137,80 @@ def ensure_prepared(config: DataConfig, root: str | Path | None = None, *, worke
     records = corpus.read_index(corpus_dir)
     source_digest = corpus.source_digest(corpus_dir, records)
     key = dataset_key(config, source_digest)
-    target = root_dir / "prepared" / key
+    target = prepared_path(root_dir, key)
+    reused = reuse_prepared(target)
+    if reused is not None:
+        return PrepareResult(reused, built=False, corpus_dir=corpus_dir, stats=timing_stats(started, corpus_time_s))
+
+    log.info("preparing dataset %s from %s (%d patches)", key, corpus_dir, len(records))
+    build_started = time.perf_counter()
+    manifest = _build(config, corpus_dir, records, source_digest, target, workers=workers)
+    stats = timing_stats(started, corpus_time_s, build_started)
+    stats[tracking.PREP_SKIPPED_PATCHES] = len(manifest["skipped"]["patches"])
+    stats[tracking.PREP_SKIPPED_SUBPATCHES] = manifest["skipped"]["subpatches"]
+    return PrepareResult(load_prepared(target), built=True, corpus_dir=corpus_dir, stats=stats)
+
+
+def prepared_path(root: str | Path | None, key: str) -> Path:
+    """Where the prepared dataset ``key`` lives: ``<data root>/prepared/<key>`` (see :func:`data_root`)."""
+    return data_root(root) / "prepared" / key
+
+
+def timing_stats(started: float, source_time_s: float, build_started: float | None = None) -> dict[str, float | int]:
+    """The timings of a preparation (``PrepareResult.stats``), under the metric names preprocessing runs log.
+
+    Args:
+        started: ``time.perf_counter()`` when the call began.
+        source_time_s: the seconds spent making or reading the source.
+        build_started: ``time.perf_counter()`` when the build began; None when a dataset was reused.
+    """
+    from thread_bench import tracking  # MLflow: not in the spawned workers (see ensure_prepared)
+
+    now = time.perf_counter()
+    stats: dict[str, float | int] = {tracking.PREP_CORPUS_TIME_S: source_time_s}
+    if build_started is not None:
+        stats[tracking.PREP_TIME_S] = now - build_started
+    stats[tracking.PREP_TOTAL_TIME_S] = now - started
+    return stats
+
+
+def reuse_prepared(target: Path) -> PreparedDataset | None:
+    """The intact dataset at ``target`` (checked as ``load_prepared`` does), or None when it must be built.
+
+    Removes the work directories that killed builds left next to it first (:func:`remove_stale_work_directories`).
+    """
     remove_stale_work_directories(target.parent)
     reused = _reusable(target)
     if reused is not None:
         log.info("reusing prepared dataset %s (content digest verified)", target)
-        stats = {tracking.PREP_CORPUS_TIME_S: corpus_time_s, tracking.PREP_TOTAL_TIME_S: time.perf_counter() - started}
-        return PrepareResult(reused, built=False, corpus_dir=corpus_dir, stats=stats)
+    return reused
 
-    log.info("preparing dataset %s from %s (%d patches)", key, corpus_dir, len(records))
-    build_started = time.perf_counter()
-    manifest = _build(config, corpus_dir, records, source_digest, key, target, workers=workers)
-    stats = {
-        tracking.PREP_CORPUS_TIME_S: corpus_time_s,
-        tracking.PREP_TIME_S: time.perf_counter() - build_started,
-        tracking.PREP_TOTAL_TIME_S: time.perf_counter() - started,
-        tracking.PREP_SKIPPED_PATCHES: len(manifest["skipped"]["patches"]),
-        tracking.PREP_SKIPPED_SUBPATCHES: manifest["skipped"]["subpatches"],
-    }
-    return PrepareResult(load_prepared(target), built=True, corpus_dir=corpus_dir, stats=stats)
+
+def build_prepared(target: Path, write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Build the dataset ``target`` atomically; returns its manifest.
+
+    ``write(staging)`` writes every array file into the (empty) staging directory and returns the manifest, less
+    ``format_version``, ``key`` (``target``'s name) and ``content_digest``, which are added here. The manifest
+    is then written last, and the directory renamed into place (:func:`_publish`): a reader never sees a half-built
+    dataset, and a build interrupted at any point leaves nothing behind but, if killed, a work directory the next
+    build removes.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _work_directory(target, "tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        manifest = {"format_version": FORMAT_VERSION, "key": target.name, **write(staging)}
+        manifest["content_digest"] = content_digest(staging, manifest)
+        # The manifest is the completeness marker: written last, then the directory appears atomically.
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        # The digest was just computed from these very files: record it, so the first reuse is cheap too.
+        arrays = dataset_layout(manifest, staging / MANIFEST).arrays
+        write_stamp(staging, manifest["content_digest"], file_stamps(staging, arrays))
+        _publish(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
 
 
 def _reusable(target: Path, *, quiet: bool = False) -> PreparedDataset | None:
@@ -440,23 +503,17 @@ def _build(
     corpus_dir: Path,
     records: list[corpus.PatchRecord],
     source_digest: str,
-    key: str,
     target: Path,
     *,
     workers: int | None,
 ) -> dict[str, Any]:
     assignment = split_paintings(records, config)
     split_of = {painting: split for split, paintings in assignment.items() for painting in paintings}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _work_directory(target, "tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+
+    def write(staging: Path) -> dict[str, Any]:
         manifest = _write_splits(config, corpus_dir, records, split_of, staging, workers)
         manifest.update(
             {
-                "format_version": FORMAT_VERSION,
-                "key": key,
                 "seed": config.seed,
                 "source": {
                     "kind": "synthetic" if config.source == "synthetic" else "directory",
@@ -468,15 +525,9 @@ def _build(
                 "paintings": assignment,
             }
         )
-        manifest["content_digest"] = content_digest(staging, manifest)
-        # The manifest is the completeness marker: written last, then the directory appears atomically.
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        # The digest was just computed from these very files: record it, so the first reuse is cheap too.
-        write_stamp(staging, manifest["content_digest"], file_stamps(staging))
-        _publish(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+        return manifest
+
+    return build_prepared(target, write)
 
 
 def _publish(staging: Path, target: Path) -> None:
