@@ -45,9 +45,9 @@ class DataConfig:
     test_fraction: float = PAPER_SPLIT_FRACTIONS[2]
 
     def __post_init__(self) -> None:
-        _check_seed(self, "seed", "the dataset's seed (--data_seed of a training, --seed of preprocessing)")
-        _check_positive(self, ("n_paintings", "n_patches", "crop_px", "subpatches_per_patch", "input_size"))
-        _check_finite(self, ("max_rotation_deg", "val_fraction", "test_fraction"))
+        check_seed(self, "seed", "the dataset's seed (--data_seed of a training, --seed of preprocessing)")
+        check_positive(self, ("n_paintings", "n_patches", "crop_px", "subpatches_per_patch", "input_size"))
+        check_finite(self, ("max_rotation_deg", "val_fraction", "test_fraction"))
         if self.n_patches < self.n_paintings:
             raise ValueError(f"n_patches={self.n_patches} must be >= n_paintings={self.n_paintings}")
         if not 0.0 <= self.max_rotation_deg <= 45.0:
@@ -75,8 +75,8 @@ class ModelConfig:
     batchnorm_eps: float = 1e-3
 
     def __post_init__(self) -> None:
-        _check_positive(self, ("base_filters", "input_size"))
-        _check_finite(self, ("dropout", "batchnorm_momentum", "batchnorm_eps"))
+        check_positive(self, ("base_filters", "input_size"))
+        check_finite(self, ("dropout", "batchnorm_momentum", "batchnorm_eps"))
         if self.input_size < 32:
             raise ValueError(f"input_size must be >= 32 (five 2x2 poolings), got {self.input_size}")
         if not 0.0 <= self.dropout < 1.0:
@@ -129,9 +129,9 @@ class TrainConfig:
     device_data_fraction: float = 0.25
 
     def __post_init__(self) -> None:
-        _check_seed(self, "seed")
-        _check_positive(self, ("epochs", "batch_size", "patience"))
-        _check_finite(self, ("learning_rate", "min_delta", "adam_epsilon", "device_data_fraction"))
+        check_seed(self, "seed")
+        check_positive(self, ("epochs", "batch_size", "patience"))
+        check_finite(self, ("learning_rate", "min_delta", "adam_epsilon", "device_data_fraction"))
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.adam_epsilon <= 0:
@@ -216,11 +216,19 @@ def variant_names() -> list[str]:
 
 
 def resolve(
-    cls: type, profile: str, overrides: Mapping[str, Any] | None = None, *, variant: str = DEFAULT_VARIANT
+    cls: type,
+    profile: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    variant: str = DEFAULT_VARIANT,
+    profiles: Mapping[str, Mapping[str, Mapping[str, Any]]] = PROFILES,
 ) -> Any:
     """Build ``cls`` from its defaults, then the profile's overrides, the variant's, then explicit ``overrides``.
 
     ``None`` values in ``overrides`` mean "not given" and are ignored. Unknown keys raise ``ValueError``.
+
+    Args:
+        profiles: the workload's profiles (``Workload.profiles``); the same profile names for every workload.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {profile_names()}")
@@ -231,12 +239,13 @@ def resolve(
     unknown = set(given) - names
     if unknown:
         raise ValueError(f"unknown {cls.__name__} parameter(s): {sorted(unknown)}")
+    chosen = profiles.get(profile, {})
     shared = {
-        field: PROFILES[profile].get(owner, {})[field]
+        field: chosen.get(owner, {})[field]
         for (name, field), owner in _SHARED_FIELDS.items()
-        if name == cls.__name__ and field in PROFILES[profile].get(owner, {})
+        if name == cls.__name__ and field in chosen.get(owner, {})
     }
-    values = {**shared, **PROFILES[profile].get(cls.__name__, {}), **VARIANTS[variant].get(cls.__name__, {}), **given}
+    values = {**shared, **chosen.get(cls.__name__, {}), **VARIANTS[variant].get(cls.__name__, {}), **given}
     return cls(**values)
 
 
@@ -244,14 +253,14 @@ def resolve(
 _SEED_LIMIT = 2**32
 
 
-def _check_positive(config: Any, names: tuple[str, ...]) -> None:
+def check_positive(config: Any, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _check_finite(config: Any, names: tuple[str, ...]) -> None:
+def check_finite(config: Any, names: tuple[str, ...]) -> None:
     """Numbers, and finite: a check written ``if value <= 0: raise`` lets NaN through, and inf passes ``> 0``."""
     for name in names:
         value = getattr(config, name)
@@ -263,7 +272,7 @@ def _check_finite(config: Any, names: tuple[str, ...]) -> None:
             raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
-def _check_seed(config: Any, name: str, described: str | None = None) -> None:
+def check_seed(config: Any, name: str, described: str | None = None) -> None:
     value = getattr(config, name)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _SEED_LIMIT:
         raise ValueError(f"{described or name} must be an integer in [0, 2**32), got {value!r}")
