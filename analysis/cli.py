@@ -23,7 +23,7 @@ import mlflow
 import pandas as pd
 
 from analysis import evaluate, report, runs
-from thread_bench import cli, lifecycle, store, tracking
+from thread_bench import cli, lifecycle, store, tracking, workloads
 from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.data.prepared import PreparedDataset
 
@@ -35,6 +35,8 @@ DEFAULT_REPORTS_DIR = Path("reports")
 
 @dataclass(frozen=True)
 class AnalysisSettings:
+    #: What the compared runs learned; picks the default experiment and the report's test rows.
+    workload: str = workloads.DEFAULT
     experiment: str | None = None
     study: str | None = None
     #: An extra MLflow search clause, e.g. ``params.profile = 'laptop'``.
@@ -50,6 +52,7 @@ class AnalysisSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        workloads.get(self.workload)  # ValueError naming the choices
         if self.repeats < 1:
             raise ValueError(f"--repeats must be >= 1, got {self.repeats}")
         if self.batch_size < 1:
@@ -59,7 +62,11 @@ class AnalysisSettings:
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        return DEFAULT_REPORTS_DIR / (self.study or tracking.experiment_name(self.experiment))
+        return DEFAULT_REPORTS_DIR / (self.study or self.experiment_name)
+
+    @property
+    def experiment_name(self) -> str:
+        return tracking.experiment_name(self.experiment, workloads.get(self.workload).experiment)
 
 
 @dataclass(frozen=True)
@@ -102,9 +109,13 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         tracking.log_params(_analysis_params(settings, chosen.experiment, chosen.digest))
         evaluations, evaluation_run_ids = _evaluate_best(chosen.best, chosen.dataset, chosen.experiment, settings)
         first = chosen.best.iloc[0].to_dict()
-        baseline = _baseline(first, chosen.dataset, settings) if settings.fft_baseline else None
+        workload = workloads.get(settings.workload)
+        wanted = settings.fft_baseline and workload.counting_baseline
+        baseline = _baseline(first, chosen.dataset, settings) if wanted else None
         context = _context(settings, chosen.experiment, chosen.runs, chosen.dataset, active.info.run_id)
-        built = report.build_report(chosen.runs, chosen.history, evaluations, baseline, context, seed=settings.seed)
+        built = report.build_report(
+            chosen.runs, chosen.history, evaluations, baseline, context, seed=settings.seed, workload=workload
+        )
         out = settings.out_dir
         report.write_report(built, out)
         mlflow.log_metrics(_analysis_metrics(len(chosen.runs), len(chosen.best), baseline))
@@ -115,17 +126,18 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
 
 def _select(settings: AnalysisSettings) -> _Selection:
     """The FINISHED training runs the settings select, grouped; their best per group, histories and dataset."""
-    experiment = tracking.experiment_name(settings.experiment)
-    selected = runs.assign_groups(
-        runs.search_training_runs(experiment, study=settings.study, extra_filter=settings.filter)
-    )
+    experiment = settings.experiment_name
+    found = runs.search_training_runs(experiment, study=settings.study, extra_filter=settings.filter)
+    selected = runs.assign_groups(runs.of_workload(found, settings.workload))
     digest = runs.require_single_dataset(selected)
     best = runs.best_per_group(selected)
     first = best.iloc[0].to_dict()
-    dataset = runs.locate_dataset(first, digest, dataset_dir=settings.dataset, data_root=settings.data_root)
+    dataset = runs.locate_dataset(
+        first, digest, workloads.get(settings.workload), dataset_dir=settings.dataset, data_root=settings.data_root
+    )
     history = runs.load_histories(selected)
     log.info(
-        "%d training runs in %d groups (%s); test split of %s: %d sub-patches",
+        "%d training runs in %d groups (%s); test split of %s: %d images",
         len(selected),
         len(best),
         ", ".join(best["group"]),
@@ -176,6 +188,7 @@ def _evaluate_best(
             uri=uri,
             experiment=experiment,
             study=settings.study,
+            workload=workloads.get(settings.workload),
             extra_params={tracking.PARAM_REPEATS: settings.repeats, tracking.PARAM_BATCH_SIZE: settings.batch_size},
         )
         log.info(
@@ -199,9 +212,16 @@ def _evaluate_best(
                 "predict_device": evaluation.device,
                 "n_test": evaluation.n_test,
                 **evaluation.metrics(),
+                **_confusion(evaluation),
             }
         )
     return pd.DataFrame(rows), run_ids
+
+
+def _confusion(evaluation: evaluate.Evaluation) -> dict[str, Any]:
+    """The test confusion matrix of a classifier's evaluation, for the report's figures; nothing otherwise."""
+    matrices = [table for name, table in evaluation.tables.items() if name.startswith("confusion")]
+    return {report.CONFUSION_COLUMN: matrices[0]} if matrices else {}
 
 
 def _baseline(run: Mapping[str, Any], dataset: PreparedDataset, settings: AnalysisSettings) -> report.Baseline | None:
@@ -225,7 +245,8 @@ def _context(
         "study": settings.study or "(all studies)",
         "filter": settings.filter or "(none)",
         "training runs": f"{len(selected)} ({counts})",
-        "prepared dataset": f"{key} (digest {dataset.digest[:16]}…), test split {len(dataset.test)} sub-patches",
+        "workload": settings.workload,
+        "prepared dataset": f"{key} (digest {dataset.digest[:16]}…), test split {len(dataset.test)} images",
         "analysis run": run_id,
         "tracking URI": mlflow.get_tracking_uri(),
         "made": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -248,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default=None, help="prepared dataset directory (default: found from the runs)")
     cli.add_data_root_option(parser)
     helps = {
+        "workload": f"what the compared runs learned: {', '.join(workloads.NAMES)}",
         "repeats": "timed prediction passes over the test split after the warm-up pass; the median is reported",
         "batch_size": "prediction batch size",
         "fft_baseline": "also score the FFT thread counter on the test split (true/false)",

@@ -1,6 +1,8 @@
 """Evaluate a selected model on the test split, time its prediction, and log an evaluation run.
 
-Also the non-learning reference: the spectral (FFT) thread counter on the same test split.
+The model's outputs are scored by its workload (``Workload.evaluate``): thread densities by their normalised
+and absolute errors, digit logits by accuracy, per-class accuracy and the confusion matrix. Also the
+non-learning reference of the workloads that have one: the spectral (FFT) thread counter on the same test split.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from analysis.report import Baseline
-from thread_bench import backends, frameworks, measure, tracking
+from thread_bench import backends, figures, frameworks, measure, tracking, workloads
 from thread_bench.backends import Sync
 from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.counting import fft_count
@@ -33,6 +35,7 @@ from thread_bench.data import corpus, synthetic
 from thread_bench.data.prepared import PreparedDataset, Split, load_prepared
 from thread_bench.frameworks import Framework, Trainer
 from thread_bench.metrics import mean_absolute_error, normalized_mae
+from thread_bench.workloads import Models, Workload
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +45,13 @@ DEFAULT_REPEATS = 3
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A model's predictions on a test split and the time they took."""
+    """A model's outputs on a test split, their scores and the time they took."""
 
     predictions: np.ndarray
-    """float32 ``(N,)``, threads/cm."""
+    """float32: ``(N,)`` threads/cm, or ``(N, C)`` logits."""
     test_loss: float
-    test_mae_threads_per_cm: float
+    #: The workload's test metrics (``Workload.evaluate``), by MLflow key.
+    scores: dict[str, float]
     predict_time_s: float
     """Median of the timed (warm) passes over the whole split."""
     predict_first_time_s: float
@@ -55,11 +59,13 @@ class Evaluation:
     predict_samples_per_s: float
     n_test: int
     device: str
+    #: The workload's tables of the test split (a classifier's confusion matrix), by artifact name.
+    tables: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         return {
             tracking.TEST_LOSS: self.test_loss,
-            tracking.TEST_MAE_THREADS_PER_CM: self.test_mae_threads_per_cm,
+            **self.scores,
             tracking.PREDICT_TIME_S: self.predict_time_s,
             tracking.PREDICT_FIRST_TIME_S: self.predict_first_time_s,
             tracking.PREDICT_SAMPLES_PER_S: self.predict_samples_per_s,
@@ -117,19 +123,19 @@ def start_framework(framework: Framework, backend: str) -> Trainer | None:
     return trainer
 
 
-def load_predictor(trainer: Trainer, uri: str, batch_size: int = PREDICT_BATCH_SIZE) -> Predictor:
+def load_predictor(trainer: Trainer, models: Models, uri: str, batch_size: int = PREDICT_BATCH_SIZE) -> Predictor:
     """Load a logged model with the framework's own loader (not pyfunc: prediction is timed without its
-    overhead) on this process's device."""
+    overhead) on this process's device; it predicts with the workload's ``models.predict``."""
     model = trainer.load_model(uri)
     return Predictor(
-        predict=lambda images: trainer.predict(model, images, batch_size),
+        predict=lambda images: models.predict(model, images, batch_size),
         device=trainer.device(),
         sync=backends.get(trainer.backend()).device_sync(),
     )
 
 
-def evaluate(model: Predictor, split: Split, *, repeats: int = DEFAULT_REPEATS) -> Evaluation:
-    """Predict the whole split once cold, then ``repeats`` times timed (synced); losses from the last pass."""
+def evaluate(model: Predictor, split: Split, workload: Workload, *, repeats: int = DEFAULT_REPEATS) -> Evaluation:
+    """Predict the whole split once cold, then ``repeats`` times timed (synced); scores from the last pass."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     images = np.array(split.images)  # copied out of the memory map: no disk reads inside the timed regions
@@ -146,13 +152,15 @@ def evaluate(model: Predictor, split: Split, *, repeats: int = DEFAULT_REPEATS) 
             predictions = model.predict(images)
         times.append(timer.elapsed_s)
     predict_time_s = statistics.median(times)
-    predictions = np.asarray(predictions, dtype=np.float32).reshape(-1)
-    if predictions.shape != labels.shape:
-        raise ValueError(f"model returned {predictions.shape[0]} predictions for {labels.shape[0]} test images")
+    predictions = np.asarray(predictions, dtype=np.float32)
+    if len(predictions) != len(labels):
+        raise ValueError(f"model returned {len(predictions)} predictions for {len(labels)} test images")
+    scores = workload.evaluate(predictions, labels)
     return Evaluation(
         predictions=predictions,
-        test_loss=normalized_mae(predictions, labels),
-        test_mae_threads_per_cm=mean_absolute_error(predictions, labels),
+        test_loss=scores.loss,
+        scores=scores.metrics,
+        tables=scores.tables,
         predict_time_s=predict_time_s,
         predict_first_time_s=first_time_s,
         predict_samples_per_s=len(labels) / predict_time_s if predict_time_s > 0 else float("nan"),
@@ -176,6 +184,7 @@ def evaluate_run(
     uri = model_uri(str(run["run_id"]))
     framework = frameworks.get(str(run["framework"]))
     backend = str(run.get("backend") or framework.default_backend)
+    workload = workloads.get(str(run.get("workload") or workloads.DEFAULT))
     trainer = start_framework(framework, backend)
     if trainer is None:
         log.info(
@@ -183,16 +192,18 @@ def evaluate_run(
             framework.name,
             backend,
         )
-        return _evaluate_in_subprocess(uri, framework.name, backend, dataset.path, repeats, batch_size), uri
-    return evaluate(load_predictor(trainer, uri, batch_size), dataset.test, repeats=repeats), uri
+        return _evaluate_in_subprocess(uri, framework.name, backend, workload, dataset.path, repeats, batch_size), uri
+    predictor = load_predictor(trainer, workload.models_for(framework.name), uri, batch_size)
+    return evaluate(predictor, dataset.test, workload, repeats=repeats), uri
 
 
 def _evaluate_in_subprocess(
-    uri: str, framework: str, backend: str, dataset_dir: Path, repeats: int, batch_size: int
+    uri: str, framework: str, backend: str, workload: Workload, dataset_dir: Path, repeats: int, batch_size: int
 ) -> Evaluation:
     with tempfile.TemporaryDirectory(prefix="thread-bench-evaluate-") as directory:
         command = [sys.executable, "-m", "analysis.evaluate", "--model_uri", uri, "--framework", framework]
-        command += ["--backend", backend, "--dataset", str(dataset_dir), "--repeats", str(repeats)]
+        command += ["--workload", workload.name, "--backend", backend, "--dataset", str(dataset_dir)]
+        command += ["--repeats", str(repeats)]
         command += ["--batch_size", str(batch_size), "--out", directory]
         environment = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
         environment.pop("MLFLOW_RUN_ID", None)
@@ -219,6 +230,7 @@ def log_evaluation(
     uri: str,
     experiment: str | None,
     study: str | None,
+    workload: Workload,
     extra_params: Mapping[str, Any] | None = None,
 ) -> str:
     """Log an evaluation run for ``source`` (a row of the selected runs); returns its run id.
@@ -238,6 +250,7 @@ def log_evaluation(
         tracking.log_params(
             {
                 tracking.PARAM_FRAMEWORK: source["framework"],
+                tracking.PARAM_WORKLOAD: workload.name,
                 tracking.PARAM_BACKEND: source.get("backend"),
                 tracking.PARAM_GROUP: source["group"],
                 tracking.PARAM_SEED: source["seed"],
@@ -250,14 +263,12 @@ def log_evaluation(
             }
         )
         mlflow.log_metrics({**evaluation.metrics(), tracking.BEST_VAL_LOSS: float(source[tracking.BEST_VAL_LOSS])})
-        table = pd.DataFrame(
-            {
-                "patch_index": np.asarray(split.patch_index),
-                "label_threads_per_cm": np.asarray(split.labels),
-                "prediction_threads_per_cm": evaluation.predictions,
-            }
-        )
+        table = pd.DataFrame(workload.prediction_columns(split, evaluation.predictions))
         mlflow.log_text(table.to_csv(index=False), tracking.ARTIFACT_PREDICTIONS)
+        for name, matrix in evaluation.tables.items():
+            mlflow.log_dict(matrix, name)
+            figure = figures.confusion_matrix_figure(np.asarray(matrix), f"{source['group']}, seed {source['seed']}")
+            mlflow.log_figure(figure, str(Path(name).with_suffix(".png")))
         return str(run.info.run_id)
 
 
@@ -323,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.evaluate", description=build_parser.__doc__)
     parser.add_argument("--model_uri", required=True)
     parser.add_argument("--framework", required=True, choices=frameworks.NAMES)
+    parser.add_argument("--workload", default=workloads.DEFAULT, choices=workloads.NAMES)
     parser.add_argument("--backend", default=None, help="the backend it was trained on (default: the framework's)")
     parser.add_argument("--dataset", required=True, help="prepared dataset directory")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
@@ -339,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if trainer is None:
         raise RuntimeError(f"cannot run {framework.name} on {backend} in this process")
     split = load_prepared(args.dataset).test
-    evaluation = evaluate(load_predictor(trainer, args.model_uri, args.batch_size), split, repeats=args.repeats)
+    workload = workloads.get(args.workload)
+    predictor = load_predictor(trainer, workload.models_for(framework.name), args.model_uri, args.batch_size)
+    evaluation = evaluate(predictor, split, workload, repeats=args.repeats)
     _write_evaluation(evaluation, Path(args.out))
     return 0
 

@@ -196,9 +196,9 @@ def prediction_time(evaluations: pd.DataFrame) -> Figure:
     return _per_model_bar(evaluations, tracking.PREDICT_TIME_S, "seconds", "Prediction time on the test split (warm)")
 
 
-def test_loss(evaluations: pd.DataFrame, baseline: float | None = None) -> Figure:
+def test_loss(evaluations: pd.DataFrame, baseline: float | None = None, loss_name: str = "normalised MAE") -> Figure:
     """Test loss of each group's best model (7-11), with the FFT baseline as a dashed line when given."""
-    figure = _per_model_bar(evaluations, tracking.TEST_LOSS, "normalised MAE", "Test loss of the best model")
+    figure = _per_model_bar(evaluations, tracking.TEST_LOSS, loss_name, "Test loss of the best model")
     if baseline is not None and np.isfinite(baseline):
         ax = figure.axes[0]
         ax.axhline(baseline, color="grey", linestyle="--", label=f"FFT baseline ({baseline:.3g})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots, runs, stats
-from thread_bench import tracking
+from thread_bench import tracking, workloads
+from thread_bench.figures import confusion_matrix_figure
+from thread_bench.workloads import Workload
 
 #: Metrics summarised across seeds (median and IQR), in report order.
+#: The evaluations' column holding a classifier's test confusion matrix (nested lists), where there is one.
+CONFUSION_COLUMN = "confusion"
+
 STAT_METRICS = (
     tracking.TOTAL_TRAIN_TIME_S,
     tracking.EPOCHS_TRAINED,
@@ -91,6 +96,8 @@ class Report:
     baseline: Baseline | None
     context: dict[str, str] = field(default_factory=dict)
     """Scope of the report (experiment, study, dataset digest, tracking URI...), shown as a list."""
+    #: What the runs learned (``thread_bench.workloads``): the test rows of the table and the loss's name.
+    workload: Workload = field(default_factory=lambda: workloads.get(workloads.DEFAULT))
 
 
 def per_run_table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
@@ -114,13 +121,17 @@ _Cell = Callable[[str], Any]
 
 
 def comparison_table(
-    per_run: pd.DataFrame, evaluations: pd.DataFrame, baseline: Baseline | None = None
+    per_run: pd.DataFrame,
+    evaluations: pd.DataFrame,
+    baseline: Baseline | None = None,
+    test_rows: Sequence[tuple[str, str, str]] = workloads.get(workloads.DEFAULT).report_rows,
 ) -> pd.DataFrame:
     """The Table 7-1 equivalent: one column per group, raw values, a ``unit`` column.
 
     Averages are means over the group's runs (as the reference reported them); minimal losses are the
     minimum over the runs; test rows belong to the group's best run. The FFT rows repeat the baseline in
-    every column (it does not depend on the framework).
+    every column (it does not depend on the framework). ``test_rows`` are the workload's own test metrics
+    (``Workload.report_rows``).
     """
     groups = sorted(per_run["group"].unique())
     evaluation_of = {row["group"]: row for _, row in evaluations.iterrows()}
@@ -154,7 +165,7 @@ def comparison_table(
         ("Minimal validation loss", "loss", of_runs(tracking.BEST_VAL_LOSS, "min")),
         ("Best run (by validation loss)", "text", lambda group: _best_run(evaluation_of.get(group))),
         ("Test loss of the best model", "loss", of_evaluation(tracking.TEST_LOSS)),
-        ("Test MAE of the best model", "threads/cm", of_evaluation(tracking.TEST_MAE_THREADS_PER_CM)),
+        *((label, unit, of_evaluation(metric)) for label, unit, metric in test_rows),
         *_baseline_rows(baseline),
     ]
     return pd.DataFrame(
@@ -202,6 +213,7 @@ def build_report(
     context: Mapping[str, str] | None = None,
     *,
     seed: int = 0,
+    workload: Workload | None = None,
 ) -> Report:
     """Everything the report shows, computed from the selected runs, their histories and evaluations.
 
@@ -210,10 +222,12 @@ def build_report(
         history: per-epoch metrics (``analysis.runs.load_histories``).
         evaluations: one row per group: ``group``, ``seed``, ``source_run_id``, the evaluation metrics.
         seed: seeds the bootstrap.
+        workload: what the runs learned (default: the default workload).
     """
+    workload = workload or workloads.get(workloads.DEFAULT)
     per_run = per_run_table(runs, history)
     return Report(
-        table=comparison_table(per_run, evaluations, baseline),
+        table=comparison_table(per_run, evaluations, baseline, workload.report_rows),
         per_run=per_run,
         history=history,
         evaluations=evaluations,
@@ -224,6 +238,7 @@ def build_report(
         determinism=determinism_costs(per_run, seed=seed),
         baseline=baseline,
         context=dict(context or {}),
+        workload=workload,
     )
 
 
@@ -277,8 +292,11 @@ def figures(report: Report) -> dict[str, Figure]:
     if not evaluations.empty:
         made["prediction_time"] = plots.prediction_time(evaluations)  # 7-10
         made["test_loss"] = plots.test_loss(  # 7-11
-            evaluations, report.baseline.test_loss if report.baseline else None
+            evaluations, report.baseline.test_loss if report.baseline else None, report.workload.loss_name
         )
+    for row in evaluations.to_dict("records") if CONFUSION_COLUMN in evaluations else []:
+        title = f"{row['group']}, seed {row['seed']}: test split"
+        made[f"confusion_{row['group']}"] = confusion_matrix_figure(np.asarray(row[CONFUSION_COLUMN]), title)
     return made
 
 

@@ -19,13 +19,14 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from thread_bench import tracking
+from thread_bench import tracking, workloads
 from thread_bench.config import DataConfig
 from thread_bench.data import corpus
 from thread_bench.data.prepare import data_root as data_root_path
-from thread_bench.data.prepare import ensure_prepared, synthetic_corpus_dir
+from thread_bench.data.prepare import synthetic_corpus_dir
 from thread_bench.data.prepared import MANIFEST, DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.tracking import training_filter
+from thread_bench.workloads import Workload
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 #: these are different experiments, so they form separate groups. ``seed`` is deliberately absent: seeds are
 #: the replicates of a group.
 KNOB_PARAMS = (
+    tracking.PARAM_WORKLOAD,
+    tracking.PARAM_MODEL,
+    tracking.PARAM_IMPLEMENTATION,
+    tracking.PARAM_N_SAMPLES,
     tracking.PARAM_BACKEND,
     tracking.PARAM_PRECISION,
     tracking.PARAM_VARIANT,
@@ -151,11 +156,13 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
         column(f"tags.{tracking.TAG_DATASET_DIGEST}")
     )
     runs["study"] = column(f"tags.{tracking.TAG_STUDY}")
+    # Runs logged before workloads existed are thread-density runs.
+    runs[tracking.PARAM_WORKLOAD] = column(f"params.{tracking.PARAM_WORKLOAD}").fillna(workloads.DEFAULT)
     runs["device"] = column(f"tags.{tracking.TAG_DEVICE}")
     runs["cpu"] = column(f"tags.{tracking.TAG_CPU}")
     runs["versions"] = column(f"tags.{tracking.TAG_FRAMEWORK_VERSION}")
     runs["seed"] = pd.to_numeric(column(f"params.{tracking.PARAM_SEED}"), errors="coerce").astype("Int64")
-    for knob in KNOB_PARAMS:
+    for knob in (k for k in KNOB_PARAMS if k != tracking.PARAM_WORKLOAD):
         runs[knob] = column(f"params.{knob}")
     for metric in SUMMARY_METRICS:
         runs[metric] = pd.to_numeric(column(f"metrics.{metric}"), errors="coerce").astype(float)
@@ -170,6 +177,19 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
                 f"{list(runs.loc[lacking, 'run_id'])}; select this project's FINISHED training runs"
             )
     return runs.reset_index(drop=True)
+
+
+def of_workload(runs: pd.DataFrame, workload: str) -> pd.DataFrame:
+    """The runs of ``workload``.
+
+    Raises:
+        ValueError: none of the runs is one (the message names the workloads they are of).
+    """
+    chosen = runs[runs[tracking.PARAM_WORKLOAD] == workload]
+    if chosen.empty:
+        found = sorted(runs[tracking.PARAM_WORKLOAD].astype(str).unique())
+        raise ValueError(f"none of the {len(runs)} selected training runs is a {workload} run (found: {found})")
+    return chosen.reset_index(drop=True)
 
 
 def assign_groups(runs: pd.DataFrame, knobs: Sequence[str] = GROUP_COLUMNS) -> pd.DataFrame:
@@ -292,28 +312,37 @@ def _no_runs_message(experiment: str, experiment_ids: list[str], study: str | No
 # ------------------------------------------------------------------------------- the dataset of a run
 
 
-def data_config(run: Mapping[str, Any]) -> DataConfig | None:
-    """The ``DataConfig`` a training run prepared its dataset from, rebuilt from its params.
+def data_config(run: Mapping[str, Any], workload: Workload | None = None) -> Any:
+    """The data config (``workload``'s; default: the default workload's) a training run prepared its dataset
+    from, rebuilt from its params.
 
     ``None`` when the run trained on a prepared directory given as is (``--dataset``): its ``source`` param
     is then that directory, not a corpus.
     """
+    workload = workload or workloads.get(workloads.DEFAULT)
     values: dict[str, Any] = {}
-    for field in dataclasses.fields(DataConfig):
+    for field in dataclasses.fields(workload.data_config):
         key = f"params.{tracking.data_param(field.name)}"
         raw = run.get(key)
         if raw is None or (isinstance(raw, float) and np.isnan(raw)) or raw == "":
             continue
         values[field.name] = _CONVERT[str(field.type)](raw)
-    source = values.get("source")
-    if source is None or (source != "synthetic" and not (Path(source) / corpus.INDEX).is_file()):
+    if values.get("source") is None:
         return None
-    return DataConfig(**values)
+    config = workload.data_config(**values)
+    try:
+        workload.check_source(config)
+    except FileNotFoundError:
+        return None
+    if workload.data_config is DataConfig and config.source != "synthetic":
+        return config if (Path(config.source) / corpus.INDEX).is_file() else None
+    return config
 
 
 def locate_dataset(
     run: Mapping[str, Any],
     digest: str,
+    workload: Workload | None = None,
     *,
     dataset_dir: str | Path | None = None,
     data_root: str | Path | None = None,
@@ -349,10 +378,11 @@ def locate_dataset(
         if dataset.digest == digest:
             return dataset
         tried[-1] += f" (digest {dataset.digest[:16]}…)"
-    config = data_config(run)
+    workload = workload or workloads.get(workloads.DEFAULT)
+    config = data_config(run, workload)
     if config is not None:
         log.info("prepared dataset %s… not found; rebuilding it from the params of run %s", digest[:16], run["run_id"])
-        dataset = ensure_prepared(config, data_root, workers=workers).dataset
+        dataset = workload.prepare(config, data_root, workers).dataset
         if dataset.digest != digest:
             raise ValueError(
                 f"rebuilding the dataset of run {run['run_id']} from its params gave digest {dataset.digest[:16]}…, "

@@ -37,7 +37,16 @@ def tracking_constants() -> dict[str, str]:
 
 
 def tracking_names() -> set[str]:
-    return set(tracking_constants().values())
+    """The constants' names, and the names ``thread_bench.tracking``'s functions make from them (a class's
+    accuracy, a framework's ping-pong scores)."""
+    from thread_bench import frameworks, tracking
+
+    made = {tracking.class_accuracy(split, label) for split in ("val", "test") for label in range(10)}
+    quantities = [
+        value for name, value in vars(tracking).items() if name.startswith("PINGPONG_") and "TEMPLATE" not in name
+    ]
+    made |= {tracking.pingpong_metric(framework, quantity) for framework in frameworks.NAMES for quantity in quantities}
+    return set(tracking_constants().values()) | made
 
 
 def names_not_in_tracking(run: mlflow.entities.Run) -> set[str]:

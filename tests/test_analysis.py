@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from analysis import cli as analysis_cli
 from analysis import evaluate, plots, report, runs, stats
 from conftest import names_not_in_tracking, tracking_names
-from thread_bench import tracking
+from thread_bench import tracking, workloads
 from thread_bench.config import DataConfig, resolve
 from thread_bench.data.prepare import ensure_prepared, synthetic_corpus_dir
 from thread_bench.data.prepared import PreparedDataset
@@ -483,7 +483,7 @@ def test_evaluation_and_analysis_runs_log_only_names_defined_in_tracking(
     evaluation = evaluate.Evaluation(
         predictions=np.full(n_test, 12.0, dtype=np.float32),
         test_loss=0.1,
-        test_mae_threads_per_cm=1.2,
+        scores={tracking.TEST_MAE_THREADS_PER_CM: 1.2},
         predict_time_s=0.2,
         predict_first_time_s=0.5,
         predict_samples_per_s=n_test / 0.2,
@@ -496,7 +496,14 @@ def test_evaluation_and_analysis_runs_log_only_names_defined_in_tracking(
     extra = {tracking.PARAM_REPEATS: settings.repeats, tracking.PARAM_BATCH_SIZE: settings.batch_size}
 
     run_id = evaluate.log_evaluation(
-        source, evaluation, dataset.test, uri="runs:/0/model", experiment=experiment, study="s1", extra_params=extra
+        source,
+        evaluation,
+        dataset.test,
+        uri="runs:/0/model",
+        experiment=experiment,
+        study="s1",
+        workload=workloads.get("thread_density"),
+        extra_params=extra,
     )
 
     assert names_not_in_tracking(mlflow.get_run(run_id)) == set()

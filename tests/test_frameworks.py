@@ -55,7 +55,7 @@ def test_the_trainers_are_twins_with_the_same_public_functions_and_parameters() 
 
 def test_every_trainer_implements_the_protocol() -> None:
     members = [name for name in vars(Trainer) if not name.startswith("_")] + list(Trainer.__annotations__)
-    assert {"fit", "predict", "load_model", "configure", "FRAMEWORK"} <= set(members)
+    assert {"fit", "log_model", "load_model", "configure", "FRAMEWORK"} <= set(members)
     for framework in frameworks.FRAMEWORKS.values():
         trainer = framework.load_trainer(framework.default_backend)
         assert framework.name == trainer.FRAMEWORK

@@ -12,6 +12,7 @@ import torch
 
 import model_parity
 from conftest import make_fake_prepared
+from thread_bench import workloads
 from thread_bench.config import ModelConfig, TrainConfig
 from thread_bench.data.prepared import load_prepared
 from thread_bench.training import common, torch_trainer
@@ -107,9 +108,11 @@ def test_fit_feeds_the_batches_in_the_sampler_order(
         return original(self, indices)
 
     monkeypatch.setattr(inputs, "batch", recording)
-    model = trainer.build_model(ModelConfig(base_filters=1, input_size=32))
-    trainer.compile_model(model, config, options)
-    trainer.fit(model, data, config, options, on_epoch_end=lambda record: None)
+    models = workloads.get("thread_density").models_for(framework)
+    model_config = ModelConfig(base_filters=1, input_size=32)
+    model = trainer.build_model(models, model_config)
+    trainer.compile_model(model, models, model_config, config, options)
+    trainer.fit(model, data, config, options, models=models, on_epoch_end=lambda record: None)
     sampler = common.BatchSampler(21, 8, seed=5)
     expected = [b.tolist() for epoch in range(2) for b in sampler.batches(epoch)]
     # Keras first peeks at a couple of batches to learn their shapes; after that it trains in order.

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from thread_bench.metrics import mean_absolute_error, normalized_mae
-from thread_bench.training import keras_trainer, torch_trainer
+from thread_bench.metrics import (
+    accuracy,
+    confusion_matrix,
+    cross_entropy,
+    mean_absolute_error,
+    normalized_mae,
+    per_class_accuracy,
+)
+from thread_bench.workloads.thread_density import keras_models, torch_models
 
 #: float32 tensors against the float64 reference: a relative error of ~1e-7 per value, well inside 1e-6.
 RTOL = 1e-6
@@ -26,7 +33,7 @@ def random_batch(seed: int, size: int = 257) -> tuple[np.ndarray, np.ndarray]:
 def test_the_torch_loss_is_the_reference(seed: int) -> None:
     predictions, targets = random_batch(seed)
 
-    loss = torch_trainer.normalized_mae(torch.from_numpy(predictions), torch.from_numpy(targets))
+    loss = torch_models.loss(torch.from_numpy(predictions), torch.from_numpy(targets))
 
     assert float(loss) == pytest.approx(normalized_mae(predictions, targets), rel=RTOL)
 
@@ -36,9 +43,7 @@ def test_the_keras_loss_is_the_reference(seed: int) -> None:
     predictions, targets = random_batch(seed)
 
     # The per-sample losses that fit averages (Keras itself calls the loss as (targets, predictions)).
-    per_sample = keras_trainer.normalized_mae(
-        keras.ops.convert_to_tensor(predictions), keras.ops.convert_to_tensor(targets)
-    )
+    per_sample = keras_models.loss(keras.ops.convert_to_tensor(predictions), keras.ops.convert_to_tensor(targets))
     loss = float(keras.ops.convert_to_numpy(keras.ops.mean(per_sample)))
 
     assert keras.ops.shape(per_sample) == (len(targets),)
@@ -85,3 +90,30 @@ def test_reference_refuses_mismatched_or_empty_inputs() -> None:
         normalized_mae(np.ones(3), np.ones(2))
     with pytest.raises(ValueError, match="empty"):
         mean_absolute_error([], [])
+
+
+# ------------------------------------------------------------------------------------------ classification
+
+
+def test_cross_entropy_accuracy_and_confusion_by_hand() -> None:
+    logits = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.5, 0.4, 0.1]]))
+    labels = np.array([0, 2, 1])
+
+    assert cross_entropy(logits, labels) == pytest.approx(-(np.log(0.7) + np.log(0.8) + np.log(0.4)) / 3)
+    assert accuracy(logits, labels) == pytest.approx(2 / 3)
+    matrix = confusion_matrix(logits, labels)
+    assert matrix.tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    assert per_class_accuracy(matrix).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_cross_entropy_is_stable_for_large_logits_and_takes_float_labels() -> None:
+    logits = np.array([[1000.0, 0.0], [0.0, 1000.0]])
+
+    assert cross_entropy(logits, np.array([0.0, 1.0], dtype=np.float32)) == pytest.approx(0.0, abs=1e-12)
+    assert np.isfinite(cross_entropy(logits, np.array([1, 0])))
+
+
+@pytest.mark.parametrize("labels", [np.array([0, 3]), np.array([0, -1]), np.array([0.5, 1.0]), np.array([0])])
+def test_classification_metrics_refuse_labels_that_are_not_classes(labels: np.ndarray) -> None:
+    with pytest.raises(ValueError, match=r"labels must be class ids|expected logits"):
+        accuracy(np.zeros((2, 3)), labels)

@@ -7,6 +7,7 @@ The end-to-end runs happen once per module (``smoke_runs``): each framework trai
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -23,7 +24,8 @@ import pytest
 
 from analysis.runs import KNOB_PARAMS
 from conftest import make_fake_prepared, names_not_in_tracking
-from thread_bench import frameworks, keras_train, torch_train, tracking
+from thread_bench import frameworks, keras_train, torch_train, tracking, workloads
+from thread_bench.config import DataConfig, ModelConfig
 from thread_bench.data.prepare import DATA_ROOT_ENV
 from thread_bench.training import driver, torch_trainer
 from thread_bench.training.options import TorchOptions
@@ -34,8 +36,15 @@ KNOBS = {
     "torch": {"torch_compile", "compile_mode", "channels_last", "cudnn_benchmark", "torch_fp32_precision"},
     "keras": {"jit_compile", "tf_memory_growth", "tf_tensor_float_32"},
 }
+#: The params of the other workloads' configs that thread-density runs do not have.
+OTHER_WORKLOAD_PARAMS = {
+    field.name
+    for workload in workloads.WORKLOADS.values()
+    for config in (workload.data_config, workload.model_config)
+    for field in dataclasses.fields(config)
+} - {field.name for config in (DataConfig, ModelConfig) for field in dataclasses.fields(config)}
 #: docs/DESIGN.md §5, plus data_seed; and every knob the analysis groups runs by, but those of one framework
-#: (or, for xla_preallocate, of one Keras backend).
+#: (or, for xla_preallocate, of one Keras backend; or of another workload).
 DESIGN_PARAMS = {
     "framework",
     "seed",
@@ -51,7 +60,7 @@ DESIGN_PARAMS = {
     "tf32_matmul",
     "tf32_conv",
     "bf16_hardware",
-} | (set(KNOB_PARAMS) - KNOBS["torch"] - KNOBS["keras"] - {"xla_preallocate"})
+} | (set(KNOB_PARAMS) - KNOBS["torch"] - KNOBS["keras"] - {"xla_preallocate"} - OTHER_WORKLOAD_PARAMS)
 SUMMARY_METRICS = {
     tracking.BEST_VAL_LOSS,
     tracking.BEST_EPOCH,
@@ -386,9 +395,9 @@ def test_a_bf16_nondeterministic_run_logs_what_the_framework_did(
         == f"{framework}{'-tensorflow' if framework == 'keras' else ''}-bf16-nondeterministic-seed0"
     )
     if framework == "torch":
-        from thread_bench.models import torch_pyfunc
+        from thread_bench.models import pyfunc
 
-        model = torch_pyfunc.load_model(f"runs:/{run.info.run_id}/model", device="cpu")
+        model = pyfunc.load_model(f"runs:/{run.info.run_id}/model", device="cpu")
         assert model.compute_dtype == "bfloat16"  # the logged model predicts as it trained
 
 

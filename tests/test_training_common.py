@@ -20,9 +20,9 @@ from thread_bench.training.common import (
     EpochRecord,
     TrainResult,
     lr_at_epoch,
-    mean_predictor_baseline,
     steady_state,
 )
+from thread_bench.workloads.thread_density import mean_predictor_baseline
 
 
 def test_batch_sampler_is_a_fresh_permutation_per_epoch_from_the_seed_alone() -> None:

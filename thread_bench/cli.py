@@ -79,7 +79,8 @@ def add_dataclass_options(
     prefix: str = "",
     helps: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Add ``--<prefix><field>`` for each field of ``cls``; returns the destination names added.
+    """Add ``--<prefix><field>`` for each field of ``cls``; returns the destination names added. A field whose
+    option the parser has already (the same name in two workloads' configs) is left to the first.
 
     Args:
         helps: field -> what it means, for options whose default is the field's own (not the profile's).
@@ -94,6 +95,8 @@ def add_dataclass_options(
         if type_name not in _CONVERTERS:
             raise TypeError(f"{cls.__name__}.{field.name}: unsupported option type {type_name}")
         dest = f"{prefix}{field.name}"
+        if f"--{dest}" in parser._option_string_actions:
+            continue
         described = (helps or {}).get(field.name)
         parser.add_argument(
             f"--{dest}",
@@ -116,22 +119,67 @@ def _described(meaning: str, default: Any) -> str:
 
 
 def add_data_options(
-    parser: argparse.ArgumentParser, *, include: Iterable[str] | None = None, exclude: Iterable[str] = ()
+    parser: argparse.ArgumentParser,
+    cls: type = DataConfig,
+    *,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
 ) -> None:
-    """The DataConfig options of a command that also trains: ``seed`` is ``--data_seed`` there (the training's
-    own seed is ``--seed``); see :func:`pick_data`."""
+    """The data config options (``cls``: a workload's) of a command that also trains: ``seed`` is
+    ``--data_seed`` there (the training's own seed is ``--seed``); see :func:`pick_data`."""
     wanted, skipped = (set(include) if include is not None else None), set(exclude)
-    names = [f.name for f in dataclasses.fields(DataConfig) if (wanted is None or f.name in wanted)]
+    names = [f.name for f in dataclasses.fields(cls) if (wanted is None or f.name in wanted)]
     for name in (name for name in names if name not in skipped):
         prefix = tracking.data_param(name).removesuffix(name)  # "data_" for the seed
-        add_dataclass_options(parser, DataConfig, include=(name,), prefix=prefix)
+        add_dataclass_options(parser, cls, include=(name,), prefix=prefix)
 
 
-def pick_data(namespace: argparse.Namespace) -> dict[str, Any]:
-    """The DataConfig values of the options :func:`add_data_options` added (``None`` = not given)."""
+def data_options(cls: type = DataConfig) -> dict[str, str]:
+    """The data config's fields -> their option (destination) names in a command that also trains."""
+    return {f.name: tracking.data_param(f.name) for f in dataclasses.fields(cls)}
+
+
+def pick_data(namespace: argparse.Namespace, cls: type = DataConfig) -> dict[str, Any]:
+    """The values of ``cls``'s options :func:`add_data_options` added (``None`` = not given)."""
     values = vars(namespace)
-    options = {f.name: tracking.data_param(f.name) for f in dataclasses.fields(DataConfig)}
-    return {name: values[option] for name, option in options.items() if option in values}
+    return {name: values[option] for name, option in data_options(cls).items() if option in values}
+
+
+def add_workload_option(parser: argparse.ArgumentParser) -> None:
+    from thread_bench import workloads
+
+    described = "; ".join(f"{w.name}: {w.description}" for w in workloads.WORKLOADS.values())
+    parser.add_argument(
+        "--workload",
+        default=None,
+        help=f"what is learned: {described} (default: {workloads.DEFAULT}, or the first workload the framework "
+        "has models for)",
+    )
+
+
+def workload_options(workload: Any, *, data_prefixed: bool = True) -> set[str]:
+    """The option names (destinations) of ``workload``'s data and model configs."""
+    data = set(data_options(workload.data_config).values()) if data_prefixed else _fields(workload.data_config)
+    return data | _fields(workload.model_config)
+
+
+def check_workload_options(namespace: argparse.Namespace, workload: Any, *, data_prefixed: bool = True) -> None:
+    """Raise ``ValueError`` naming the first option given that belongs to other workloads, not to ``workload``."""
+    from thread_bench import workloads
+
+    own = workload_options(workload, data_prefixed=data_prefixed)
+    values = vars(namespace)
+    for other in workloads.WORKLOADS.values():
+        for name in sorted(workload_options(other, data_prefixed=data_prefixed) - own):
+            if values.get(name) not in (None, ""):
+                raise ValueError(
+                    f"--{name} is an option of the {other.name} workload, not of {workload.name} "
+                    f"(pass --workload {other.name}, or leave it out)"
+                )
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def add_experiment_option(parser: argparse.ArgumentParser) -> None:

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import numpy as np
 
 from thread_bench import backends
-from thread_bench.config import ModelConfig, TrainConfig
+from thread_bench.config import TrainConfig
 from thread_bench.training.common import EpochCallback, TrainingData, TrainResult
-from thread_bench.training.options import FrameworkOptions, KerasOptions, TorchOptions
+from thread_bench.training.options import FrameworkOptions, KerasOptions, TensorflowOptions, TorchOptions
+from thread_bench.workloads import Models
 
 
 class Trainer(Protocol):
@@ -53,11 +54,13 @@ class Trainer(Protocol):
         """Where models run in this process, as logged with an evaluation."""
         ...
 
-    def build_model(self, config: ModelConfig, precision: str = ...) -> Any: ...
+    def build_model(self, models: Models, config: Any, precision: str = ..., implementation: str | None = ...) -> Any:
+        """The workload's model (``models``, its module for this framework) on this process's device."""
+        ...
 
-    def count_parameters(self, model: Any) -> int: ...
-
-    def compile_model(self, model: Any, train: TrainConfig, options: Any) -> dict[str, Any]:
+    def compile_model(
+        self, model: Any, models: Models, config: Any, train: TrainConfig, options: Any
+    ) -> dict[str, Any]:
         """Make the model ready to train under ``options``; returns the resolved knobs to log. Keras compiles
         here; PyTorch sets the memory format, and ``torch.compile`` wraps the model in ``fit``, around the
         training step only (the kept best weights are the plain module's)."""
@@ -68,19 +71,24 @@ class Trainer(Protocol):
         ...
 
     def fit(
-        self, model: Any, data: TrainingData, config: TrainConfig, options: Any, *, on_epoch_end: EpochCallback
-    ) -> TrainResult: ...
-
-    def predict(self, model: Any, images: np.ndarray, batch_size: int = ...) -> np.ndarray:
-        """Thread densities (float32 ``(N,)``) for uint8 ``(N, S, S)`` images, in inference mode."""
+        self,
+        model: Any,
+        data: TrainingData,
+        config: TrainConfig,
+        options: Any,
+        *,
+        models: Models,
+        on_epoch_end: EpochCallback,
+    ) -> TrainResult:
+        """Train on ``models.loss`` with the shared protocol; the model ends with the best-validation weights."""
         ...
 
-    def log_model(self, model: Any, example_images: np.ndarray) -> str:
+    def log_model(self, model: Any, models: Models, config: Any, precision: str, example_images: np.ndarray) -> str:
         """Log the model to the active MLflow run; returns its URI."""
         ...
 
     def load_model(self, uri: str) -> Any:
-        """A model :func:`log_model` logged, ready for :func:`predict` on this process's device."""
+        """A model :func:`log_model` logged, ready for the workload's ``predict`` on this process's device."""
         ...
 
 
@@ -158,6 +166,15 @@ FRAMEWORKS: dict[str, Framework] = {
     "torch": Framework(
         "torch", TorchOptions, "thread_bench.training.torch_trainer", "thread_bench.torch_train", package="torch"
     ),
+    # Plain TensorFlow with a GradientTape loop; its Keras-layers style needs Keras on TensorFlow, hence the variable.
+    "tensorflow": Framework(
+        "tensorflow",
+        TensorflowOptions,
+        "thread_bench.training.tensorflow_trainer",
+        "thread_bench.tensorflow_train",
+        package="tensorflow",
+        backend_variable="KERAS_BACKEND",
+    ),
 }
 NAMES = tuple(FRAMEWORKS)
 
@@ -169,6 +186,6 @@ def get(name: str) -> Framework:
 
 
 if TYPE_CHECKING:  # mypy checks each trainer module against the protocol
-    from thread_bench.training import keras_trainer, torch_trainer
+    from thread_bench.training import keras_trainer, tensorflow_trainer, torch_trainer
 
-    _TRAINERS: tuple[Trainer, ...] = (keras_trainer, torch_trainer)
+    _TRAINERS: tuple[Trainer, ...] = (keras_trainer, torch_trainer, tensorflow_trainer)

@@ -50,3 +50,56 @@ def _flat_pair(predictions: ArrayLike, targets: ArrayLike) -> tuple[np.ndarray, 
     if flat_targets.size == 0:
         raise ValueError("predictions and targets are empty: the mean of no errors is undefined")
     return flat_predictions, flat_targets
+
+
+# ------------------------------------------------------------------------------------------ classification
+
+
+def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> float:
+    """The classification loss: the mean over samples of ``-log softmax(logits)[label]``.
+
+    Args:
+        logits: ``(N, C)`` raw scores (the models output logits; the softmax lives here and in the losses).
+        labels: ``N`` class ids in ``[0, C)`` (any integer or float dtype holding integers, any shape).
+    """
+    scores, classes = _logits_and_labels(logits, labels)
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-np.mean(log_softmax[np.arange(len(classes)), classes]))
+
+
+def accuracy(logits: ArrayLike, labels: ArrayLike) -> float:
+    """The share of samples whose largest logit is their class."""
+    scores, classes = _logits_and_labels(logits, labels)
+    return float(np.mean(scores.argmax(axis=1) == classes))
+
+
+def confusion_matrix(logits: ArrayLike, labels: ArrayLike) -> np.ndarray:
+    """``(C, C)`` int64 counts: row = true class, column = predicted class (largest logit)."""
+    scores, classes = _logits_and_labels(logits, labels)
+    n_classes = scores.shape[1]
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (classes, scores.argmax(axis=1)), 1)
+    return matrix
+
+
+def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
+    """Each class's accuracy (recall) from a confusion matrix; NaN for a class with no samples."""
+    totals = matrix.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, np.diag(matrix) / np.maximum(totals, 1), np.nan)
+
+
+def _logits_and_labels(logits: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(logits, dtype=np.float64)
+    values = np.asarray(labels).reshape(-1)
+    if scores.ndim != 2 or scores.shape[0] != values.size:
+        raise ValueError(f"expected logits of shape (N, C) for {values.size} labels, got {scores.shape}")
+    if values.size == 0:
+        raise ValueError("logits and labels are empty: the mean over no samples is undefined")
+    classes = values.astype(np.int64)
+    if not np.array_equal(classes, values) or classes.min() < 0 or classes.max() >= scores.shape[1]:
+        raise ValueError(
+            f"labels must be class ids in [0, {scores.shape[1]}), got values in [{values.min()}, {values.max()}]"
+        )
+    return scores, classes

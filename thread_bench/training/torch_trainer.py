@@ -1,13 +1,15 @@
 """PyTorch side of the protocol: explicit training and evaluation loops.
 
-The twin of :mod:`thread_bench.training.keras_trainer` (same public names, same :class:`TrainResult`).
+The twin of :mod:`thread_bench.training.keras_trainer` (same public names, same :class:`TrainResult`). The
+model, its loss and its prediction come from the workload's PyTorch models module (``models``), so nothing
+here names a workload.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -15,26 +17,25 @@ import torch
 from torch import nn
 
 from thread_bench import backends, tracking
-from thread_bench.config import PREDICT_BATCH_SIZE, ModelConfig, TrainConfig
+from thread_bench.config import TrainConfig
 from thread_bench.measure import environment_info
-from thread_bench.models import spec, torch_model, torch_pyfunc
+from thread_bench.models import pyfunc, spec
 from thread_bench.training.common import (
     ArraySplit,
     BatchSampler,
-    EarlyStopping,
     EpochCallback,
     EpochMeter,
+    ExplicitLoop,
     TrainingData,
     TrainResult,
-    check_finite_loss,
     configure_backend,
     in_order,
-    lr_at_epoch,
-    python_alloc_meter,
     resolve_input_pipeline,
+    run_epochs,
     staged_batch,
 )
 from thread_bench.training.options import TorchOptions
+from thread_bench.workloads import DEFAULT_IMPLEMENTATION, Models
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ FRAMEWORK = "torch"
 BACKEND = "torch"
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+#: A workload's loss on a batch: (outputs, targets) -> the batch mean.
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def configure(options: TorchOptions, train: TrainConfig) -> dict[str, Any]:
@@ -78,19 +81,17 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_model(config: ModelConfig, precision: str = "fp32") -> nn.Module:
-    return torch_model.build_model(config, spec.compute_dtype(precision)).to(_device())
+def build_model(models: Models, config: Any, precision: str = "fp32", implementation: str | None = None) -> nn.Module:
+    return models.build_model(config, precision, implementation).to(_device())
 
 
-def count_parameters(model: nn.Module) -> int:
-    return torch_model.count_parameters(model)
-
-
-def compile_model(model: nn.Module, train: TrainConfig, options: TorchOptions) -> dict[str, Any]:
+def compile_model(
+    model: nn.Module, models: Models, config: Any, train: TrainConfig, options: TorchOptions
+) -> dict[str, Any]:
     """Apply the memory-format knob in place; returns the resolved knobs (``torch.compile`` wraps in ``fit``)."""
     if options.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack the keyword
-    hidden_dtype, output_dtype = _observed_dtypes(model)
+    hidden_dtype, output_dtype = _observed_dtypes(model, config.input_size)
     return {
         tracking.PARAM_TORCH_COMPILE: options.compile,
         tracking.PARAM_COMPILE_MODE: options.compile_mode if options.compile else "",
@@ -100,20 +101,20 @@ def compile_model(model: nn.Module, train: TrainConfig, options: TorchOptions) -
     }
 
 
-def _observed_dtypes(model: nn.Module) -> tuple[str, str]:
-    """The dtypes of the first convolution's output and of the model's output on one blank image.
+def _observed_dtypes(model: nn.Module, side: int) -> tuple[str, str]:
+    """The dtypes of the first convolution's (or dense layer's) output and of the model's output on one blank
+    image.
 
     Autocast decides dtypes per call, so the only read-back of what bf16 does is to run the model once.
     """
     seen: dict[str, torch.dtype] = {}
-    first_conv = model.get_submodule(spec.torch_module_path(spec.conv_name("stage1_module1", spec.KERNEL_SIZES[0])))
+    first_conv = next(module for module in model.modules() if isinstance(module, nn.Conv2d | nn.Linear))
 
     def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:  # None: the output is kept
         seen["hidden"] = output.dtype
 
     hook = first_conv.register_forward_hook(record)
     parameter = next(model.parameters())
-    side = int(model.config.input_size)  # type: ignore[union-attr,arg-type]
     was_training = model.training
     model.eval()
     try:
@@ -128,11 +129,6 @@ def _observed_dtypes(model: nn.Module) -> tuple[str, str]:
 def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
     """``config.input_pipeline`` resolved for this machine: ``device``, ``host`` or ``staged``."""
     return resolve_input_pipeline(config, data.nbytes, backends.get(BACKEND).device_memory_bytes())
-
-
-def normalized_mae(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``mean(|predictions - targets| / targets)``; both ``(B, 1)``."""
-    return ((predictions - targets).abs() / targets).mean()
 
 
 class DeviceBatches:
@@ -185,14 +181,16 @@ class DeviceBatches:
             yield self.batch(indices)
 
 
-def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch]) -> float:
+def _train_one_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch], loss_of: Loss
+) -> float:
     """One pass over ``batches`` (device tensors); returns the sample-weighted mean loss."""
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=_device())
     count = 0
     for x, y in batches:
         optimizer.zero_grad(set_to_none=True)
-        loss = normalized_mae(model(x), y)
+        loss = loss_of(model(x), y)
         loss.backward()
         optimizer.step()
         total += loss.detach().double() * len(y)
@@ -200,14 +198,14 @@ def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches
     return float(total.item()) / count
 
 
-def _evaluate(model: nn.Module, batches: Iterable[Batch]) -> float:
-    """Mean normalised MAE over ``batches`` in eval mode (running BatchNorm statistics, no dropout)."""
+def _evaluate(model: nn.Module, batches: Iterable[Batch], loss_of: Loss) -> float:
+    """Mean loss over ``batches`` in eval mode (running BatchNorm statistics, no dropout)."""
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=_device())
     count = 0
     with torch.inference_mode():
         for x, y in batches:
-            total += normalized_mae(model(x), y).double() * len(y)
+            total += loss_of(model(x), y).double() * len(y)
             count += len(y)
     return float(total.item()) / count
 
@@ -218,9 +216,10 @@ def fit(
     config: TrainConfig,
     options: TorchOptions,
     *,
+    models: Models,
     on_epoch_end: EpochCallback,
 ) -> TrainResult:
-    """Train with Adam and early stopping; on return ``model`` holds the best-validation weights.
+    """Train with Adam and early stopping on ``models.loss``; on return ``model`` holds the best-validation weights.
 
     ``config.input_pipeline`` must be resolved (:func:`input_pipeline`).
     """
@@ -232,85 +231,56 @@ def fit(
     train_inputs = DeviceBatches(data.train, config.input_pipeline, options.channels_last)
     val_inputs = DeviceBatches(data.val, config.input_pipeline, options.channels_last)
     val_order = in_order(len(data.val), config.batch_size)
-    stopper = EarlyStopping(config.patience, config.min_delta)
-    meter = EpochMeter(BACKEND, backends.get(BACKEND).device_sync())
-    history = []
-    best_state: dict[str, torch.Tensor] | None = None
-    with python_alloc_meter(config.tracemalloc) as alloc:
-        for epoch in range(config.epochs):
-            learning_rate = lr_at_epoch(config, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
-            batches = sampler.batches(epoch)
-            meter.begin_epoch()
-            train_loss = _train_one_epoch(runner, optimizer, train_inputs.batches(batches))
-            meter.begin_validation()
-            val_loss = _evaluate(runner, val_inputs.batches(val_order))
-            meter.end_validation()
-            meter.end_epoch()
-            check_finite_loss(epoch, train_loss)
-            record = meter.record(epoch, train_loss, val_loss, learning_rate)
-            record.improved = stopper.update(epoch, val_loss)
-            if record.improved:
-                best_state = copy.deepcopy(model.state_dict())
-            history.append(record)
-            on_epoch_end(record)
-            if stopper.should_stop:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return TrainResult(
-        history=history,
-        best_epoch=stopper.best_epoch,
-        best_val_loss=stopper.best_val_loss,
-        n_train=len(data.train),
-        stopped_early=len(history) < config.epochs,
-        maxrss_bytes=meter.maxrss_bytes,
-        py_alloc_peak_bytes=alloc.peak_bytes if alloc is not None else None,
+
+    def train_epoch(epoch: int, learning_rate: float) -> float:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate
+        return _train_one_epoch(runner, optimizer, train_inputs.batches(sampler.batches(epoch)), models.loss)
+
+    loop = ExplicitLoop(
+        train_epoch=train_epoch,
+        evaluate=lambda: _evaluate(runner, val_inputs.batches(val_order), models.loss),
+        snapshot=lambda: copy.deepcopy(model.state_dict()),
+        restore=model.load_state_dict,
     )
+    meter = EpochMeter(BACKEND, backends.get(BACKEND).device_sync())
+    return run_epochs(loop, config, len(data.train), meter, on_epoch_end)
 
 
 def device() -> str:
     return str(_device())
 
 
-def predict(model: nn.Module, images: np.ndarray, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-    """Thread densities (threads/cm, float32 ``(N,)``) for ``(N, S, S)`` images, in eval mode.
-
-    A model logged before the pyfunc format, in MLflow's ``pt2`` format, loads as a ``torch.fx.GraphModule``,
-    which refuses ``eval()`` and has no ``config``, hence the plain loop for it.
-    """
-    if isinstance(model, torch_model.RegVGG):
-        return torch_model.predict(model, images, batch_size=batch_size)
-    x = spec.as_model_input(images, images.shape[1])
-    target = next(model.parameters()).device
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            batch = torch.from_numpy(x[start : start + batch_size]).unsqueeze(1).to(target)
-            outputs.append(model(batch).reshape(-1).float().cpu().numpy())
-    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
-
-
 def load_model(uri: str) -> nn.Module:
     """A logged model on this process's device (CUDA when there is one).
 
-    Models logged by this version are pyfunc models over their weights (:mod:`thread_bench.models.torch_pyfunc`);
+    Models logged by this version are pyfunc models over their weights (:mod:`thread_bench.models.pyfunc`);
     runs logged before used MLflow's ``pytorch`` flavor (``pt2``), still readable.
     """
     import mlflow.pytorch
 
     if "pytorch" not in mlflow.models.get_model_info(uri).flavors:
-        return torch_pyfunc.load_model(uri, device())
+        return pyfunc.load_model(uri, device())
     return mlflow.pytorch.load_model(uri).to(_device())
 
 
-def log_model(model: nn.Module, example_images: np.ndarray) -> str:
-    """Log ``model`` to MLflow with a signature (see :mod:`thread_bench.models.torch_pyfunc` for the format
+def log_model(model: nn.Module, models: Models, config: Any, precision: str, example_images: np.ndarray) -> str:
+    """Log ``model`` to MLflow with a signature (see :mod:`thread_bench.models.pyfunc` for the format
     and why); returns its model URI.
 
     Args:
+        models: the workload's PyTorch models module, which rebuilds the network from ``config`` at load time.
         example_images: a few ``(N, S, S)`` images; the signature and input example are
             ``(N, 1, S, S)`` float32 in [0, 1].
     """
-    return torch_pyfunc.log_model(model, example_images)  # type: ignore[arg-type]
+    implementation = getattr(config, "implementation", None)
+    return pyfunc.log_model(
+        model,
+        models,
+        config,
+        precision,
+        example_images,
+        weights_format=pyfunc.TORCH_STATE_DICT,
+        implementation=None if implementation == DEFAULT_IMPLEMENTATION else implementation,
+        requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )

@@ -1,0 +1,176 @@
+"""The workloads the suite trains — what is learned: data, model, loss and metrics — as records.
+
+A :class:`Workload` says which configuration dataclasses describe its data and its model, with their profiles;
+how its dataset is prepared; which module holds its models in each framework (a module implementing
+:class:`Models`); the NumPy reference of its loss; and how a model's outputs are scored. The training driver,
+the trainers, the study and the analysis take a workload from :data:`WORKLOADS` and never name a particular one.
+
+Adding a workload: a folder ``thread_bench/workloads/<name>/`` with its configs, data preparation, models per
+framework and metrics, and one line in :data:`WORKLOADS`. Nothing here imports a framework: the models modules
+are imported by name once the process is set up for their framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from thread_bench.data.prepare import PrepareResult
+
+#: ``implementation`` value meaning "the framework's first style" (a model config's default).
+DEFAULT_IMPLEMENTATION = "default"
+
+
+class Models(Protocol):
+    """One workload's models in one framework (a module), as the trainers use them."""
+
+    __name__: str
+
+    def build_model(self, config: Any, precision: str = ..., implementation: str | None = ...) -> Any:
+        """A freshly initialised model for ``config`` (float32 weights; ``bf16`` computes in bfloat16)."""
+        ...
+
+    def count_parameters(self, model: Any) -> int: ...
+
+    def loss(self, predictions: Any, targets: Any) -> Any:
+        """The training loss on framework tensors; ``targets`` are the float32 labels, ``(B, 1)``."""
+        ...
+
+    def predict(self, model: Any, images: np.ndarray, batch_size: int = ...) -> np.ndarray:
+        """The model's outputs for uint8 ``(N, S, S)`` images, in inference mode, as float32 NumPy."""
+        ...
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What a workload reports about a model's outputs on one split."""
+
+    #: The training loss recomputed in NumPy (float64): the number the best epoch's ``val_loss`` must match.
+    loss: float
+    #: The workload's metrics, under their MLflow keys (constants of ``thread_bench.tracking``).
+    metrics: dict[str, float]
+    #: Arrays worth keeping as artifacts (a confusion matrix), by file name; empty when there are none.
+    tables: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload: its data, its models per framework, its loss and its metrics."""
+
+    #: The ``workload`` param of every run.
+    name: str
+    #: One line for ``--help`` and the README.
+    description: str
+    #: The MLflow experiment its runs go to unless one is given.
+    experiment: str
+    #: The frozen dataclasses of its data and model settings (their options are generated from them).
+    data_config: type
+    model_config: type
+    #: Profile -> dataclass name -> overrides, like ``thread_bench.config.PROFILES`` (``TrainConfig`` included).
+    profiles: Mapping[str, Mapping[str, Mapping[str, Any]]]
+    #: Framework name -> the module implementing :class:`Models` for it; the frameworks it can be trained in.
+    models: Mapping[str, str]
+    #: ``prepare(data_config, root, workers) -> PrepareResult``: reuse or build the prepared dataset
+    #: (atomically); ``workers`` (processes, ``None`` = all cores) where the preparation is parallel.
+    prepare: Callable[[Any, str | Path | None, int | None], PrepareResult]
+    #: ``score(outputs, labels, train_labels) -> Scores``: validation metrics and the baselines that need the
+    #: training labels (predicting the training mean, or the most frequent class).
+    score: Callable[[np.ndarray, np.ndarray, np.ndarray], Scores]
+    #: ``evaluate(outputs, labels) -> Scores``: the test split's scores (the analysis' evaluation runs).
+    evaluate: Callable[[np.ndarray, np.ndarray], Scores]
+    #: ``prediction_columns(split, outputs)``: the columns of an evaluation's ``predictions.csv``.
+    prediction_columns: Callable[[Any, np.ndarray], dict[str, np.ndarray]]
+    #: The report's rows of this workload's test metrics: (label, unit, metric key of the evaluation).
+    report_rows: tuple[tuple[str, str, str], ...]
+    #: What the loss is called in figures and tables.
+    loss_name: str
+    #: Whether the spectral thread counter is a meaningful non-learning baseline (its labels are densities).
+    counting_baseline: bool
+    #: ``summary(metrics) -> str``: the workload's part of the line printed after a training.
+    summary: Callable[[Mapping[str, float]], str]
+    #: The data config's ``source`` that the project makes or ships itself; any other must be a directory of
+    #: ``source_directory`` (what it holds, for the error message).
+    builtin_source: str
+    source_directory: str
+    #: ``implementations(framework, model_config)``: the styles the model is written in for that framework,
+    #: the framework's default first (selected by the model config's ``implementation``, if it has one).
+    implementations: Callable[[str, Any], tuple[str, ...]]
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        return tuple(self.models)
+
+    def models_for(self, framework: str) -> Models:
+        """Import and return the framework's models module (only once the process is set up for it).
+
+        Raises:
+            ValueError: the workload has no models in ``framework``.
+        """
+        if framework not in self.models:
+            raise ValueError(
+                f"workload {self.name!r} cannot be trained in {framework} (it has models in {list(self.models)})"
+            )
+        return cast(Models, importlib.import_module(self.models[framework]))
+
+    def check_source(self, data_config: Any) -> None:
+        """Raise ``FileNotFoundError`` for a ``source`` that is neither built in nor an existing directory."""
+        source = data_config.source
+        if source != self.builtin_source and not Path(source).is_dir():
+            raise FileNotFoundError(
+                f"--source {source!r}: no such directory (expected {self.builtin_source!r} or {self.source_directory})"
+            )
+
+    def implementation(self, framework: str, model_config: Any) -> str:
+        """The implementation style ``model_config`` asks for in ``framework``, ``default`` resolved.
+
+        Raises:
+            ValueError: the workload has no models in ``framework``, or not in that style.
+        """
+        if framework not in self.models:
+            raise ValueError(
+                f"workload {self.name!r} cannot be trained in {framework} (it has models in {list(self.models)})"
+            )
+        styles = self.implementations(framework, model_config)
+        asked = getattr(model_config, "implementation", DEFAULT_IMPLEMENTATION)
+        if asked == DEFAULT_IMPLEMENTATION:
+            return styles[0]
+        if asked not in styles:
+            raise ValueError(
+                f"implementation={asked!r} does not fit the {self.name} workload in {framework} "
+                f"(expected one of {list(styles)})"
+            )
+        return str(asked)
+
+
+def _registry() -> dict[str, Workload]:
+    from thread_bench.workloads.digits import WORKLOAD as DIGITS
+    from thread_bench.workloads.thread_density import WORKLOAD as THREAD_DENSITY
+
+    return {workload.name: workload for workload in (THREAD_DENSITY, DIGITS)}
+
+
+#: The workloads, by the name runs log as ``workload``. The one place a workload is registered.
+WORKLOADS: dict[str, Workload] = _registry()
+NAMES = tuple(WORKLOADS)
+#: What a run trains when no workload is given: the suite's original task.
+DEFAULT = "thread_density"
+
+
+def default_for(framework: str) -> Workload:
+    """The workload a training in ``framework`` runs when none is given: :data:`DEFAULT`, or the first that has
+    models in that framework (plain TensorFlow: digits)."""
+    if framework in WORKLOADS[DEFAULT].models:
+        return WORKLOADS[DEFAULT]
+    return next(workload for workload in WORKLOADS.values() if framework in workload.models)
+
+
+def get(name: str) -> Workload:
+    if name not in WORKLOADS:
+        raise ValueError(f"workload must be one of {list(NAMES)}, got {name!r}")
+    return WORKLOADS[name]
