@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ import mlflow
 import pandas as pd
 
 from analysis import evaluate, report, runs
-from thread_bench import cli, lifecycle, store, tracking, workloads
+from thread_bench import cli, store, tracking, workloads
 from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.data.prepared import PreparedDataset
 
@@ -286,21 +285,19 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
     return AnalysisSettings(**given)
 
 
+def _analyse(args: argparse.Namespace) -> AnalysisResult:
+    settings = settings_from_args(args)
+    store.open_store()  # an unusable tracking store: one line, before any model is loaded
+    return run_analysis(settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse(parser, argv)
     cli.configure_logging(args.verbose)
-    with lifecycle.stop_on_signals():  # SIGTERM like Ctrl-C: the analysis run ends KILLED, not RUNNING
-        try:
-            settings = settings_from_args(args)
-            store.open_store()  # an unusable tracking store: one line, before any model is loaded
-            result = run_analysis(settings)
-        except (ValueError, FileNotFoundError) as error:
-            cli.fail(parser, error)
-            return 2
-        except KeyboardInterrupt as interrupt:
-            print(f"{parser.prog}: interrupted ({lifecycle.describe_stop(interrupt)})", file=sys.stderr)
-            return lifecycle.exit_status(interrupt)
+    status, result = cli.guarded(parser, lambda: _analyse(args))  # SIGTERM: the analysis run ends KILLED
+    if result is None:
+        return status
     print(report.table_markdown(result.report.table))
     print(f"\nreport: {result.out / 'report.md'} (analysis run {result.run_id})")
     return 0

@@ -24,7 +24,13 @@ SHARED_MODULES = (
     "thread_bench.training.driver",
     "thread_bench.keras_train",
     "thread_bench.torch_train",
+    "thread_bench.tensorflow_train",
+    "thread_bench.pingpong",
     "thread_bench.study",
+    "thread_bench.workloads",
+    "thread_bench.workloads.thread_density",
+    "thread_bench.workloads.digits",
+    "thread_bench.workloads.digits.spec",
     "analysis.cli",
     "analysis.evaluate",
     "analysis.report",
@@ -44,13 +50,40 @@ def _shape(signature: inspect.Signature) -> list[tuple[str, object, bool]]:
     return [(p.name, p.kind, p.default is not p.empty) for p in signature.parameters.values()]
 
 
-def test_the_trainers_are_twins_with_the_same_public_functions_and_parameters() -> None:
-    from thread_bench.training import keras_trainer, torch_trainer
+def _assert_twins(*modules: ModuleType) -> None:
+    first, *others = modules
+    functions = _public_functions(first)
+    for other in others:
+        other_functions = _public_functions(other)
+        assert sorted(functions) == sorted(other_functions), other.__name__
+        for name, signature in functions.items():
+            assert _shape(signature) == _shape(other_functions[name]), f"{other.__name__}.{name}"
 
-    keras_functions, torch_functions = _public_functions(keras_trainer), _public_functions(torch_trainer)
-    assert sorted(keras_functions) == sorted(torch_functions)
-    for name, signature in keras_functions.items():
-        assert _shape(signature) == _shape(torch_functions[name]), name
+
+def test_the_trainers_are_twins_with_the_same_public_functions_and_parameters() -> None:
+    from thread_bench.training import keras_trainer, tensorflow_trainer, torch_trainer
+
+    _assert_twins(keras_trainer, torch_trainer, tensorflow_trainer)
+
+
+def test_each_workloads_models_modules_are_twins() -> None:
+    """A workload's models in every framework expose the ``Models`` protocol with the same parameters (digits'
+    modules have more in common, compared in tests/test_digits_models.py)."""
+    from thread_bench import workloads
+
+    protocol = ("build_model", "count_parameters", "loss", "predict")
+    for workload in workloads.WORKLOADS.values():
+        shapes = {
+            framework: {
+                name: _shape(signature)
+                for name, signature in _public_functions(workload.models_for(framework)).items()  # type: ignore[arg-type]
+                if name in protocol
+            }
+            for framework in workload.frameworks
+        }
+        first = next(iter(shapes.values()))
+        assert sorted(first) == sorted(protocol), workload.name
+        assert all(other == first for other in shapes.values()), (workload.name, shapes)
 
 
 def test_every_trainer_implements_the_protocol() -> None:
@@ -72,7 +105,7 @@ def test_every_backend_implements_the_protocol() -> None:
 
 
 def test_unknown_names_are_refused_with_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"framework must be one of \['keras', 'torch'\], got 'mxnet'"):
+    with pytest.raises(ValueError, match=r"framework must be one of \['keras', 'torch', 'tensorflow'\], got 'mxnet'"):
         frameworks.get("mxnet")
     with pytest.raises(ValueError, match=r"backend must be one of \['torch', 'tensorflow', 'jax'\], got 'cntk'"):
         backends.get("cntk")

@@ -11,12 +11,14 @@ import argparse
 import dataclasses
 import logging
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from thread_bench import tracking
+from thread_bench import lifecycle, tracking
 from thread_bench.config import DEFAULT_PROFILE, DEFAULT_VARIANT, VARIANTS, DataConfig, profile_names, variant_names
 from thread_bench.tracking import DEFAULT_EXPERIMENT
+
+T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -216,6 +218,29 @@ def configure_logging(verbose: bool = False) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+
+
+#: The exceptions an entry point reports as one line (bad input, a missing file), never as a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, argparse.ArgumentTypeError)
+
+
+def guarded(parser: argparse.ArgumentParser, work: Callable[[], T], *, interrupted: str = "") -> tuple[int, T | None]:
+    """Run an entry point's ``work`` the way every entry point does: SIGTERM handled like Ctrl-C (the runs end
+    KILLED), bad input reported as one line with exit status 2 (:data:`USER_ERRORS`, through :func:`fail`), an
+    interruption as one line. Returns (0, what ``work`` returned), or (the interruption's exit status, None).
+
+    Args:
+        interrupted: appended to the interruption's line (what to do next).
+    """
+    with lifecycle.stop_on_signals():
+        try:
+            return 0, work()
+        except USER_ERRORS as error:
+            fail(parser, error)
+            raise  # fail exits; for the type checker
+        except KeyboardInterrupt as interrupt:
+            print(f"{parser.prog}: interrupted ({lifecycle.describe_stop(interrupt)}){interrupted}", file=sys.stderr)
+            return lifecycle.exit_status(interrupt), None
 
 
 def fail(parser: argparse.ArgumentParser, error: Exception) -> None:

@@ -54,12 +54,7 @@ class DataConfig:
             raise ValueError(f"max_rotation_deg must be in [0, 45], got {self.max_rotation_deg}")
         if self.input_size > self.crop_px:
             raise ValueError(f"input_size={self.input_size} must be <= crop_px={self.crop_px} (no upsampling)")
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {value}")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError("val_fraction + test_fraction must leave room for a training split")
+        check_split_fractions(self)
 
 
 @dataclass(frozen=True)
@@ -270,6 +265,16 @@ def check_finite(config: Any, names: tuple[str, ...]) -> None:
             finite = False
         if not finite:
             raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def check_split_fractions(config: Any) -> None:
+    """``val_fraction`` and ``test_fraction`` each in (0, 1), leaving room for a training split."""
+    for name in ("val_fraction", "test_fraction"):
+        value = getattr(config, name)
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{name} must be in (0, 1), got {value}")
+    if config.val_fraction + config.test_fraction >= 1.0:
+        raise ValueError("val_fraction + test_fraction must leave room for a training split")
 
 
 def check_seed(config: Any, name: str, described: str | None = None) -> None:

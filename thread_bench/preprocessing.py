@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import resource
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import mlflow
 
-from thread_bench import cli, lifecycle, store, tracking, workloads
+from thread_bench import cli, store, tracking, workloads
 from thread_bench.config import resolve
 from thread_bench.data.prepare import PrepareResult, data_root
 from thread_bench.data.prepared import MANIFEST, PreparedDataset
@@ -106,14 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse(parser, argv)
     cli.configure_logging(args.verbose)
-    with lifecycle.stop_on_signals():  # SIGTERM like Ctrl-C: run KILLED, staging removed, workers ended
-        try:
-            dataset = _prepare(args)
-        except (ValueError, FileNotFoundError) as error:
-            cli.fail(parser, error)
-        except KeyboardInterrupt as interrupt:
-            print(f"{parser.prog}: interrupted ({lifecycle.describe_stop(interrupt)})", file=sys.stderr)
-            return lifecycle.exit_status(interrupt)
+    # SIGTERM like Ctrl-C: the run ends KILLED, the staging folder is removed, the workers end.
+    status, dataset = cli.guarded(parser, lambda: _prepare(args))
+    if dataset is None:
+        return status
     splits = dataset.manifest["splits"]
     print(
         f"prepared dataset {dataset.path} (digest {dataset.digest[:12]}): "

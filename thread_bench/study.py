@@ -536,24 +536,23 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     )
 
 
+def _study(args: argparse.Namespace) -> tuple[StudySettings, StudyOutcome]:
+    settings = settings_from_args(args)
+    store.open_store()  # an unusable tracking store is reported before the data is prepared
+    return settings, run_study(settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse(parser, argv)
     cli.configure_logging(args.verbose)
-    with lifecycle.stop_on_signals():  # SIGTERM like Ctrl-C: the training is stopped, every run ends
-        try:
-            settings = settings_from_args(args)
-            store.open_store()  # an unusable tracking store is reported before the data is prepared
-            outcome = run_study(settings)
-        except (ValueError, FileNotFoundError, argparse.ArgumentTypeError) as error:
-            cli.fail(parser, error)
-            return 2
-        except KeyboardInterrupt as interrupt:
-            print(
-                f"interrupted ({lifecycle.describe_stop(interrupt)}): re-run the same command to resume the study",
-                file=sys.stderr,
-            )
-            return lifecycle.exit_status(interrupt)
+    # SIGTERM like Ctrl-C: the training is stopped, every run ends.
+    status, done = cli.guarded(
+        parser, lambda: _study(args), interrupted=": re-run the same command to resume the study"
+    )
+    if done is None:
+        return status
+    settings, outcome = done
     print(
         f"study {settings.study}: {len(outcome.trained)} trained, {len(outcome.skipped)} already finished, "
         f"{len(outcome.failed)} failed (study run {outcome.run_id})"

@@ -1,27 +1,17 @@
 """The ``torch_train`` entry point: ``python -m thread_bench.torch_train [--seed N] [--profile NAME] ...``.
 
-Trains RegVGG with PyTorch under the shared protocol and logs the run to MLflow (see
-:mod:`thread_bench.training.driver`); ``--help`` lists every option.
+Trains a workload's model (RegVGG by default) with PyTorch under the shared protocol and logs the run to MLflow
+(see :mod:`thread_bench.training.driver`); ``--help`` lists every option.
 """
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Sequence
-
-from thread_bench import frameworks
 from thread_bench.training import driver
 
-FRAMEWORK = frameworks.get("torch")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    return driver.build_parser(FRAMEWORK)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return driver.main(argv, FRAMEWORK)
-
+ENTRY = driver.entry_point("torch")
+FRAMEWORK = ENTRY.framework
+build_parser = ENTRY.build_parser
+main = ENTRY.main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -97,7 +97,6 @@ def log_model(
     example_images: np.ndarray,
     *,
     weights_format: str,
-    implementation: str | None = None,
     requirements: list[str],
 ) -> str:
     """Log ``model`` (its weights as they are now) under the active run; returns the model URI.
@@ -105,7 +104,8 @@ def log_model(
     Args:
         models: the workload's models module (``build_model``, ``predict``; ``get_weights``/``set_weights`` for
             :data:`CANONICAL_NPZ`), by which it is rebuilt.
-        config: the model config it was built from (a dataclass), ``precision`` and ``implementation`` how.
+        config: the model config it was built from (a dataclass, with its implementation style resolved where it
+            has one), and ``precision`` the precision.
         example_images: a few ``(N, S, S)`` images for the signature and input example (float32 in [0, 1]).
         weights_format: :data:`TORCH_STATE_DICT` (a PyTorch module) or :data:`CANONICAL_NPZ`.
         requirements: the pip requirements of the framework.
@@ -121,7 +121,7 @@ def log_model(
             "models": models.__name__,
             "config_class": f"{type(config).__module__}:{type(config).__qualname__}",
             "precision": precision,
-            "implementation": implementation,
+            "implementation": getattr(config, "implementation", None),
             "weights_format": weights_format,
         }
         architecture.write_text(json.dumps({**description, "model": dataclasses.asdict(config)}))

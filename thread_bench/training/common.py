@@ -19,7 +19,7 @@ import csv
 import math
 import random
 import statistics
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,29 @@ def staged_batch(
     if size not in cache:
         cache[size] = gather(slice(0, size))
     return cache[size]
+
+
+class BatchSource:
+    """A split as an explicit training loop reads it (PyTorch, plain TensorFlow): :meth:`batch` gathers the
+    samples of an index batch (the subclass' ``_gather``: on the device or the host, see
+    ``TrainConfig.input_pipeline``), or with the ``staged`` pipeline returns one pre-made batch per size."""
+
+    def __init__(self, split: ArraySplit, pipeline: str) -> None:
+        self.split = split
+        self.pipeline = pipeline
+        self._staged: dict[int, Any] = {}
+
+    def batch(self, indices: np.ndarray | slice) -> Any:
+        if self.pipeline == "staged":
+            return staged_batch(self._staged, indices, len(self.split), self._gather)
+        return self._gather(indices)
+
+    def batches(self, index_batches: Iterable[np.ndarray | slice]) -> Iterator[Any]:
+        for indices in index_batches:
+            yield self.batch(indices)
+
+    def _gather(self, indices: np.ndarray | slice) -> Any:
+        raise NotImplementedError
 
 
 def resolve_input_pipeline(config: TrainConfig, data_bytes: int, device_bytes: int | None) -> str:

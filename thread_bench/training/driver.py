@@ -379,6 +379,24 @@ def _print_summary(result: TrainResult, workload: Workload, run_id: str) -> None
     )
 
 
+@dataclass(frozen=True)
+class EntryPoint:
+    """``python -m thread_bench.<framework>_train``: the parser and ``main`` of one framework's training, as the
+    thin entry modules expose them (``build_parser()``, ``main(argv)``)."""
+
+    framework: Framework
+
+    def build_parser(self) -> argparse.ArgumentParser:
+        return build_parser(self.framework)
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        return main(argv, self.framework)
+
+
+def entry_point(name: str) -> EntryPoint:
+    return EntryPoint(frameworks.get(name))
+
+
 def main(argv: Sequence[str] | None, framework: Framework) -> int:
     """Parse, validate (exit 2 with one line on bad input, before any work), then train."""
     parser = build_parser(framework)

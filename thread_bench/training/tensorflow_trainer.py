@@ -11,7 +11,7 @@ variables. Import this module only after ``KERAS_BACKEND=tensorflow`` is set (th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import keras
@@ -25,6 +25,7 @@ from thread_bench.models import pyfunc, spec
 from thread_bench.training.common import (
     ArraySplit,
     BatchSampler,
+    BatchSource,
     EpochCallback,
     EpochMeter,
     ExplicitLoop,
@@ -35,10 +36,9 @@ from thread_bench.training.common import (
     index_array,
     resolve_input_pipeline,
     run_epochs,
-    staged_batch,
 )
 from thread_bench.training.options import TensorflowOptions
-from thread_bench.workloads import DEFAULT_IMPLEMENTATION, Models
+from thread_bench.workloads import Models
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
     return resolve_input_pipeline(config, data.nbytes, backends.get(BACKEND).device_memory_bytes())
 
 
-class DeviceBatches:
+class DeviceBatches(BatchSource):
     """One split as TensorFlow tensors, cut into batches by index arrays (see ``TrainConfig.input_pipeline``).
 
     ``device``: the uint8 images and the labels are placed once on TensorFlow's default device; each batch is
@@ -116,19 +116,11 @@ class DeviceBatches:
     """
 
     def __init__(self, split: ArraySplit, pipeline: str) -> None:
-        self.split = split
-        self.pipeline = pipeline
+        super().__init__(split, pipeline)
         if pipeline == "device":
             self.images = tf.constant(split.images)
             self.labels = tf.constant(split.labels)
             self.pixel_values = tf.constant(spec.PIXEL_VALUES)
-        self._staged: dict[int, Batch] = {}
-
-    def batch(self, indices: np.ndarray | slice) -> Batch:
-        """Images ``(B, S, S, 1)`` float32 in [0, 1] and labels ``(B, 1)``."""
-        if self.pipeline == "staged":
-            return staged_batch(self._staged, indices, len(self.split), self._gather)
-        return self._gather(indices)
 
     def _gather(self, indices: np.ndarray | slice) -> Batch:
         if self.pipeline != "device":
@@ -137,10 +129,6 @@ class DeviceBatches:
         index = tf.constant(index_array(indices, len(self.split)))
         images = tf.gather(self.pixel_values, tf.cast(tf.gather(self.images, index), tf.int32))
         return images[..., tf.newaxis], tf.gather(self.labels, index)[:, tf.newaxis]
-
-    def batches(self, index_batches: Iterable[np.ndarray | slice]) -> Iterator[Batch]:
-        for indices in index_batches:
-            yield self.batch(indices)
 
 
 def fit(
@@ -220,7 +208,6 @@ def log_model(model: Any, models: Models, config: Any, precision: str, example_i
     Args:
         example_images: a few ``(N, S, S)`` images; the signature is ``(N, S, S, 1)`` float32 in [0, 1].
     """
-    implementation = getattr(config, "implementation", None)
     return pyfunc.log_model(
         model,
         models,
@@ -228,6 +215,5 @@ def log_model(model: Any, models: Models, config: Any, precision: str, example_i
         precision,
         example_images,
         weights_format=pyfunc.CANONICAL_NPZ,
-        implementation=None if implementation == DEFAULT_IMPLEMENTATION else implementation,
         requirements=[f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"],
     )

