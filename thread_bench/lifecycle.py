@@ -162,14 +162,14 @@ def child_environment(environment: Mapping[str, str]) -> dict[str, str]:
     return {**environment, PARENT_PID_ENV: str(os.getpid())}
 
 
-def run_child(command: Sequence[str], environment: Mapping[str, str], *, grace_s: float) -> int:
-    """Run ``command`` to completion and return its exit status.
+def run_child(command: Sequence[str], environment: Mapping[str, str], *, grace_s: float, cwd: str | None = None) -> int:
+    """Run ``command`` (in ``cwd``, default this process's) to completion and return its exit status.
 
     When this process is interrupted meanwhile, the child gets SIGTERM (it ends its own run, KILLED) and
     ``grace_s`` seconds to exit before SIGKILL; a second interrupt kills it at once. Then the interrupt
     propagates.
     """
-    process = subprocess.Popen(list(command), env=dict(environment))
+    process = subprocess.Popen(list(command), env=dict(environment), cwd=cwd)
     try:
         return process.wait()
     except BaseException:
