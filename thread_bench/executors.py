@@ -356,8 +356,8 @@ class RayExecutor:
 
 
 def probe_address(address: str) -> None:
-    """A Ray head's ``host:port`` (or ``ray://host:port``) must accept a connection within
-    :data:`PROBE_TIMEOUT_S`; ``""`` and ``auto`` are left to Ray.
+    """A Ray head's ``host:port`` (or ``ray://host:port``) must accept a connection and a gRPC handshake, each
+    within :data:`PROBE_TIMEOUT_S`; ``""`` and ``auto`` are left to Ray (which fails fast without a cluster).
 
     Raises:
         ValueError: one line naming the address and what was tried.
@@ -378,6 +378,19 @@ def probe_address(address: str) -> None:
             f"Ray cluster {address} is unreachable (TCP connect to {parsed.hostname}:{parsed.port}: {cause}); start "
             "it with `ray start --head --port PORT` or pass another --ray_address"
         ) from None
+    # Something listens; a Ray head speaks gRPC there. Anything else would keep ray.init retrying for minutes.
+    import grpc
+
+    channel = grpc.insecure_channel(f"{parsed.hostname}:{parsed.port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=PROBE_TIMEOUT_S)
+    except grpc.FutureTimeoutError:
+        raise ValueError(
+            f"Ray cluster {address}: {parsed.hostname}:{parsed.port} accepts connections but does not answer as a Ray "
+            f"head (no gRPC handshake within {PROBE_TIMEOUT_S:.0f} s); is it the port of `ray start --head --port`?"
+        ) from None
+    finally:
+        channel.close()
 
 
 def _local(*, ray_address: str, retries: int, cpus_per_training: int, grace_s: float) -> Executor:

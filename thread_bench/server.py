@@ -62,7 +62,9 @@ class LocalPostgres:
         Raises:
             StoreError: no PostgreSQL server runs on ``data_dir``.
         """
-        from pgserver.utils import PostmasterInfo
+        with warnings.catch_warnings():  # platformdirs, on import: "XDG_RUNTIME_DIR is not set, falling back to /tmp"
+            warnings.simplefilter("ignore")
+            from pgserver.utils import PostmasterInfo
 
         info = PostmasterInfo.read_from_pgdata(self.data_dir)
         if info is None or not info.is_running():
