@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -244,17 +246,28 @@ class RayExecutor:
                 with a tracking store that only this machine can reach.
         """
         probe_address(self.address or os.environ.get("RAY_ADDRESS", ""))
+        # Ray's C++ core would otherwise catch SIGTERM in this process and abort it (exit 134, a stack dump)
+        # instead of letting the study stop its trainings and end its runs (lifecycle.stop_on_signals).
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         import ray
 
         where = self.address or os.environ.get("RAY_ADDRESS") or "a new local Ray instance"
         options: dict[str, Any] = {"logging_level": logging.WARNING, "ignore_reinit_error": True}
         if not (self.address or os.environ.get("RAY_ADDRESS")):
             options["include_dashboard"] = False
+        # ray.init sets a SIGTERM handler of its own (sys.exit): the study's (lifecycle.stop_on_signals) is put
+        # back, so that SIGTERM stops the trainings and ends every run, as with the local executor.
+        handlers = {signum: signal.getsignal(signum) for signum in lifecycle.STOP_SIGNALS}
         try:
             ray.init(address=self.address or None, **options)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
             first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
             raise ValueError(f"Ray cluster {where}: cannot connect ({first.strip()[:200]})") from None
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for signum, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(signum, handler)
         self._connected = True
         nodes = [node for node in ray.nodes() if node.get("Alive")]
         gpus = int(sum(node["Resources"].get("GPU", 0) for node in nodes))
