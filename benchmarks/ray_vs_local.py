@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 
@@ -46,6 +47,10 @@ def start_team_server(directory: Path) -> tuple[subprocess.Popen[str], str]:
     return process, line.split()[2]
 
 
+#: The benchmark cluster's own token (Ray 2.60 authenticates drivers by default), for it and its drivers.
+RAY_TOKEN = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+
+
 def start_ray(directory: Path, cpus: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log_path = directory / "ray-start.log"
@@ -55,7 +60,13 @@ def start_ray(directory: Path, cpus: int) -> tuple[subprocess.Popen[bytes], str]
     command += ["--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port())]
     command += ["--metrics-export-port", str(free_port()), "--object-store-memory", str(200 * 2**20)]
     with log_path.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **RAY_TOKEN, "RAY_USAGE_STATS_ENABLED": "0"},
+        )
     deadline = time.monotonic() + 120
     while "Ray runtime started" not in log_path.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -79,7 +90,7 @@ def main() -> None:
     ray_dir = root / "ray"
     ray_dir.mkdir()
     ray, address = start_ray(ray_dir, args.cpus)
-    environment = {**os.environ, "MLFLOW_TRACKING_URI": url, "THREAD_BENCH_DATA": str(root / "data")}
+    environment = {**os.environ, **RAY_TOKEN, "MLFLOW_TRACKING_URI": url, "THREAD_BENCH_DATA": str(root / "data")}
     common = ["--profile", "smoke", "--seeds", str(args.seeds), "--epochs", str(args.epochs), "--experiment", "bench"]
     common += ["--analyze", "true" if args.analyze else "false"]
     modes = {

@@ -176,16 +176,28 @@ def team_store(team_server: TeamServer, tmp_path: Path, monkeypatch: pytest.Monk
     mlflow.set_tracking_uri(None)
 
 
+@dataclass(frozen=True)
+class RayCluster:
+    #: The head's address, for ``--ray_address``.
+    address: str
+    #: What a driver needs in its environment to join: the cluster's own authentication token (Ray 2.60 turns
+    #: token authentication on by default and would otherwise read ~/.ray/auth_token, shared by every cluster).
+    environment: dict[str, str]
+
+
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[str]:
+def ray_cluster() -> Iterator[RayCluster]:
     """A local Ray cluster of 2 CPUs for the session (``ray start --head --block``, stopped by its pid at the
-    end); yields the head's address for ``--ray_address``."""
+    end), with a token of its own."""
     import os
     import shutil
     import signal
     import subprocess
     import sys
     import time
+    import uuid
+
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
 
     directory = short_tmp_dir("tbray")
     port = free_port()
@@ -200,7 +212,7 @@ def ray_cluster() -> Iterator[str]:
             command,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+            env={**os.environ, **token, "RAY_USAGE_STATS_ENABLED": "0"},
             start_new_session=True,
         )
     deadline = time.monotonic() + 120
@@ -209,7 +221,7 @@ def ray_cluster() -> Iterator[str]:
             process.kill()
             raise RuntimeError(f"ray start failed: {log_path.read_text(errors='replace')[-3000:]}")
         time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
+    yield RayCluster(f"127.0.0.1:{port}", token)
     process.send_signal(signal.SIGTERM)  # --block: ray start stops the processes it started
     try:
         process.wait(timeout=60)

@@ -23,7 +23,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import TeamServer
+from conftest import RayCluster, TeamServer
 from thread_bench import executors, server, store, study, tracking
 
 pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplotlib.MatplotlibDeprecationWarning")
@@ -85,15 +85,16 @@ def _training_under_a_ray_worker(url: str, experiment: str, study_process: subpr
 
 
 def test_a_ray_study_through_the_tracking_server_survives_a_killed_worker(
-    team_store: str, ray_cluster: str, tmp_path: Path, team_data: Path
+    team_store: str, ray_cluster: RayCluster, tmp_path: Path, team_data: Path
 ) -> None:
     """2 frameworks x 2 seeds on the 2-CPU cluster, into the PostgreSQL-backed server, with the analysis at the
     end; the Ray worker of the first training is killed in the middle of it: the study still ends with every
     pair FINISHED, the lost run KILLED, and nothing left RUNNING."""
     out = tmp_path / "report"
     argv = ["--profile", "smoke", "--epochs", "1", "--seeds", "2", "--study", "ray-smoke", "--experiment", "team"]
-    argv += ["--executor", "ray", "--ray_address", ray_cluster, "--out", str(out)]
-    environment = {**os.environ, "MLFLOW_TRACKING_URI": team_store, "THREAD_BENCH_DATA": str(team_data)}
+    argv += ["--executor", "ray", "--ray_address", ray_cluster.address, "--out", str(out)]
+    environment = {**os.environ, **ray_cluster.environment, "MLFLOW_TRACKING_URI": team_store}
+    environment["THREAD_BENCH_DATA"] = str(team_data)
     process = subprocess.Popen(
         [sys.executable, "-m", "thread_bench.study", *argv],
         env=environment,

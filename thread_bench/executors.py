@@ -262,7 +262,10 @@ class RayExecutor:
             ray.init(address=self.address or None, **options)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
             first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-            raise ValueError(f"Ray cluster {where}: cannot connect ({first.strip()[:200]})") from None
+            raise ValueError(
+                f"Ray cluster {where}: cannot connect ({first.strip()[:200]}); a cluster with token authentication "
+                "(Ray's default) needs its token here too: RAY_AUTH_TOKEN, or ~/.ray/auth_token"
+            ) from None
         finally:
             if threading.current_thread() is threading.main_thread():
                 for signum, handler in handlers.items():
