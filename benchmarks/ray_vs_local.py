@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -126,6 +127,7 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         ray.wait(timeout=60)
         server.wait(timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
 
     local = statistics.median(walls["local"])
     print(
