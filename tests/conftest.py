@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -93,3 +94,138 @@ def make_fake_prepared(tmp_path: Path, n_train: int, n_val: int, n_test: int, si
     manifest["content_digest"] = prepared.content_digest(directory, manifest)
     (directory / prepared.MANIFEST).write_text(json.dumps(manifest))
     return directory
+
+
+# ------------------------------------------------------------------ a team tracking server and a Ray cluster
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def short_tmp_dir(prefix: str) -> Path:
+    """A folder with a short path, readable by other accounts: PostgreSQL's and Ray's Unix sockets live under it
+    (107-byte limit), and pgserver runs PostgreSQL as an unprivileged account when the tests run as root."""
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    directory.chmod(0o755)
+    return directory
+
+
+@dataclass(frozen=True)
+class TeamServer:
+    url: str
+    directory: Path
+
+    def database_uri(self, database: str) -> str:
+        """A database of the server's PostgreSQL (``python -m thread_bench.server`` keeps it in DIR/postgres)."""
+        from thread_bench import server
+
+        return server.LocalPostgres(self.directory / "postgres").uri(database)
+
+
+@pytest.fixture(scope="session")
+def team_server() -> Iterator[TeamServer]:
+    """The team's tracking server as a team starts it (``python -m thread_bench.server``: its own PostgreSQL,
+    ``mlflow server`` with proxied artifacts) on 127.0.0.1, once for the whole test session: starting them and
+    creating MLflow's schema takes seconds, not worth repeating per test. Stopped with SIGTERM, as Ctrl-C would."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    directory = short_tmp_dir("tb-team-")
+    command = [sys.executable, "-m", "thread_bench.server", "--dir", str(directory), "--port", str(free_port())]
+    process = subprocess.Popen([*command, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()  # the one line it prints once both servers answer
+    if not line.startswith("tracking server http://"):
+        process.kill()
+        raise RuntimeError(f"the team server did not start: {line}{process.communicate()[1][-3000:]}")
+    yield TeamServer(line.split()[2], directory)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def team_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data root for the tests that train against the team server (the smoke dataset is prepared once)."""
+    return tmp_path_factory.mktemp("team-data")
+
+
+@pytest.fixture
+def team_store(team_server: TeamServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The session's tracking server as this test's store (``MLFLOW_TRACKING_URI=http://…``); the working
+    directory is tmp_path, so nothing can lean on a local store by accident."""
+    url = team_server.url
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    mlflow.set_tracking_uri(url)
+    yield url
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    #: The head's address, for ``--ray_address``.
+    address: str
+    #: What a driver needs in its environment to join: the cluster's own authentication token (Ray 2.60 turns
+    #: token authentication on by default and would otherwise read ~/.ray/auth_token, shared by every cluster).
+    environment: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """A local Ray cluster of 2 CPUs for the session (``ray start --head --block``, stopped by its pid at the
+    end), with a token of its own."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+
+    directory = short_tmp_dir("tbray")
+    port = free_port()
+    log_path = directory / "ray-start.log"
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--port", str(port)]
+    command += ["--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", str(directory)]
+    command += ["--include-dashboard", "false", "--disable-usage-stats", "--object-store-memory", str(200 * 2**20)]
+    command += ["--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port())]
+    command += ["--metrics-export-port", str(free_port())]
+    with log_path.open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **token, "RAY_USAGE_STATS_ENABLED": "0"},
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 120
+    while "Ray runtime started" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"ray start failed: {log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+    yield RayCluster(f"127.0.0.1:{port}", token)
+    process.send_signal(signal.SIGTERM)  # --block: ray start stops the processes it started
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    shutil.rmtree(directory, ignore_errors=True)

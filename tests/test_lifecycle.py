@@ -155,3 +155,18 @@ def test_process_identity_tells_a_reused_pid_apart() -> None:
     assert me.on_this_machine() and me.alive()
     assert not lifecycle.ProcessIdentity(me.host, me.pid, me.start_time - 60, me.namespace).alive()
     assert not lifecycle.ProcessIdentity("elsewhere", me.pid, me.start_time, me.namespace).on_this_machine()
+
+
+def test_a_child_is_stopped_by_an_interrupt_raised_without_a_signal() -> None:
+    """Ray cancels the task running a training by PyErr_SetInterrupt (no signal wakes a blocking wait): the
+    wait must still see it, stop the child (SIGTERM) and let the interrupt go on."""
+    import _thread
+    import threading
+
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.run_child([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), grace_s=5)
+    timer.join()
+    assert time.monotonic() - started < 10

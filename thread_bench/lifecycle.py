@@ -122,7 +122,8 @@ def deferred_signals() -> Iterator[None]:
 
 def exit_status(interrupt: KeyboardInterrupt) -> int:
     """The shell's convention for a process stopped by a signal: 128 + the signal number (130, 143)."""
-    signum = interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
+    # A plain KeyboardInterrupt after a stop signal: native code (Ray's waits) raised its own for our SIGTERM.
+    signum = interrupt.signum if isinstance(interrupt, Interrupted) else (stop_signal() or signal.SIGINT)
     return 128 + int(signum)
 
 
@@ -162,16 +163,20 @@ def child_environment(environment: Mapping[str, str]) -> dict[str, str]:
     return {**environment, PARENT_PID_ENV: str(os.getpid())}
 
 
-def run_child(command: Sequence[str], environment: Mapping[str, str], *, grace_s: float) -> int:
-    """Run ``command`` to completion and return its exit status.
+def run_child(command: Sequence[str], environment: Mapping[str, str], *, grace_s: float, cwd: str | None = None) -> int:
+    """Run ``command`` (in ``cwd``, default this process's) to completion and return its exit status.
 
     When this process is interrupted meanwhile, the child gets SIGTERM (it ends its own run, KILLED) and
     ``grace_s`` seconds to exit before SIGKILL; a second interrupt kills it at once. Then the interrupt
     propagates.
     """
-    process = subprocess.Popen(list(command), env=dict(environment))
+    process = subprocess.Popen(list(command), env=dict(environment), cwd=cwd)
     try:
-        return process.wait()
+        while True:
+            # In steps, not one blocking wait: an interrupt raised without a signal (PyErr_SetInterrupt, which
+            # is how Ray cancels the task running this in a worker) is only seen between two bytecodes.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return process.wait(timeout=0.5)
     except BaseException:
         stop_child(process, grace_s)
         raise

@@ -65,6 +65,17 @@ def open_store(uri: str | None = None) -> str:
     return uri
 
 
+def absolute_uri(uri: str) -> str:
+    """``uri`` as another process started elsewhere reads it: a relative SQLite path made absolute."""
+    if urlparse(uri).scheme != "sqlite":
+        return uri
+    url = make_url(uri)
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:") or Path(database).is_absolute():
+        return uri
+    return str(url.set(database=str(Path(database).absolute())).render_as_string(hide_password=False))
+
+
 def check_artifact_location(uri: str, location: str) -> None:
     """A local artifact location must be writable (else the run would fail at its first artifact, after
     the work). Remote locations are left to MLflow.
@@ -114,6 +125,37 @@ def _probe_http(uri: str) -> None:
     if response.status_code != 200:
         text = " ".join(response.text.split())[:200]
         raise StoreError(f"tracking store {uri} answered HTTP {response.status_code} to {endpoint} ({text})")
+    _check_server_version(uri)
+
+
+def _check_server_version(uri: str) -> None:
+    """A server of an older MLflow release than this client keeps an older database schema than the client
+    expects (new tables and columns come with minor releases): refused, saying how to upgrade it. A server
+    that does not say its version (a proxy in front of it) is let through."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        response = http_request(
+            get_default_host_creds(uri),
+            "/version",
+            "GET",
+            max_retries=0,
+            timeout=PROBE_TIMEOUT_S,
+            raise_on_status=False,
+        )
+        server = Version(response.text.strip()) if response.status_code == 200 else None
+    except (MlflowException, InvalidVersion):
+        return
+    client = Version(mlflow.__version__)
+    if server is None or server.release[:2] >= client.release[:2]:
+        return
+    raise StoreError(
+        f"tracking server {uri} runs MLflow {server}, older than this client's {client}, so its database schema is "
+        f"older than this client expects: upgrade it (pip install mlflow=={client} on the server; back up the "
+        "database, run `mlflow db upgrade <its backend store URI>`, restart it)"
+    )
 
 
 def _root_cause(message: str) -> str:

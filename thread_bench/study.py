@@ -4,7 +4,8 @@ python -m thread_bench.study [--workload thread_density|digits] [--model cnn3] [
                              [--frameworks keras,torch] [--backend tensorflow]
                              [--variants default,nondeterministic,tuned] [--precision fp32]
                              [--profile laptop] [--data_seed N] [--source DIR] [--epochs N] [--experiment NAME]
-                             [--out DIR]
+                             [--out DIR] [--executor local|ray] [--ray_address HOST:PORT] [--retries 2]
+                             [--cpus_per_training 1]
 
 Every training run is tagged ``thread_bench.study=<ID>`` and nested under a ``study`` run. The study is
 resumable: re-running the same command skips every (framework, backend, variant, seed) that already has a
@@ -25,6 +26,15 @@ caches (traced graphs, allocator pools) would make later first epochs look faste
 crash or an out-of-memory kill ends one training, not the study. The cost is the imports, a few seconds
 per training. The analysis at the end runs in a process of its own too (``python -m analysis``), nested under
 the study run: the study sits above the analysis and imports none of it.
+
+**Where the trainings run** is the executor's business (``thread_bench.executors``): ``local`` runs them one
+after another on this machine; ``ray`` runs each as a Ray task on a cluster (one GPU each, or CPUs), as many
+at once as it has room for, logging to the shared tracking server. Each attempt's run is tagged
+``thread_bench.study_training=<framework>/<variant>/<seed>#<attempt>``: when an attempt is lost with its
+worker or node, where no pid can be checked, the study marks that run KILLED itself, and the executor
+submits the training again. The dataset is prepared here first; a training on another machine prepares the
+same bytes by the same key (preparation is deterministic) or reuses them, and the digest check below and the
+analysis refuse a mix.
 """
 
 from __future__ import annotations
@@ -41,9 +51,10 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from thread_bench import cli, frameworks, lifecycle, store, tracking, workloads
+from thread_bench import cli, executors, frameworks, lifecycle, store, tracking, workloads
 from thread_bench.config import DEFAULT_VARIANT, TrainConfig, resolve, variant_names
 from thread_bench.data.prepare import data_root
 
@@ -56,6 +67,8 @@ DEFAULT_SEEDS = 3
 #: Seconds an interrupted study gives its child (a training, the analysis) to end its run (KILLED) after SIGTERM,
 #: before SIGKILL.
 CHILD_STOP_GRACE_S = 30.0
+#: Times a training lost with its Ray worker or node is submitted again.
+DEFAULT_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,11 @@ class StudySettings:
     out: str | None
     data_root: Path
     analyze: bool
+    #: Where the trainings run (thread_bench.executors): ``local`` or ``ray``, and the Ray options.
+    executor: str = executors.DEFAULT
+    ray_address: str = ""
+    retries: int = DEFAULT_RETRIES
+    cpus_per_training: int = 1
 
     def backend_of(self, framework: str) -> str:
         """The ``backend`` param a training of ``framework`` logs."""
@@ -198,7 +216,8 @@ def training_command(settings: StudySettings, framework: str, variant: str, seed
 
 
 def child_environment(settings: StudySettings, study_run_id: str) -> dict[str, str]:
-    """The environment of a study's child process (a training, the analysis).
+    """The environment of a study's child process on this machine (the analysis; a local training adds its
+    attempt's tag, :func:`training_variables`).
 
     ``MLFLOW_RUN_CONTEXT`` (MLflow's run-context provider: JSON tags added to every run the process starts)
     tags the child's run with the study and nests it under the study run, without the entry point needing to
@@ -206,16 +225,35 @@ def child_environment(settings: StudySettings, study_run_id: str) -> dict[str, s
     """
     environment = lifecycle.child_environment(os.environ)  # the child dies with this process
     environment.pop("MLFLOW_RUN_ID", None)
-    environment["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
-    environment["THREAD_BENCH_DATA"] = str(settings.data_root)
-    environment["MLFLOW_RUN_CONTEXT"] = json.dumps(
-        {tracking.TAG_STUDY: settings.study, MLFLOW_PARENT_RUN_ID: study_run_id}
-    )
+    environment.update(_study_variables(settings, {MLFLOW_PARENT_RUN_ID: study_run_id}))
     return environment
 
 
+def _study_variables(settings: StudySettings, run_context: dict[str, str]) -> dict[str, str]:
+    """The variables a study sets in its children's environment, wherever they run."""
+    return {
+        "MLFLOW_TRACKING_URI": store.absolute_uri(mlflow.get_tracking_uri()),
+        "THREAD_BENCH_DATA": str(settings.data_root),
+        "MLFLOW_RUN_CONTEXT": json.dumps({tracking.TAG_STUDY: settings.study, **run_context}),
+    }
+
+
+def attempt_tag(training: Training, attempt: int) -> str:
+    """The ``TAG_STUDY_TRAINING`` value of one attempt at a training: ``torch/default/0#1``."""
+    framework, variant, seed = training
+    return f"{framework}/{variant}/{seed}#{attempt}"
+
+
+def training_variables(settings: StudySettings, study_run_id: str, training: Training, attempt: int) -> dict[str, str]:
+    """The study's variables for one attempt at a training (an executor adds them to the environment of the
+    process it starts, here or on a Ray worker): the run context also names the attempt, so that the study can
+    end the run of an attempt lost with its machine."""
+    context = {MLFLOW_PARENT_RUN_ID: study_run_id, tracking.TAG_STUDY_TRAINING: attempt_tag(training, attempt)}
+    return _study_variables(settings, context)
+
+
 def run_child(settings: StudySettings, command: list[str], study_run_id: str) -> int:
-    """Run a child of the study (a training, the analysis) to completion; returns its exit status.
+    """Run a child of the study on this machine (the analysis) to completion; returns its exit status.
 
     Interrupted, the child gets SIGTERM and ``CHILD_STOP_GRACE_S`` to end its run, then SIGKILL. Either way,
     a run the child left RUNNING (it was killed outright) is marked KILLED afterwards.
@@ -232,15 +270,27 @@ def _children_filter(study_run_id: str) -> str:
     return f"tags.`{MLFLOW_PARENT_RUN_ID}` = {tracking.quote(study_run_id)}"
 
 
-def train(settings: StudySettings, training: Training, study_run_id: str) -> bool:
-    """Run one training to completion in a subprocess (:func:`run_child`); True when it succeeded."""
+def training_job(settings: StudySettings, training: Training) -> executors.Job:
     framework, variant, seed = training
     command = training_command(settings, framework, variant, seed)
-    log.info("training %s (%s) seed %d: %s", framework, variant, seed, " ".join(command[1:]))
-    status = run_child(settings, command, study_run_id)
-    if status != 0:
-        log.error("training %s (%s) seed %d failed (exit status %d)", framework, variant, seed, status)
-    return status == 0
+    return executors.Job(training, f"{framework} ({variant}) seed {seed}", tuple(command))
+
+
+def after_attempt(settings: StudySettings, study_run_id: str, ending: executors.Ending) -> None:
+    """The study's bookkeeping after each attempt at a training: runs that a process of this machine left
+    RUNNING are reconciled (by pid); a run of an attempt that did not succeed and is still RUNNING (its
+    process was lost with its worker or node, or killed outright elsewhere) is marked KILLED with the reason."""
+    with lifecycle.deferred_signals():
+        experiment_id = tracking.ensure_experiment(settings.experiment)
+        tracking.reconcile_runs([experiment_id], _children_filter(study_run_id))
+        if ending.succeeded:
+            return
+        tag = attempt_tag(ending.job.key, ending.attempt)
+        clause = f"{_children_filter(study_run_id)} and tags.`{tracking.TAG_STUDY_TRAINING}` = {tracking.quote(tag)}"
+        left = tracking.running_runs([experiment_id], clause)
+        if left:
+            why = ending.reason or f"its process on {ending.host} ended with exit status {ending.status}"
+            tracking.end_runs(left, RunStatus.to_string(RunStatus.KILLED), f"{why}, without ending the run")
 
 
 def analysis_command(settings: StudySettings, dataset_dir: Path) -> list[str]:
@@ -334,12 +384,33 @@ def refuse_concurrent_study(settings: StudySettings, experiment_id: str, own_run
 # --------------------------------------------------------------------------------------------- study
 
 
-def run_study(settings: StudySettings) -> StudyOutcome:
-    """Prepare the data, train what is missing, analyse (see the module docstring).
+def make_executor(settings: StudySettings) -> executors.Executor:
+    """The executor the settings name, not yet connected."""
+    return executors.make(
+        settings.executor,
+        ray_address=settings.ray_address,
+        retries=settings.retries,
+        cpus_per_training=settings.cpus_per_training,
+        grace_s=CHILD_STOP_GRACE_S,
+    )
+
+
+def run_study(settings: StudySettings, executor: executors.Executor | None = None) -> StudyOutcome:
+    """Prepare the data, train what is missing with ``executor`` (connected; default: the settings' one,
+    connected and closed here), analyse (see the module docstring).
 
     Raises:
-        ValueError: the study id already holds runs of other settings; nothing finished to analyse.
+        ValueError: the study id already holds runs of other settings; nothing finished to analyse; the
+            executor cannot run (an unreachable Ray cluster).
     """
+    if executor is None:
+        executor = make_executor(settings)
+        store.open_store()
+        executor.connect(mlflow.get_tracking_uri())
+        try:
+            return run_study(settings, executor)
+        finally:
+            executor.close()
     from thread_bench.preprocessing import prepare_and_log
 
     store.open_store()
@@ -351,8 +422,6 @@ def run_study(settings: StudySettings) -> StudyOutcome:
     if skipped:
         log.info("resuming study %s: %d trainings already finished, %d to go", settings.study, len(skipped), len(todo))
     tags = {tracking.TAG_ROLE: tracking.ROLE_STUDY, tracking.TAG_STUDY: settings.study}
-    trained: list[Training] = []
-    failed: list[Training] = []
     analysis_run_id = None
     with tracking.tracked_run(
         settings.experiment, run_name=f"study-{settings.study}", tags=tags, launch_link_tag=tracking.TAG_STUDY_RUN_ID
@@ -371,6 +440,7 @@ def run_study(settings: StudySettings) -> StudyOutcome:
                 tracking.PARAM_PROFILE: settings.profile,
                 tracking.PARAM_DATA_SEED: settings.data.seed,
                 tracking.PARAM_EPOCHS: settings.epochs,
+                tracking.PARAM_EXECUTOR: settings.executor,
             }
         )
         # Prepared once, here, so the trainings all reuse it (and no two of them build it at once).
@@ -378,10 +448,23 @@ def run_study(settings: StudySettings) -> StudyOutcome:
         dataset = prepare_and_log(
             settings.data, settings.data_root, settings.experiment, profile=settings.profile, workload=workload
         )
-        for training in todo:
-            (trained if train(settings, training, study_run_id) else failed).append(training)
+        if todo:
+            log.info("study %s: %d trainings to run, %s", settings.study, len(todo), executor.describe())
+        endings = executor.run(
+            [training_job(settings, training) for training in todo],
+            lambda job, attempt: training_variables(settings, study_run_id, job.key, attempt),
+            lambda ending: after_attempt(settings, study_run_id, ending),
+        )
+        trained = [ending.job.key for ending in endings if ending.succeeded]
+        failed = [ending.job.key for ending in endings if not ending.succeeded]
+        lost = sum(ending.attempt - (0 if ending.lost else 1) for ending in endings)
         mlflow.log_metrics(
-            {tracking.N_TRAINED: len(trained), tracking.N_SKIPPED: len(skipped), tracking.N_FAILED: len(failed)}
+            {
+                tracking.N_TRAINED: len(trained),
+                tracking.N_SKIPPED: len(skipped),
+                tracking.N_FAILED: len(failed),
+                tracking.N_LOST: lost,
+            }
         )
         _check_digests(settings, dataset.digest)
         if settings.analyze:
@@ -421,8 +504,20 @@ class StudyOptions:
     out: str = ""
     data_root: str = ""
     analyze: bool = True
+    executor: str = executors.DEFAULT
+    ray_address: str = ""
+    retries: int = DEFAULT_RETRIES
+    cpus_per_training: int = 1
 
     def __post_init__(self) -> None:
+        if self.executor not in executors.EXECUTORS:
+            raise ValueError(f"--executor must be one of {list(executors.EXECUTORS)}, got {self.executor!r}")
+        if self.retries < 0:
+            raise ValueError(f"--retries must be >= 0, got {self.retries}")
+        if self.cpus_per_training < 1:
+            raise ValueError(f"--cpus_per_training must be >= 1, got {self.cpus_per_training}")
+        if self.ray_address and self.executor != "ray":
+            raise ValueError(f"--ray_address {self.ray_address!r} is an option of --executor ray, not {self.executor}")
         if self.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
         if self.first_seed < 0 or self.first_seed + self.seeds > 2**32:
@@ -464,6 +559,12 @@ _OPTION_HELPS = {
     "out": "report folder (default: reports/<study>)",
     "data_root": "data root (default: $THREAD_BENCH_DATA or ./data)",
     "analyze": "run the analysis at the end (true/false)",
+    "executor": f"where the trainings run: {' or '.join(executors.EXECUTORS)} (one after another on this machine, or "
+    "as tasks on a Ray cluster)",
+    "ray_address": "the Ray cluster (--executor ray): host:port of its head (`ray start --head --port PORT`), auto "
+    "(the one started on this machine), or empty: $RAY_ADDRESS, else a new local Ray instance",
+    "retries": "times a training lost with its Ray worker or node is submitted again",
+    "cpus_per_training": "CPUs a training asks Ray for on a cluster without GPUs (with GPUs: one GPU each)",
 }
 
 
@@ -533,13 +634,22 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         out=options.out or str(Path("reports") / study),
         data_root=data_root(options.data_root or None).resolve(),
         analyze=options.analyze,
+        executor=options.executor,
+        ray_address=options.ray_address,
+        retries=options.retries,
+        cpus_per_training=options.cpus_per_training,
     )
 
 
 def _study(args: argparse.Namespace) -> tuple[StudySettings, StudyOutcome]:
     settings = settings_from_args(args)
     store.open_store()  # an unusable tracking store is reported before the data is prepared
-    return settings, run_study(settings)
+    executor = make_executor(settings)
+    try:
+        executor.connect(mlflow.get_tracking_uri())  # and an unreachable Ray cluster
+        return settings, run_study(settings, executor)
+    finally:
+        executor.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

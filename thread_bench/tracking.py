@@ -50,6 +50,9 @@ TAG_HOST = "thread_bench.host"
 TAG_PID = "thread_bench.pid"
 TAG_PROCESS_START = "thread_bench.process_start"
 TAG_PROCESS_NAMESPACE = "thread_bench.process_namespace"
+#: On a study's training run: which training of the study and which attempt at it (``torch/default/0#1``), so
+#: that the study can end the run of an attempt lost with its machine (no pid to check there).
+TAG_STUDY_TRAINING = "thread_bench.study_training"
 #: Why a run ended other than FINISHED: ``signal SIGTERM``, the exception, or the reconciliation.
 TAG_END_REASON = "thread_bench.end_reason"
 
@@ -228,9 +231,13 @@ ARTIFACT_REPORT = "report"
 PARAM_SEEDS = "seeds"
 PARAM_FRAMEWORKS = "frameworks"
 PARAM_VARIANTS = "variants"
+#: Where the trainings ran (``local`` or ``ray``, thread_bench.executors).
+PARAM_EXECUTOR = "executor"
 N_TRAINED = "n_trained"
 N_SKIPPED = "n_skipped"
 N_FAILED = "n_failed"
+#: Attempts lost with their worker or node, and retried.
+N_LOST = "n_lost"
 
 # Preprocessing runs: params (every DataConfig field, ``profile``, ``dataset_key``, ``dataset_digest``, and
 # these) and metrics (also ``n_train``/``n_val``/``n_test``, the sizes of the splits, and
@@ -405,6 +412,17 @@ def reconcile_runs(experiment_ids: list[str], extra_filter: str | None = None) -
         log.warning("run %s was left RUNNING by %s, which is gone: marked KILLED", run.info.run_id, owner.describe())
         reconciled.append(run.info.run_id)
     return reconciled
+
+
+def end_runs(runs: list[Run], status: str, reason: str) -> list[str]:
+    """End ``runs`` (found RUNNING) with ``status`` and an end-reason tag; returns their ids. For runs whose
+    process is known gone but cannot be checked by pid (another machine)."""
+    client = mlflow.MlflowClient()
+    for run in runs:
+        client.set_tag(run.info.run_id, TAG_END_REASON, reason[:_REASON_CHARS])
+        client.set_terminated(run.info.run_id, status=status)
+        log.warning("run %s marked %s: %s", run.info.run_id, status, reason)
+    return [run.info.run_id for run in runs]
 
 
 def _top_level_placement(

@@ -1,0 +1,396 @@
+"""A team's tracking server: MLflow's own ``mlflow server`` over a PostgreSQL backend store, with proxied
+artifacts (``--serve-artifacts``: clients send and fetch artifacts and models through the server, so nothing
+on their side assumes a path of the server's machine).
+
+    python -m thread_bench.server [--dir tracking] [--host 127.0.0.1] [--port 5000] [--workers 2]
+                                  [--backend_store_uri postgresql://USER:PASSWORD@HOST/DB]
+                                  [--artifacts_destination DIR|s3://BUCKET/PATH] [--allowed_hosts H1,H2] [--upgrade]
+
+Without ``--backend_store_uri`` it runs a PostgreSQL server of its own (``pgserver``: PostgreSQL's binaries
+from PyPI, data in ``DIR/postgres``, reached over a Unix socket in that folder, so only this machine's
+``mlflow server`` talks to it); artifacts go to ``DIR/artifacts`` unless ``--artifacts_destination`` names a
+folder or an S3-compatible store (``MLFLOW_S3_ENDPOINT_URL`` and the AWS variables, read by the server).
+It prints the URI to give the clients (``MLFLOW_TRACKING_URI=http://HOST:PORT``) and runs until Ctrl-C or
+SIGTERM, then stops both servers.
+
+**Schema.** A database whose MLflow schema is older than this MLflow's is refused with one line that says
+how to upgrade it (``mlflow db upgrade``, after a backup), unless ``--upgrade`` asks for that here; a new,
+empty database gets the schema when the server starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from thread_bench import cli, lifecycle
+from thread_bench.store import StoreError
+
+log = logging.getLogger(__name__)
+
+#: The database the tracking server keeps its store in, on a PostgreSQL server of its own.
+DATABASE = "mlflow"
+#: Seconds the tracking server may take to answer ``/health`` after its start (schema creation included).
+START_TIMEOUT_S = 120.0
+DEFAULT_PORT = 5000
+DEFAULT_WORKERS = 2
+
+
+# ---------------------------------------------------------------------------------------- PostgreSQL
+
+
+@dataclass
+class LocalPostgres:
+    """A PostgreSQL server on a Unix socket in its data folder (pgserver's; ``server`` is its handle)."""
+
+    data_dir: Path
+    server: Any = None
+
+    def uri(self, database: str = DATABASE) -> str:
+        """The SQLAlchemy URI of ``database`` on the running server (user ``postgres``, its Unix socket).
+
+        Raises:
+            StoreError: no PostgreSQL server runs on ``data_dir``.
+        """
+        with warnings.catch_warnings():  # platformdirs, on import: "XDG_RUNTIME_DIR is not set, falling back to /tmp"
+            warnings.simplefilter("ignore")
+            from pgserver.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir)
+        if info is None or not info.is_running():
+            raise StoreError(f"no PostgreSQL server runs on {self.data_dir}")
+        # psycopg2 (pinned), named: SQLAlchemy 2's default driver for postgresql:// is psycopg 3.
+        return str(info.get_uri(database=database)).replace("postgresql://", "postgresql+psycopg2://", 1)
+
+    def create_database(self, name: str) -> None:
+        """Create ``name`` unless it exists."""
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(self.uri("postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                found = connection.execute(
+                    sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+                )
+                if found.first() is None:
+                    connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            engine.dispose()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()
+
+
+def start_postgres(data_dir: Path) -> LocalPostgres:
+    """Start (or reuse) the PostgreSQL server whose data lives in ``data_dir``, with the ``mlflow`` database.
+
+    Raises:
+        StoreError: pgserver is not installed, or PostgreSQL did not start.
+    """
+    try:
+        with warnings.catch_warnings():  # platformdirs, on import: "XDG_RUNTIME_DIR is not set, falling back to /tmp"
+            warnings.simplefilter("ignore")
+            import pgserver
+    except ImportError:
+        raise StoreError(
+            "pgserver is not installed (scripts/setup.sh installs it), or pass --backend_store_uri postgresql://…"
+        ) from None
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every command line it runs at INFO
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
+    except Exception as error:  # pgserver raises its own errors with PostgreSQL's log in them
+        raise StoreError(f"PostgreSQL in {data_dir} did not start ({_one_line(error)})") from None
+    postgres = LocalPostgres(data_dir.resolve(), server)
+    postgres.create_database(DATABASE)
+    return postgres
+
+
+# ------------------------------------------------------------------------------------------- schema
+
+
+def schema_revisions(backend_uri: str) -> tuple[str | None, str]:
+    """(the database's MLflow schema revision, None for a new database; this MLflow's revision)."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
+
+    engine = sqlalchemy.create_engine(backend_uri, pool_pre_ping=True)
+    try:
+        return _get_schema_version(engine), str(_get_latest_schema_revision())
+    finally:
+        engine.dispose()
+
+
+def check_schema(backend_uri: str, *, upgrade: bool = False) -> None:
+    """A database with an older MLflow schema is upgraded (``upgrade``) or refused, saying how to upgrade it.
+
+    Raises:
+        StoreError: an older (or unknown, newer) schema, or a database that cannot be reached.
+    """
+    import mlflow
+    import sqlalchemy
+
+    shown = _hide_password(backend_uri)
+    try:
+        current, head = schema_revisions(backend_uri)
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        raise StoreError(f"backend store {shown}: cannot read it ({_one_line(error)[:300]})") from None
+    if current is None or current == head:
+        return
+    if upgrade:
+        from mlflow.store.db.utils import _upgrade_db
+
+        log.warning("upgrading the MLflow schema of %s from %s to %s", shown, current, head)
+        engine = sqlalchemy.create_engine(backend_uri)
+        try:
+            _upgrade_db(engine)
+        finally:
+            engine.dispose()
+        return
+    raise StoreError(
+        f"backend store {shown} has MLflow schema {current}, older than MLflow {mlflow.__version__}'s ({head}) or "
+        f"unknown to it: back the database up, then run `mlflow db upgrade {shown}` (or start this with --upgrade)"
+    )
+
+
+# ---------------------------------------------------------------------------------- tracking server
+
+
+@dataclass
+class TrackingServer:
+    """A running ``mlflow server`` process."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path | None
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        lifecycle.stop_child(self.process, grace_s)
+
+
+def server_command(
+    backend_uri: str,
+    artifacts_destination: str,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    allowed_hosts: str | None = None,
+) -> list[str]:
+    """The ``mlflow server`` command line: PostgreSQL backend, proxied artifacts."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri]
+    command += ["--serve-artifacts", "--artifacts-destination", artifacts_destination]
+    command += ["--host", host, "--port", str(port), "--workers", str(workers)]
+    if allowed_hosts:
+        command += ["--allowed-hosts", allowed_hosts]
+    return command
+
+
+def start_tracking_server(
+    backend_uri: str,
+    artifacts_destination: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    workers: int = DEFAULT_WORKERS,
+    allowed_hosts: str | None = None,
+    log_path: Path | None = None,
+    timeout_s: float = START_TIMEOUT_S,
+) -> TrackingServer:
+    """Start ``mlflow server`` and wait until it answers ``/health``.
+
+    Raises:
+        StoreError: the server exited or did not answer within ``timeout_s`` (with the end of its log).
+    """
+    import requests
+
+    if "://" not in artifacts_destination:
+        Path(artifacts_destination).mkdir(parents=True, exist_ok=True)
+        artifacts_destination = str(Path(artifacts_destination).resolve())
+    command = server_command(
+        backend_uri, artifacts_destination, host=host, port=port, workers=workers, allowed_hosts=allowed_hosts
+    )
+    environment = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    output: IO[bytes] | None = log_path.open("ab") if log_path is not None else None
+    process = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT if output else None)
+    if output is not None:
+        output.close()  # the child holds its own descriptor
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    server = TrackingServer(process, url, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StoreError(f"mlflow server exited with status {process.returncode}{_log_tail(log_path)}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return server
+        time.sleep(0.5)
+    server.stop()
+    raise StoreError(f"mlflow server at {url} did not answer within {timeout_s:.0f} s{_log_tail(log_path)}")
+
+
+def _log_tail(path: Path | None) -> str:
+    if path is None or not path.is_file():
+        return ""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return f" (its log, {path}: {' | '.join(lines[-3:])[:600]})" if lines else ""
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _hide_password(uri: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(uri)
+    except Exception:  # not a database URL: shown as given
+        return uri
+    return str(url.render_as_string(hide_password=True)) if url.password else uri
+
+
+# ---------------------------------------------------------------------------------------- the team
+
+
+@dataclass
+class TeamServer:
+    """The tracking server and, unless the backend store is an existing database, its own PostgreSQL."""
+
+    tracking: TrackingServer
+    postgres: LocalPostgres | None
+    backend_uri: str
+    artifacts: str
+
+    def stop(self) -> None:
+        try:
+            self.tracking.stop()
+        finally:
+            if self.postgres is not None:
+                self.postgres.stop()
+
+
+def start_team_server(
+    directory: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    workers: int = DEFAULT_WORKERS,
+    backend_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    allowed_hosts: str | None = None,
+    upgrade: bool = False,
+) -> TeamServer:
+    """PostgreSQL (unless ``backend_uri``), the schema check, then ``mlflow server`` (log in
+    ``directory/mlflow-server.log``).
+
+    Raises:
+        StoreError: one line: PostgreSQL did not start, an old schema, the server did not start.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    postgres = None if backend_uri else start_postgres(directory / "postgres")
+    try:
+        uri = backend_uri or (postgres.uri() if postgres else "")
+        check_schema(uri, upgrade=upgrade)
+        artifacts = artifacts_destination or str(directory / "artifacts")
+        tracking = start_tracking_server(
+            uri,
+            artifacts,
+            host=host,
+            port=port,
+            workers=workers,
+            allowed_hosts=allowed_hosts,
+            log_path=directory / "mlflow-server.log",
+        )
+    except BaseException:
+        if postgres is not None:
+            postgres.stop()
+        raise
+    return TeamServer(tracking, postgres, uri, artifacts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m thread_bench.server",
+        description="Run a team's MLflow tracking server: PostgreSQL backend store (its own, unless "
+        "--backend_store_uri), artifacts proxied through the server. Clients set MLFLOW_TRACKING_URI=http://HOST:PORT.",
+    )
+    parser.add_argument("--dir", default="tracking", help="folder of the PostgreSQL data, artifacts and server log")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="server worker processes")
+    parser.add_argument("--backend_store_uri", default=None, help="an existing database (postgresql://…)")
+    parser.add_argument(
+        "--artifacts_destination", default=None, help="folder or s3://bucket/path (default: DIR/artifacts)"
+    )
+    parser.add_argument(
+        "--allowed_hosts",
+        default=None,
+        help="Host headers the server accepts besides localhost and private addresses (its DNS-rebinding guard)",
+    )
+    parser.add_argument("--upgrade", action="store_true", help="upgrade an older MLflow schema (after a backup!)")
+    cli.add_verbose_option(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = cli.parse(parser, argv)
+    cli.configure_logging(args.verbose)
+    with lifecycle.stop_on_signals():
+        team = None
+        try:
+            try:
+                team = start_team_server(
+                    Path(args.dir),
+                    host=args.host,
+                    port=args.port,
+                    workers=args.workers,
+                    backend_uri=args.backend_store_uri,
+                    artifacts_destination=args.artifacts_destination,
+                    allowed_hosts=args.allowed_hosts,
+                    upgrade=args.upgrade,
+                )
+            except StoreError as error:
+                cli.fail(parser, error)
+                return 2
+            print(
+                f"tracking server {team.tracking.url} (backend {_hide_password(team.backend_uri)}, artifacts "
+                f"{team.artifacts}); clients: export MLFLOW_TRACKING_URI={team.tracking.url}",
+                flush=True,
+            )
+            status = team.tracking.process.wait()
+            print(f"mlflow server exited with status {status}{_log_tail(team.tracking.log_path)}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as interrupt:
+            print(f"stopping ({lifecycle.describe_stop(interrupt)})", file=sys.stderr)
+            return lifecycle.exit_status(interrupt)
+        finally:
+            if team is not None:
+                with lifecycle.deferred_signals():
+                    team.stop()
+
+
+@contextlib.contextmanager
+def running_team_server(directory: Path, **options: Any) -> Iterator[TeamServer]:
+    """:func:`start_team_server` for the span of a block (tests, benchmarks)."""
+    team = start_team_server(directory, **options)
+    try:
+        yield team
+    finally:
+        team.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
