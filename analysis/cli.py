@@ -293,8 +293,7 @@ def _analyse(args: argparse.Namespace) -> AnalysisResult:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = cli.parse(parser, argv)
-    cli.configure_logging(args.verbose)
+    args = cli.start(parser, argv)
     status, result = cli.guarded(parser, lambda: _analyse(args))  # SIGTERM: the analysis run ends KILLED
     if result is None:
         return status

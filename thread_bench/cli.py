@@ -248,5 +248,13 @@ def fail(parser: argparse.ArgumentParser, error: Exception) -> None:
     parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
+def start(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """An entry point's first step: parse ``argv`` (exit 2 with argparse's line on a malformed option) and set
+    up logging (``--verbose``)."""
+    args = parse(parser, argv)
+    configure_logging(args.verbose)
+    return args
+
+
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(list(argv) if argv is not None else None)

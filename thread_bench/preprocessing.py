@@ -103,8 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = cli.parse(parser, argv)
-    cli.configure_logging(args.verbose)
+    args = cli.start(parser, argv)
     # SIGTERM like Ctrl-C: the run ends KILLED, the staging folder is removed, the workers end.
     status, dataset = cli.guarded(parser, lambda: _prepare(args))
     if dataset is None:

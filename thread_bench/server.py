@@ -346,8 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = cli.parse(parser, argv)
-    cli.configure_logging(args.verbose)
+    args = cli.start(parser, argv)
     with lifecycle.stop_on_signals():
         team = None
         try:

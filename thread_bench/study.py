@@ -654,8 +654,7 @@ def _study(args: argparse.Namespace) -> tuple[StudySettings, StudyOutcome]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = cli.parse(parser, argv)
-    cli.configure_logging(args.verbose)
+    args = cli.start(parser, argv)
     # SIGTERM like Ctrl-C: the training is stopped, every run ends.
     status, done = cli.guarded(
         parser, lambda: _study(args), interrupted=": re-run the same command to resume the study"

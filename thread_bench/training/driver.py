@@ -400,8 +400,7 @@ def entry_point(name: str) -> EntryPoint:
 def main(argv: Sequence[str] | None, framework: Framework) -> int:
     """Parse, validate (exit 2 with one line on bad input, before any work), then train."""
     parser = build_parser(framework)
-    args = cli.parse(parser, argv)
-    cli.configure_logging(args.verbose)
+    args = cli.start(parser, argv)
     # SIGTERM like Ctrl-C: the run ends KILLED, never RUNNING; a study's training also dies with the study.
     with lifecycle.stop_on_signals():
         lifecycle.die_with_parent_from_environment()

@@ -306,8 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = cli.parse(parser, argv)
-    cli.configure_logging(args.verbose)
+    args = cli.start(parser, argv)
     status, stages = cli.guarded(parser, lambda: _run(args))
     if stages is not None:
         print(stage_table(stages).to_markdown(index=False, floatfmt=".3f"))
