@@ -60,7 +60,6 @@ from thread_bench.data.prepare import data_root
 
 log = logging.getLogger(__name__)
 
-FRAMEWORKS = frameworks.NAMES
 #: The backend of the frameworks that take one (Keras), unless ``--backend`` says otherwise.
 _DEFAULT_BACKEND = next(f.default_backend for f in frameworks.FRAMEWORKS.values() if f.backend_is_option)
 DEFAULT_SEEDS = 3

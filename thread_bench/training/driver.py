@@ -141,10 +141,9 @@ def validate(request: TrainRequest) -> None:
     workload.implementation(request.framework, request.model)  # the workload has the model in that framework
     if request.dataset_dir is not None:
         dataset = load_prepared(request.dataset_dir)
-        made_for = dataset.manifest.get("workload", workloads.DEFAULT)
-        if made_for != workload.name:
+        if dataset.workload != workload.name:
             raise ValueError(
-                f"--dataset {request.dataset_dir} was prepared for the {made_for} workload, not {workload.name}"
+                f"--dataset {request.dataset_dir} was prepared for the {dataset.workload} workload, not {workload.name}"
             )
         if dataset.input_size != request.model.input_size:
             raise ValueError(

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
+from thread_bench.data.prepared import DEFAULT_WORKLOAD
+
 if TYPE_CHECKING:
     from thread_bench.data.prepare import PrepareResult
 
@@ -158,8 +160,9 @@ def _registry() -> dict[str, Workload]:
 #: The workloads, by the name runs log as ``workload``. The one place a workload is registered.
 WORKLOADS: dict[str, Workload] = _registry()
 NAMES = tuple(WORKLOADS)
-#: What a run trains when no workload is given: the suite's original task.
-DEFAULT = "thread_density"
+#: What a run trains when no workload is given: the suite's original task, which is also what a prepared dataset
+#: or a run from before workloads existed holds (one name for both).
+DEFAULT = DEFAULT_WORKLOAD
 
 
 def default_for(framework: str) -> Workload:

@@ -63,7 +63,7 @@ class PingPongOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        DigitsModelConfig(model=self.model)  # ValueError naming the models
+        config = self.model_config  # ValueError naming the models
         if len(self.pair) != 2 or len(set(self.pair)) != 2 or not all(0 <= c < N_CLASSES for c in self.pair):
             raise ValueError(f"--swap must be two different classes in [0, {N_CLASSES}), e.g. 1,7; got {self.swap!r}")
         names = self.framework_pair
@@ -72,9 +72,13 @@ class PingPongOptions:
                 f"--frameworks must name two different frameworks, e.g. torch,keras; got {self.frameworks!r}"
             )
         for name in names:
-            WORKLOAD.implementation(frameworks.get(name).name, DigitsModelConfig(model=self.model))
+            WORKLOAD.implementation(frameworks.get(name).name, config)
         if self.rounds < 1 or self.epochs < 1:
             raise ValueError(f"--rounds and --epochs must be >= 1, got {self.rounds} and {self.epochs}")
+
+    @property
+    def model_config(self) -> DigitsModelConfig:
+        return DigitsModelConfig(model=self.model)
 
     @property
     def pair(self) -> tuple[int, ...]:
@@ -142,8 +146,7 @@ def run_pingpong(
         resolve(TrainConfig, profile, {"epochs": options.epochs, "seed": options.seed}, profiles=WORKLOAD.profiles),
         input_pipeline="host",
     )
-    model_config = DigitsModelConfig(model=options.model)
-    players = [_player(name, options, train, model_config) for name in options.framework_pair]
+    players = [_player(name, options, train) for name in options.framework_pair]
     name = f"pingpong-{options.model}-{'-'.join(options.framework_pair)}-swap{options.swap.replace(',', '')}"
     experiment = tracking.experiment_name(experiment, WORKLOAD.experiment)
     tags = {tracking.TAG_ROLE: tracking.ROLE_PINGPONG}
@@ -159,7 +162,7 @@ def run_pingpong(
     return stages
 
 
-def _player(name: str, options: PingPongOptions, train: TrainConfig, model_config: DigitsModelConfig) -> Player:
+def _player(name: str, options: PingPongOptions, train: TrainConfig) -> Player:
     framework = frameworks.get(name)
     backend = options.backend if framework.backend_is_option else framework.default_backend
     values = {"backend": backend} if framework.backend_is_option else {}
@@ -169,7 +172,7 @@ def _player(name: str, options: PingPongOptions, train: TrainConfig, model_confi
     models = WORKLOAD.models_for(name)
     seed_host(train.seed)
     trainer.seed(train.seed)
-    model = trainer.build_model(models, model_config, train.precision, None)
+    model = trainer.build_model(models, options.model_config, train.precision, None)
     return Player(name, trainer, framework_options, models, model)
 
 
@@ -208,9 +211,7 @@ def _play(
                 sender = players[1 - index]
                 player.models.set_weights(player.model, sender.models.get_weights(sender.model))  # type: ignore[attr-defined]
                 record(player, round_number, "received")
-            player.trainer.compile_model(
-                player.model, player.models, DigitsModelConfig(model=options.model), train, player.options
-            )
+            player.trainer.compile_model(player.model, player.models, options.model_config, train, player.options)
             chosen = swapped_data if objectives[player.name] == "swapped" else data
             player.trainer.fit(
                 player.model, chosen, train, player.options, models=player.models, on_epoch_end=lambda r: None
