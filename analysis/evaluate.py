@@ -30,12 +30,12 @@ from analysis.report import Baseline
 from thread_bench import backends, figures, frameworks, measure, tracking, workloads
 from thread_bench.backends import Sync
 from thread_bench.config import PREDICT_BATCH_SIZE
-from thread_bench.counting import fft_count
-from thread_bench.data import corpus, synthetic
 from thread_bench.data.prepared import PreparedDataset, Split, load_prepared
 from thread_bench.frameworks import Framework, Trainer
 from thread_bench.metrics import mean_absolute_error, normalized_mae
 from thread_bench.workloads import Models, Workload
+from thread_bench.workloads.thread_density import corpus, synthetic
+from thread_bench.workloads.thread_density.counting import fft_count
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from thread_bench import tracking, workloads
-from thread_bench.config import DataConfig
-from thread_bench.data import corpus
-from thread_bench.data.prepare import data_root as data_root_path
-from thread_bench.data.prepare import synthetic_corpus_dir
+from thread_bench.data.build import data_root as data_root_path
 from thread_bench.data.prepared import MANIFEST, DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.tracking import training_filter
 from thread_bench.workloads import Workload
+from thread_bench.workloads.thread_density import corpus
+from thread_bench.workloads.thread_density.config import DataConfig
+from thread_bench.workloads.thread_density.prepare import synthetic_corpus_dir
 
 log = logging.getLogger(__name__)
 

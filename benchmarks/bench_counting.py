@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from thread_bench.counting import ThreadDensity, count_threads, fft_count
-from thread_bench.data.synthetic import SyntheticPatch, generate_corpus
+from thread_bench.workloads.thread_density.counting import ThreadDensity, count_threads, fft_count
+from thread_bench.workloads.thread_density.synthetic import SyntheticPatch, generate_corpus
 
 #: The preprocessing counts 1 cm sub-patches: here a centred 200x200 crop of each 300x300 patch.
 CROP_PX = 200

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import psutil
 
-from thread_bench.config import DataConfig, resolve
-from thread_bench.data.prepare import ensure_prepared, synthetic_corpus_dir
-from thread_bench.data.synthetic import write_corpus
+from thread_bench.config import resolve
+from thread_bench.workloads.thread_density.config import PROFILES, DataConfig
+from thread_bench.workloads.thread_density.prepare import ensure_prepared, synthetic_corpus_dir
+from thread_bench.workloads.thread_density.synthetic import write_corpus
 
 
 class TreeRssPeak:
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="data root to keep (default: a temporary one)")
     args = parser.parse_args()
-    config = resolve(DataConfig, args.profile)
+    config = resolve(DataConfig, args.profile, profiles=PROFILES)
     with tempfile.TemporaryDirectory() as scratch:
         root = args.keep or Path(scratch)
         started = time.perf_counter()

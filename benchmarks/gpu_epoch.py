@@ -42,9 +42,10 @@ import pandas as pd
 from analysis.report import markdown_table
 from machine_load import system_busy_cpu_s
 from thread_bench import tracking
-from thread_bench.config import PRECISIONS, DataConfig, ModelConfig, resolve, variant_names
-from thread_bench.data.prepare import ensure_prepared
-from thread_bench.models import spec
+from thread_bench.config import PRECISIONS, resolve, variant_names
+from thread_bench.workloads.thread_density import spec
+from thread_bench.workloads.thread_density.config import PROFILES, DataConfig, ModelConfig
+from thread_bench.workloads.thread_density.prepare import ensure_prepared
 
 EXPERIMENT = "gpu-epoch"
 
@@ -150,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.epochs < 2:
         raise SystemExit("--epochs must be >= 2: the first epoch is warm-up, the steady state is the rest")
-    data = resolve(DataConfig, args.profile)
-    flops = spec.train_step_flops(resolve(ModelConfig, args.profile), batch=1)
+    data = resolve(DataConfig, args.profile, profiles=PROFILES)
+    flops = spec.train_step_flops(resolve(ModelConfig, args.profile, profiles=PROFILES), batch=1)
     dataset = ensure_prepared(data, args.data_root).dataset.path
     busy_before, children_before = system_busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
     wall_started = time.perf_counter()

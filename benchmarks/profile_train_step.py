@@ -61,7 +61,7 @@ def classify(name: str) -> str:
 
 
 def build_step(framework: str, base_filters: int, input_size: int, batch: int) -> Callable[[], Any]:
-    from thread_bench.config import ModelConfig
+    from thread_bench.workloads.thread_density.config import ModelConfig
 
     config = ModelConfig(base_filters=base_filters, input_size=input_size, dropout=0.0)
     rng = np.random.default_rng(0)
@@ -70,8 +70,8 @@ def build_step(framework: str, base_filters: int, input_size: int, batch: int) -
     if framework.startswith("keras"):
         import keras
 
-        from thread_bench.models import keras_model
         from thread_bench.training.keras_trainer import normalized_mae
+        from thread_bench.workloads.thread_density import keras_model
 
         model = keras_model.build_model(config)
         model.compile(
@@ -83,8 +83,8 @@ def build_step(framework: str, base_filters: int, input_size: int, batch: int) -
 
     import torch
 
-    from thread_bench.models import torch_model
     from thread_bench.training.torch_trainer import normalized_mae
+    from thread_bench.workloads.thread_density import torch_model
 
     net = torch_model.build_model(config)
     xt, yt = torch.from_numpy(images).unsqueeze(1), torch.from_numpy(targets)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from thread_bench.counting import count_threads, fft_count
-from thread_bench.data.synthetic import SyntheticPatch, generate_corpus
+from thread_bench.workloads.thread_density.counting import count_threads, fft_count
+from thread_bench.workloads.thread_density.synthetic import SyntheticPatch, generate_corpus
 
 
 @pytest.fixture(scope="module")

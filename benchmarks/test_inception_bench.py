@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 
 from machine_load import ForeignLoad, wait_until_quiet
-from thread_bench.config import ModelConfig
-from thread_bench.models import spec
+from thread_bench.workloads.thread_density import spec
+from thread_bench.workloads.thread_density.config import ModelConfig
 
 WARMUP_ROUNDS = 2  # the first call traces / compiles (tf.function, XLA) or allocates
 DEFAULT_SHAPES = ((200, 24, 8), (50, 96, 32), (12, 192, 64))  # (side, in_channels, filters)
@@ -115,7 +115,7 @@ def _check_framework(framework: str) -> None:
 def _torch_inception_step(case: InceptionCase, channels_last: bool, train: bool) -> Callable[[], Any]:
     import torch
 
-    from thread_bench.models import torch_model
+    from thread_bench.workloads.thread_density import torch_model
 
     module = torch_model.InceptionModule(case.in_channels, case.filters)
     x = torch.rand(case.batch, case.in_channels, case.side, case.side)
@@ -147,7 +147,7 @@ def _torch_inception_step(case: InceptionCase, channels_last: bool, train: bool)
 def _keras_inception_step(case: InceptionCase, train: bool) -> Callable[[], Any]:
     import keras
 
-    from thread_bench.models import keras_model
+    from thread_bench.workloads.thread_density import keras_model
 
     inputs = keras.Input((case.side, case.side, case.in_channels))
     features = keras_model.inception_module(inputs, case.filters, name="bench")
@@ -163,8 +163,8 @@ def _keras_inception_step(case: InceptionCase, train: bool) -> Callable[[], Any]
 def _torch_model_step(case: ModelCase, channels_last: bool) -> Callable[[], float]:
     import torch
 
-    from thread_bench.models import torch_model
     from thread_bench.training.torch_trainer import normalized_mae
+    from thread_bench.workloads.thread_density import torch_model
 
     model = torch_model.build_model(case.config)
     rng = np.random.default_rng(0)
@@ -189,8 +189,8 @@ def _torch_model_step(case: ModelCase, channels_last: bool) -> Callable[[], floa
 def _keras_model_step(case: ModelCase) -> Callable[[], Any]:
     import keras
 
-    from thread_bench.models import keras_model
     from thread_bench.training.keras_trainer import normalized_mae
+    from thread_bench.workloads.thread_density import keras_model
 
     model = keras_model.build_model(case.config)
     model.compile(

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from thread_bench.config import DataConfig
+from thread_bench.workloads.thread_density.config import DataConfig
 
 COLUMNS = ["painting_id", "patch_id", "image", "h_mask", "v_mask", "px_per_cm", "density_h", "density_v"]
 

@@ -22,9 +22,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from thread_bench.models.spec import PIXEL_VALUES
 from thread_bench.workloads.digits import spec
 from thread_bench.workloads.digits.config import IMPLEMENTATIONS, DigitsModelConfig
+from thread_bench.workloads.thread_density.spec import PIXEL_VALUES
 
 #: Logits of every implementation against the float64 NumPy forward (and so against each other), as
 #: max |difference| / max |reference logit|. Achieved over seeds 0-4, all three models and all their styles,

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras
 
-from thread_bench.config import ModelConfig
-from thread_bench.models import keras_model, spec, torch_model, transfer
+from thread_bench.workloads.thread_density import keras_model, spec, torch_model, transfer
+from thread_bench.workloads.thread_density.config import ModelConfig
 
 #: Eval-mode outputs after a transfer, small configs, random BatchNorm statistics (outputs of magnitude
 #: 0.05-3). Achieved over 14 seeds and three backends: max abs difference 5.2e-6, i.e. 1e-7 .. 7e-7 of the

@@ -18,9 +18,10 @@ from analysis import cli as analysis_cli
 from analysis import evaluate, plots, report, runs, stats
 from conftest import names_not_in_tracking, tracking_names
 from thread_bench import tracking, workloads
-from thread_bench.config import DataConfig, resolve
-from thread_bench.data.prepare import ensure_prepared, synthetic_corpus_dir
+from thread_bench.config import resolve
 from thread_bench.data.prepared import PreparedDataset
+from thread_bench.workloads.thread_density.config import PROFILES, DataConfig
+from thread_bench.workloads.thread_density.prepare import ensure_prepared, synthetic_corpus_dir
 
 DIGEST = "d" * 64
 
@@ -409,7 +410,7 @@ def test_values_are_formatted_with_units(value: float, unit: str, text: str) -> 
 @pytest.fixture(scope="module")
 def smoke_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[PreparedDataset, DataConfig, Path]:
     root = tmp_path_factory.mktemp("data")
-    config = resolve(DataConfig, "smoke")
+    config = resolve(DataConfig, "smoke", profiles=PROFILES)
     return ensure_prepared(config, root, workers=1).dataset, config, root
 
 

@@ -10,8 +10,9 @@ import pytest
 
 from conftest import make_fake_prepared
 from thread_bench import torch_train
-from thread_bench.config import DataConfig, ModelConfig, TrainConfig
+from thread_bench.config import TrainConfig
 from thread_bench.data import prepared
+from thread_bench.workloads.thread_density.config import DataConfig, ModelConfig
 
 NAN, INF = float("nan"), float("inf")
 

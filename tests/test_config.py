@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from thread_bench.config import DEFAULT_PROFILE, PROFILES, VARIANTS, DataConfig, ModelConfig, TrainConfig, resolve
+from thread_bench import config
+from thread_bench.config import DEFAULT_PROFILE, PROFILE_NAMES, VARIANTS, TrainConfig
 from thread_bench.training.options import KerasOptions, TorchOptions
+from thread_bench.workloads.thread_density.config import PROFILES, DataConfig, ModelConfig
+
+
+def resolve(cls: type, profile: str, overrides: dict[str, object] | None = None, **options: str) -> object:
+    """The thread-density workload's resolution (its profiles)."""
+    return config.resolve(cls, profile, overrides, profiles=PROFILES, **options)
 
 
 def test_paper_profile_is_the_dataclass_defaults() -> None:
@@ -23,7 +30,7 @@ def test_explicit_values_override_the_profile_and_none_means_not_given() -> None
 
 
 def test_every_profile_builds_consistent_configs() -> None:
-    assert DEFAULT_PROFILE in PROFILES
+    assert DEFAULT_PROFILE in PROFILE_NAMES and sorted(PROFILES) == sorted(PROFILE_NAMES)
     for name in PROFILES:
         data, model = resolve(DataConfig, name), resolve(ModelConfig, name)
         resolve(TrainConfig, name)

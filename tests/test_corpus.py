@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from corpus_helpers import COLUMNS, read_index_rows, write_grid_corpus, write_index
-from thread_bench.data import corpus
+from thread_bench.workloads.thread_density import corpus
 
 
 @pytest.fixture

@@ -8,8 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from thread_bench.counting import CountingError, ThreadDensity, count_threads, crossing_points, fft_count
-from thread_bench.data.synthetic import SyntheticPatch, generate_corpus
+from thread_bench.workloads.thread_density.counting import (
+    CountingError,
+    ThreadDensity,
+    count_threads,
+    crossing_points,
+    fft_count,
+)
+from thread_bench.workloads.thread_density.synthetic import SyntheticPatch, generate_corpus
 
 PX_PER_CM = 200.0
 

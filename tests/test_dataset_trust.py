@@ -14,10 +14,11 @@ import psutil
 import pytest
 
 from corpus_helpers import grid_config, read_index_rows, write_grid_corpus, write_index
-from thread_bench.config import DataConfig
-from thread_bench.data import prepare, prepared
-from thread_bench.data.prepare import ensure_prepared
+from thread_bench.data import prepared
 from thread_bench.data.prepared import MANIFEST, STAMP, DamagedDatasetError, load_prepared
+from thread_bench.workloads.thread_density import prepare
+from thread_bench.workloads.thread_density.config import DataConfig
+from thread_bench.workloads.thread_density.prepare import ensure_prepared
 
 
 def _config(source: Path, **overrides: object) -> DataConfig:

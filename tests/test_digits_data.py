@@ -18,7 +18,7 @@ import pytest
 
 from conftest import make_fake_prepared
 from thread_bench.data import prepared
-from thread_bench.data.prepare import PrepareResult
+from thread_bench.data.build import PrepareResult
 from thread_bench.data.prepared import MANIFEST, SPLITS, STAMP, DamagedDatasetError, load_prepared
 from thread_bench.workloads.digits import data
 from thread_bench.workloads.digits.config import DigitsDataConfig

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import names_not_in_tracking
 from thread_bench import keras_train, pingpong, study, tensorflow_train, torch_train, tracking
-from thread_bench.data.prepare import DATA_ROOT_ENV
+from thread_bench.data.build import DATA_ROOT_ENV
 from thread_bench.metrics import accuracy
 
 # seaborn 0.13's boxplot passes matplotlib's deprecated ``vert``; not ours to fix.

@@ -13,10 +13,11 @@ import torch
 import model_parity
 from conftest import make_fake_prepared
 from thread_bench import workloads
-from thread_bench.config import ModelConfig, TrainConfig
+from thread_bench.config import TrainConfig
 from thread_bench.data.prepared import load_prepared
 from thread_bench.training import common, torch_trainer
 from thread_bench.training.options import KerasOptions, TorchOptions
+from thread_bench.workloads.thread_density.config import ModelConfig
 
 GIB = 2**30
 

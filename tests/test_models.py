@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from thread_bench.config import ModelConfig
-from thread_bench.models import keras_model, spec, torch_model
+from thread_bench.workloads.thread_density import keras_model, spec, torch_model
+from thread_bench.workloads.thread_density.config import ModelConfig
 
 PAPER_PARAMETERS = 10_166_505  # docs/DESIGN.md §3; the reference study reports exactly this
 SMALL = ModelConfig(base_filters=2, input_size=64)

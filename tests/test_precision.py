@@ -75,7 +75,7 @@ def test_tf32_models_agree_across_frameworks() -> None:
 
 
 def test_bf16_compute_shows_in_the_torch_model() -> None:
-    from thread_bench.models import torch_model
+    from thread_bench.workloads.thread_density import torch_model
 
     model = torch_model.build_model(model_parity.SMALL_CONFIGS[0], "bfloat16").eval()
     seen: list[torch.dtype] = []
@@ -106,7 +106,7 @@ def test_bf16_on_a_cpu_is_logged_as_native_or_emulated(
 
 
 def test_pixel_values_are_the_division_by_255() -> None:
-    from thread_bench.models import spec
+    from thread_bench.workloads.thread_density import spec
 
     pixels = np.arange(256, dtype=np.uint8)
     np.testing.assert_array_equal(spec.PIXEL_VALUES[pixels], pixels.astype(np.float32) / np.float32(255.0))

@@ -9,11 +9,17 @@ import numpy as np
 import pytest
 
 from corpus_helpers import grid_config, grid_patch, read_index_rows, write_grid_corpus, write_index
-from thread_bench.config import DataConfig
-from thread_bench.counting import count_threads
-from thread_bench.data import prepare
-from thread_bench.data.prepare import _Augmentation, apply_augmentation, ensure_prepared, equalize_histogram
+from thread_bench.data import build
 from thread_bench.data.prepared import MANIFEST, SPLITS, STAMP, load_prepared
+from thread_bench.workloads.thread_density import prepare
+from thread_bench.workloads.thread_density.config import DataConfig
+from thread_bench.workloads.thread_density.counting import count_threads
+from thread_bench.workloads.thread_density.prepare import (
+    _Augmentation,
+    apply_augmentation,
+    ensure_prepared,
+    equalize_histogram,
+)
 
 
 def _config(source: Path, **overrides: object) -> DataConfig:
@@ -91,7 +97,7 @@ def test_interrupted_build_leaves_nothing(grid_corpus: Path, tmp_path: Path, mon
     def explode(*args: object, **kwargs: object) -> str:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare, "content_digest", explode)
+    monkeypatch.setattr(build, "content_digest", explode)
     with pytest.raises(KeyboardInterrupt):
         ensure_prepared(_config(grid_corpus), tmp_path, workers=1)
     assert list((tmp_path / "prepared").iterdir()) == []

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from thread_bench.data import synthetic
-from thread_bench.data.synthetic import (
+from thread_bench.workloads.thread_density import synthetic
+from thread_bench.workloads.thread_density.synthetic import (
     INDEX_COLUMNS,
     NO_ARTEFACTS,
     CanvasParams,

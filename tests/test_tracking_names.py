@@ -10,7 +10,8 @@ import dataclasses
 
 from conftest import tracking_constants
 from thread_bench import tracking
-from thread_bench.config import DataConfig, ModelConfig, TrainConfig
+from thread_bench.config import TrainConfig
+from thread_bench.workloads.thread_density.config import DataConfig, ModelConfig
 
 
 def test_every_config_field_is_logged_under_its_constant() -> None:

@@ -25,10 +25,10 @@ import pytest
 from analysis.runs import KNOB_PARAMS
 from conftest import make_fake_prepared, names_not_in_tracking
 from thread_bench import frameworks, keras_train, torch_train, tracking, workloads
-from thread_bench.config import DataConfig, ModelConfig
-from thread_bench.data.prepare import DATA_ROOT_ENV
+from thread_bench.data.build import DATA_ROOT_ENV
 from thread_bench.training import driver, torch_trainer
 from thread_bench.training.options import TorchOptions
+from thread_bench.workloads.thread_density.config import DataConfig, ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY_POINTS = {"torch": torch_train, "keras": keras_train}

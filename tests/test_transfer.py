@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import model_parity
-from thread_bench.config import ModelConfig
-from thread_bench.models import keras_model, torch_model, transfer
+from thread_bench.workloads.thread_density import keras_model, torch_model, transfer
+from thread_bench.workloads.thread_density.config import ModelConfig
 
 SMALL = ModelConfig(base_filters=2, input_size=64)
 

@@ -1,8 +1,8 @@
 """Command-line options generated from the configuration dataclasses.
 
 Each option defaults to ``None`` ("not given"), so that the profile supplies the value; the default itself
-lives only in :mod:`thread_bench.config`. MLflow passes an unset parameter as an empty string, which also
-means "not given".
+lives only in its dataclass (:mod:`thread_bench.config`, or a workload's ``config``). MLflow passes an unset
+parameter as an empty string, which also means "not given".
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from thread_bench import lifecycle, tracking
-from thread_bench.config import DEFAULT_PROFILE, DEFAULT_VARIANT, VARIANTS, DataConfig, profile_names, variant_names
+from thread_bench.config import DEFAULT_PROFILE, DEFAULT_VARIANT, VARIANTS, profile_names, variant_names
 from thread_bench.tracking import DEFAULT_EXPERIMENT
 
 T = TypeVar("T")
@@ -122,7 +122,7 @@ def _described(meaning: str, default: Any) -> str:
 
 def add_data_options(
     parser: argparse.ArgumentParser,
-    cls: type = DataConfig,
+    cls: type,
     *,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] = (),
@@ -136,12 +136,12 @@ def add_data_options(
         add_dataclass_options(parser, cls, include=(name,), prefix=prefix)
 
 
-def data_options(cls: type = DataConfig) -> dict[str, str]:
+def data_options(cls: type) -> dict[str, str]:
     """The data config's fields -> their option (destination) names in a command that also trains."""
     return {f.name: tracking.data_param(f.name) for f in dataclasses.fields(cls)}
 
 
-def pick_data(namespace: argparse.Namespace, cls: type = DataConfig) -> dict[str, Any]:
+def pick_data(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The values of ``cls``'s options :func:`add_data_options` added (``None`` = not given)."""
     values = vars(namespace)
     return {name: values[option] for name, option in data_options(cls).items() if option in values}

@@ -1,8 +1,13 @@
-"""Configuration: one frozen dataclass per concern, and the named profiles.
+"""The training protocol's configuration, the profile and variant names, and how a config is resolved.
 
-Every default is defined here exactly once. The dataclass defaults are the reference ("paper") protocol;
-a profile is a named set of overrides on top of them, and any explicit parameter overrides the profile.
-The MLproject parameters and the command-line options are checked against these classes by a test.
+Every default is defined once: the protocol's here (:class:`TrainConfig`, the variants), a workload's data and
+model settings in its folder (``thread_bench/workloads/<name>/config.py``, with its profiles). The dataclass
+defaults are the reference ("paper") protocol; a profile is a named set of overrides on top of them, a variant
+another, and any explicit parameter overrides both (:func:`resolve`). The MLproject parameters and the
+command-line options are checked against the dataclasses by a test.
+
+``DataConfig``, ``ModelConfig`` and ``PROFILES`` lived here before workloads had folders; they are the
+thread-density workload's now and still import from here (models logged then name ``thread_bench.config``).
 """
 
 from __future__ import annotations
@@ -16,75 +21,9 @@ from typing import Any
 DEFAULT_PROFILE = "laptop"
 #: The variant used when none is given: the protocol as written (deterministic).
 DEFAULT_VARIANT = "default"
-
-#: Fraction of sub-patches per split in the reference study (24,360 / 4,368 / 1,512 of 30,240).
-PAPER_SPLIT_FRACTIONS = (24360 / 30240, 4368 / 30240, 1512 / 30240)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """What the prepared dataset is made from and how; all of it enters the dataset's cache key."""
-
-    #: ``"synthetic"`` (the built-in corpus generator) or a directory in the raw-corpus format.
-    source: str = "synthetic"
-    #: Seeds the synthetic corpus, the augmentation draws and the split by painting.
-    seed: int = 0
-    #: Synthetic corpus size (ignored for a user-supplied ``source``).
-    n_paintings: int = 36
-    n_patches: int = 240
-    #: Side of a sub-patch in source pixels before resizing (1 cm at the synthetic 200 px/cm).
-    crop_px: int = 200
-    #: Sub-patches drawn from each patch (the reference: 30,240 from 240 patches).
-    subpatches_per_patch: int = 126
-    #: Largest small rotation applied in augmentation, degrees (the reference: 1 to 6 degrees).
-    max_rotation_deg: float = 6.0
-    #: Side of the stored images, pixels; ``crop_px`` is resized to it (area interpolation).
-    input_size: int = 200
-    #: Validation and test fractions of the patches, assigned whole paintings at a time.
-    val_fraction: float = PAPER_SPLIT_FRACTIONS[1]
-    test_fraction: float = PAPER_SPLIT_FRACTIONS[2]
-
-    def __post_init__(self) -> None:
-        check_seed(self, "seed", "the dataset's seed (--data_seed of a training, --seed of preprocessing)")
-        check_positive(self, ("n_paintings", "n_patches", "crop_px", "subpatches_per_patch", "input_size"))
-        check_finite(self, ("max_rotation_deg", "val_fraction", "test_fraction"))
-        if self.n_patches < self.n_paintings:
-            raise ValueError(f"n_patches={self.n_patches} must be >= n_paintings={self.n_paintings}")
-        if not 0.0 <= self.max_rotation_deg <= 45.0:
-            raise ValueError(f"max_rotation_deg must be in [0, 45], got {self.max_rotation_deg}")
-        if self.input_size > self.crop_px:
-            raise ValueError(f"input_size={self.input_size} must be <= crop_px={self.crop_px} (no upsampling)")
-        check_split_fractions(self)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The RegVGG network (docs/DESIGN.md §3). Defaults reproduce the reference's 10,166,505 parameters."""
-
-    base_filters: int = 8
-    #: The images' side: the prepared data's (``DataConfig.input_size``; profiles state it there, once).
-    input_size: int = DataConfig.input_size
-    dropout: float = 0.1
-    #: BatchNorm momentum in the Keras convention (running = m * running + (1 - m) * batch).
-    batchnorm_momentum: float = 0.99
-    batchnorm_eps: float = 1e-3
-
-    def __post_init__(self) -> None:
-        check_positive(self, ("base_filters", "input_size"))
-        check_finite(self, ("dropout", "batchnorm_momentum", "batchnorm_eps"))
-        if self.input_size < 32:
-            raise ValueError(f"input_size must be >= 32 (five 2x2 poolings), got {self.input_size}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.batchnorm_momentum < 1.0:
-            raise ValueError(f"batchnorm_momentum must be in [0, 1), got {self.batchnorm_momentum}")
-        if not self.batchnorm_eps > 0:
-            raise ValueError(f"batchnorm_eps must be > 0, got {self.batchnorm_eps}")
-
-    @property
-    def torch_batchnorm_momentum(self) -> float:
-        """The same momentum in PyTorch's convention (running = (1 - m) * running + m * batch)."""
-        return 1.0 - self.batchnorm_momentum
+#: The profiles every workload defines (``Workload.profiles``): ``paper`` is the reference protocol (meant for a
+#: GPU), ``laptop`` finishes in minutes on a CPU, ``smoke`` in seconds (tests).
+PROFILE_NAMES = ("laptop", "paper", "smoke")
 
 
 @dataclass(frozen=True)
@@ -171,39 +110,9 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-#: Profile overrides, keyed by dataclass name. ``paper`` is the reference protocol (meant for a GPU);
-#: ``laptop`` finishes in minutes on a CPU; ``smoke`` finishes in seconds (tests).
-PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {"DataConfig": {}, "ModelConfig": {}, "TrainConfig": {}},
-    "laptop": {
-        # Tuned for a 2-core CPU: the whole `mlflow run . -e torch_train` (or keras_train), preprocessing
-        # included, in under 5 minutes, reaching a validation normalised MAE of a few percent (README).
-        # 64 px per cm still resolves the densest canvases (23 threads/cm: a period of 2.8 px).
-        "DataConfig": {"subpatches_per_patch": 24, "input_size": 64},
-        "ModelConfig": {"base_filters": 2, "batchnorm_momentum": 0.9},
-        "TrainConfig": {"epochs": 5, "patience": 5},
-    },
-    "smoke": {
-        "DataConfig": {
-            "n_paintings": 6,
-            "n_patches": 12,
-            "subpatches_per_patch": 4,
-            "input_size": 32,
-            "val_fraction": 0.2,
-            "test_fraction": 0.2,
-        },
-        "ModelConfig": {"base_filters": 2, "batchnorm_momentum": 0.9},
-        "TrainConfig": {"epochs": 2, "batch_size": 8, "patience": 2},
-    },
-}
-
-
-#: (dataclass, field) -> the dataclass whose profile value it takes: one field of two configs, stated once.
-_SHARED_FIELDS = {("ModelConfig", "input_size"): "DataConfig"}
-
 
 def profile_names() -> list[str]:
-    return sorted(PROFILES)
+    return sorted(PROFILE_NAMES)
 
 
 def variant_names() -> list[str]:
@@ -216,7 +125,7 @@ def resolve(
     overrides: Mapping[str, Any] | None = None,
     *,
     variant: str = DEFAULT_VARIANT,
-    profiles: Mapping[str, Mapping[str, Mapping[str, Any]]] = PROFILES,
+    profiles: Mapping[str, Mapping[str, Mapping[str, Any]]],
 ) -> Any:
     """Build ``cls`` from its defaults, then the profile's overrides, the variant's, then explicit ``overrides``.
 
@@ -225,7 +134,7 @@ def resolve(
     Args:
         profiles: the workload's profiles (``Workload.profiles``); the same profile names for every workload.
     """
-    if profile not in PROFILES:
+    if profile not in PROFILE_NAMES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {profile_names()}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {variant_names()}")
@@ -235,12 +144,7 @@ def resolve(
     if unknown:
         raise ValueError(f"unknown {cls.__name__} parameter(s): {sorted(unknown)}")
     chosen = profiles.get(profile, {})
-    shared = {
-        field: chosen.get(owner, {})[field]
-        for (name, field), owner in _SHARED_FIELDS.items()
-        if name == cls.__name__ and field in chosen.get(owner, {})
-    }
-    values = {**shared, **chosen.get(cls.__name__, {}), **VARIANTS[variant].get(cls.__name__, {}), **given}
+    values = {**chosen.get(cls.__name__, {}), **VARIANTS[variant].get(cls.__name__, {}), **given}
     return cls(**values)
 
 
@@ -281,3 +185,15 @@ def check_seed(config: Any, name: str, described: str | None = None) -> None:
     value = getattr(config, name)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _SEED_LIMIT:
         raise ValueError(f"{described or name} must be an integer in [0, 2**32), got {value!r}")
+
+
+#: What moved to the thread-density workload's folder, still importable from here (see the module docstring).
+_MOVED = ("DataConfig", "ModelConfig", "PROFILES", "PAPER_SPLIT_FRACTIONS")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module("thread_bench.workloads.thread_density.config"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,7 @@ import mlflow
 
 from thread_bench import cli, store, tracking, workloads
 from thread_bench.config import resolve
-from thread_bench.data.prepare import PrepareResult, data_root
+from thread_bench.data.build import PrepareResult, data_root
 from thread_bench.data.prepared import MANIFEST, PreparedDataset
 from thread_bench.workloads import Workload
 

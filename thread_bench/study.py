@@ -56,7 +56,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from thread_bench import cli, executors, frameworks, lifecycle, store, tracking, workloads
 from thread_bench.config import DEFAULT_VARIANT, TrainConfig, resolve, variant_names
-from thread_bench.data.prepare import data_root
+from thread_bench.data.build import data_root
 
 log = logging.getLogger(__name__)
 

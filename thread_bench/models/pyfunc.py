@@ -32,7 +32,7 @@ import numpy as np
 from mlflow.pyfunc import PythonModel
 
 from thread_bench import tracking
-from thread_bench.models import spec
+from thread_bench.models import inputs
 
 WEIGHTS_ARTIFACT = "weights"
 ARCHITECTURE_ARTIFACT = "architecture"
@@ -78,7 +78,7 @@ class WorkloadPyfunc(PythonModel):
     def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         images = np.asarray(model_input, dtype=np.float32)
         channel_axis = 1 if self.channels_first else 3
-        if images.ndim != 4 or images.shape[channel_axis] != spec.INPUT_CHANNELS:
+        if images.ndim != 4 or images.shape[channel_axis] != inputs.INPUT_CHANNELS:
             expected = "(N, 1, S, S)" if self.channels_first else "(N, S, S, 1)"
             raise ValueError(f"expected images of shape {expected}, got {images.shape}")
         outputs = self.models.predict(self.model, np.take(images, 0, axis=channel_axis))
@@ -110,7 +110,7 @@ def log_model(
         weights_format: :data:`TORCH_STATE_DICT` (a PyTorch module) or :data:`CANONICAL_NPZ`.
         requirements: the pip requirements of the framework.
     """
-    x = spec.as_model_input(example_images, config.input_size)
+    x = inputs.as_model_input(example_images, config.input_size)
     x = x[:, np.newaxis] if weights_format == TORCH_STATE_DICT else x[..., np.newaxis]
     y = models.predict(model, example_images).reshape(len(example_images), -1)
     with tempfile.TemporaryDirectory(prefix="thread-bench-model-") as directory:

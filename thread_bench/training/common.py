@@ -37,7 +37,7 @@ from thread_bench.measure import (
     Timer,
     cpu_has_bf16,
 )
-from thread_bench.models import spec
+from thread_bench.models import inputs
 
 #: The per-epoch metric keys, in the order of ``history.csv``.
 EPOCH_METRICS = tracking.EPOCH_METRICS
@@ -62,8 +62,8 @@ class ArraySplit:
 
     def batch(self, indices: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
         """Images as float32 in [0, 1] ``(B, S, S)`` and labels ``(B, 1)``; the same bytes for both frameworks
-        and for every input pipeline (the device pipelines convert through the same ``spec.PIXEL_VALUES``)."""
-        return spec.PIXEL_VALUES[self.images[indices]], self.labels[indices].reshape(-1, 1)
+        and for every input pipeline (the device pipelines convert through the same ``inputs.PIXEL_VALUES``)."""
+        return inputs.PIXEL_VALUES[self.images[indices]], self.labels[indices].reshape(-1, 1)
 
     def batches_in_order(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for indices in in_order(len(self), batch_size):

@@ -20,7 +20,7 @@ import numpy as np
 from thread_bench import backends, tracking
 from thread_bench.config import TrainConfig
 from thread_bench.measure import environment_info
-from thread_bench.models import spec
+from thread_bench.models import inputs
 from thread_bench.training.common import (
     ArraySplit,
     BatchSampler,
@@ -153,7 +153,7 @@ class _Batches(keras.utils.PyDataset):
     With ``device`` (JAX and torch backends) the uint8 images and the labels are uploaded once and each batch
     is gathered and converted on the device; with ``host`` it is gathered and converted in NumPy; ``staged``
     returns one pre-made batch per size (measurement only). The values are ``ArraySplit.batch``'s, bit for
-    bit (see ``spec.PIXEL_VALUES``).
+    bit (see ``inputs.PIXEL_VALUES``).
     """
 
     def __init__(self, split: ArraySplit, batch_size: int, pipeline: str, sampler: BatchSampler | None = None):
@@ -165,7 +165,7 @@ class _Batches(keras.utils.PyDataset):
         if pipeline == "device":
             self.images = keras.ops.convert_to_tensor(split.images)
             self.labels = keras.ops.convert_to_tensor(split.labels)
-            self.pixel_values = keras.ops.convert_to_tensor(spec.PIXEL_VALUES)
+            self.pixel_values = keras.ops.convert_to_tensor(inputs.PIXEL_VALUES)
         self._staged: dict[int, tuple[Any, Any]] = {}
         self.set_epoch(0)
 
@@ -334,7 +334,7 @@ def log_model(model: keras.Model, models: Models, config: Any, precision: str, e
     """
     inference = keras.models.clone_model(model)
     inference.set_weights(model.get_weights())
-    x = spec.as_model_input(example_images, example_images.shape[1])[..., np.newaxis]
+    x = inputs.as_model_input(example_images, example_images.shape[1])[..., np.newaxis]
     y = np.asarray(inference.predict(x, verbose=0), dtype=np.float32)
     signature = mlflow.models.infer_signature(x, y)
     requirements = [f"keras=={keras.__version__}", f"numpy=={np.__version__}"]

@@ -21,7 +21,7 @@ import tensorflow as tf
 from thread_bench import backends, tracking
 from thread_bench.config import TrainConfig
 from thread_bench.measure import environment_info
-from thread_bench.models import pyfunc, spec
+from thread_bench.models import inputs, pyfunc
 from thread_bench.training.common import (
     ArraySplit,
     BatchSampler,
@@ -93,7 +93,7 @@ def compile_model(
     """Nothing to compile ahead (the steps are ``tf.function``s traced in :func:`fit`); returns the knobs: XLA
     or not, and the dtypes the model computes and outputs in (read back from one blank image)."""
     side = int(config.input_size)
-    output = model(tf.zeros((1, side, side, spec.INPUT_CHANNELS)), training=False)
+    output = model(tf.zeros((1, side, side, inputs.INPUT_CHANNELS)), training=False)
     return {
         tracking.PARAM_JIT_COMPILE: options.jit_compile,
         tracking.PARAM_COMPUTE_DTYPE: str(getattr(model, "compute_dtype", output.dtype.name)),
@@ -112,7 +112,7 @@ class DeviceBatches(BatchSource):
     ``device``: the uint8 images and the labels are placed once on TensorFlow's default device; each batch is
     gathered and converted there. ``host``: gathered and converted in NumPy (``ArraySplit.batch``), then
     handed to TensorFlow. ``staged``: one pre-made batch per size (measurement only). The values are
-    ``ArraySplit.batch``'s, bit for bit: the conversion is a gather from ``spec.PIXEL_VALUES``.
+    ``ArraySplit.batch``'s, bit for bit: the conversion is a gather from ``inputs.PIXEL_VALUES``.
     """
 
     def __init__(self, split: ArraySplit, pipeline: str) -> None:
@@ -120,7 +120,7 @@ class DeviceBatches(BatchSource):
         if pipeline == "device":
             self.images = tf.constant(split.images)
             self.labels = tf.constant(split.labels)
-            self.pixel_values = tf.constant(spec.PIXEL_VALUES)
+            self.pixel_values = tf.constant(inputs.PIXEL_VALUES)
 
     def _gather(self, indices: np.ndarray | slice) -> Batch:
         if self.pipeline != "device":

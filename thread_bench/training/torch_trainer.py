@@ -19,7 +19,7 @@ from torch import nn
 from thread_bench import backends, tracking
 from thread_bench.config import TrainConfig
 from thread_bench.measure import environment_info
-from thread_bench.models import pyfunc, spec
+from thread_bench.models import inputs, pyfunc
 from thread_bench.training.common import (
     ArraySplit,
     BatchSampler,
@@ -119,7 +119,7 @@ def _observed_dtypes(model: nn.Module, side: int) -> tuple[str, str]:
     model.eval()
     try:
         with torch.inference_mode():
-            output = model(torch.zeros(1, spec.INPUT_CHANNELS, side, side, device=parameter.device))
+            output = model(torch.zeros(1, inputs.INPUT_CHANNELS, side, side, device=parameter.device))
     finally:
         hook.remove()
         model.train(was_training)
@@ -138,7 +138,7 @@ class DeviceBatches(BatchSource):
     float32 on the device. ``host``: each batch is gathered on the host, pinned and copied asynchronously, then
     converted on the device (a quarter of the bytes of a float32 copy). ``staged``: every request returns one
     pre-made batch of that size (measurement only). The values are ``ArraySplit.batch``'s, bit for bit: the
-    conversion is a gather from ``spec.PIXEL_VALUES``.
+    conversion is a gather from ``inputs.PIXEL_VALUES``.
     """
 
     def __init__(self, split: ArraySplit, pipeline: str, channels_last: bool = False) -> None:
@@ -149,7 +149,7 @@ class DeviceBatches(BatchSource):
         # On a CPU the "device" is the host: from_numpy shares the memory, nothing is copied.
         self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(resident)
         self.labels = torch.from_numpy(np.ascontiguousarray(split.labels, dtype=np.float32)).to(resident)
-        self.pixel_values = torch.from_numpy(spec.PIXEL_VALUES).to(self.device)
+        self.pixel_values = torch.from_numpy(inputs.PIXEL_VALUES).to(self.device)
 
     def _gather(self, indices: np.ndarray | slice) -> Batch:
         if isinstance(indices, slice):

@@ -23,7 +23,7 @@ import numpy as np
 from thread_bench.data.prepared import DEFAULT_WORKLOAD
 
 if TYPE_CHECKING:
-    from thread_bench.data.prepare import PrepareResult
+    from thread_bench.data.build import PrepareResult
 
 #: ``implementation`` value meaning "the framework's first style" (a model config's default).
 DEFAULT_IMPLEMENTATION = "default"

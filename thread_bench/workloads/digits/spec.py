@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from thread_bench.config import PRECISIONS
-from thread_bench.models import spec as regvgg_spec
+from thread_bench.models import inputs as model_inputs
 from thread_bench.workloads.digits.config import (
     DEFAULT_IMPLEMENTATION,
     IMAGE_SIZE,
@@ -353,7 +353,7 @@ def compute_dtype(precision: str) -> str:
     backend setting, not a model property). Weights and the output layer are float32 in every case."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    return regvgg_spec.compute_dtype(precision)
+    return model_inputs.compute_dtype(precision)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -363,11 +363,11 @@ def compute_dtype(precision: str) -> str:
 def model_input(images: np.ndarray, batch_size: int) -> np.ndarray:
     """Validate a batch of digits and return it as float32 in [0, 1], shape ``(N, 28, 28)``.
 
-    uint8 pixels go through ``thread_bench.models.spec.PIXEL_VALUES`` (bit-exact ``/ 255``), as for RegVGG.
+    uint8 pixels go through ``thread_bench.models.inputs.PIXEL_VALUES`` (bit-exact ``/ 255``), as for RegVGG.
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return regvgg_spec.as_model_input(np.asarray(images), IMAGE_SIZE)
+    return model_inputs.as_model_input(np.asarray(images), IMAGE_SIZE)
 
 
 def predict_batches(forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int) -> np.ndarray:

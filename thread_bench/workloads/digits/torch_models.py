@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from thread_bench.config import PREDICT_BATCH_SIZE
-from thread_bench.models import spec as regvgg_spec
+from thread_bench.models import inputs as model_inputs
 from thread_bench.workloads.digits import spec
 from thread_bench.workloads.digits.config import DigitsModelConfig
 
@@ -52,7 +52,7 @@ class DigitsNet(nn.Module):
 
     def __init__(self, model_name: str, compute_dtype: str = "float32") -> None:
         super().__init__()
-        regvgg_spec.check_compute_dtype(compute_dtype)
+        model_inputs.check_compute_dtype(compute_dtype)
         self.model_name = spec.model_spec(model_name).name
         self.compute_dtype = compute_dtype
         inputs = spec.layer_input_shapes(model_name)

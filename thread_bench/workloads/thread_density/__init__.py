@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from thread_bench import tracking
-from thread_bench.config import PROFILES, DataConfig, ModelConfig
 from thread_bench.metrics import mean_absolute_error, normalized_mae
 from thread_bench.workloads import Scores, Workload
+from thread_bench.workloads.thread_density.config import PROFILES, DataConfig, ModelConfig
 
 
-def prepare(config: DataConfig, root: str | Path | None, workers: int | None = None) -> Any:
+def prepare_dataset(config: DataConfig, root: str | Path | None, workers: int | None = None) -> Any:
     # Imported here: preparation pulls in OpenCV and the corpus generator, which most commands never need.
-    from thread_bench.data.prepare import ensure_prepared
+    from thread_bench.workloads.thread_density.prepare import ensure_prepared
 
     return ensure_prepared(config, root, workers=workers)
 
@@ -82,7 +82,7 @@ WORKLOAD = Workload(
         "keras": "thread_bench.workloads.thread_density.keras_models",
         "torch": "thread_bench.workloads.thread_density.torch_models",
     },
-    prepare=prepare,
+    prepare=prepare_dataset,
     score=score,
     evaluate=evaluate,
     prediction_columns=prediction_columns,

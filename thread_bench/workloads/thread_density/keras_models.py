@@ -10,8 +10,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from thread_bench.config import PREDICT_BATCH_SIZE, ModelConfig
-from thread_bench.models import keras_model, spec
+from thread_bench.config import PREDICT_BATCH_SIZE
+from thread_bench.workloads.thread_density import keras_model, spec
+from thread_bench.workloads.thread_density.config import ModelConfig
 
 
 def build_model(config: ModelConfig, precision: str = "fp32", implementation: str | None = None) -> keras.Model:

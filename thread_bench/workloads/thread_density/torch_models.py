@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from thread_bench.config import PREDICT_BATCH_SIZE, ModelConfig
-from thread_bench.models import spec, torch_model
+from thread_bench.config import PREDICT_BATCH_SIZE
+from thread_bench.workloads.thread_density import spec, torch_model
+from thread_bench.workloads.thread_density.config import ModelConfig
 
 
 def build_model(config: ModelConfig, precision: str = "fp32", implementation: str | None = None) -> nn.Module:

@@ -13,8 +13,9 @@ import keras
 import numpy as np
 from keras import layers
 
-from thread_bench.config import PREDICT_BATCH_SIZE, ModelConfig
-from thread_bench.models import spec
+from thread_bench.config import PREDICT_BATCH_SIZE
+from thread_bench.workloads.thread_density import spec
+from thread_bench.workloads.thread_density.config import ModelConfig
 
 _DATA_FORMAT = "channels_last"
 

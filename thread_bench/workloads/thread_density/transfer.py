@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from thread_bench.models import spec
+from thread_bench.workloads.thread_density import spec
 
 _WEIGHTED_TORCH_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 #: Keras BatchNormalization variables in ``get_weights`` order, and the torch tensors they map to.

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thread_bench.config import PREDICT_BATCH_SIZE, ModelConfig
-from thread_bench.models import spec
+from thread_bench.config import PREDICT_BATCH_SIZE
+from thread_bench.workloads.thread_density import spec
+from thread_bench.workloads.thread_density.config import ModelConfig
 
 #: Keras' VarianceScaling divides the standard deviation of its truncated normal by the standard deviation
 #: of a unit normal truncated to [-2, 2], so that the truncated values have the target standard deviation.

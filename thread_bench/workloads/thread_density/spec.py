@@ -13,9 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from thread_bench.config import ModelConfig
+from thread_bench.models.inputs import (  # re-exported: the builders and older code read them here
+    COMPUTE_DTYPES,
+    INPUT_CHANNELS,
+    PIXEL_VALUES,
+    as_model_input,
+    check_compute_dtype,
+    compute_dtype,
+)
+from thread_bench.workloads.thread_density.config import ModelConfig
 
 #: Kernel sizes of the three parallel branches of an inception module ('same' padding, stride 1).
 KERNEL_SIZES = (3, 5, 7)
@@ -27,17 +33,8 @@ POOL_SIZE = 2
 #: Units of the two hidden Dense layers per base filter (64 * 8 = 512 at the default config).
 DENSE_UNITS_PER_BASE_FILTER = 64
 N_HIDDEN_DENSE = 2
-#: Input channels (grayscale X-ray) and regression outputs.
-INPUT_CHANNELS = 1
+#: Regression outputs (the input is one grayscale channel, ``inputs.INPUT_CHANNELS``).
 OUTPUTS = 1
-
-#: The model's input value of each uint8 pixel value: ``PIXEL_VALUES[image]`` is ``image / 255`` in float32,
-#: bit for bit. Every input path converts through this table (a gather on the device, where a division by
-#: a scalar may be computed as a multiplication by its reciprocal and differ in the last bit).
-PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(255.0)
-
-#: The dtypes a model's arithmetic can run in; the weights, the output layer and the loss stay float32.
-COMPUTE_DTYPES = ("float32", "bfloat16")
 
 INPUT_NAME = "image"
 FLATTEN_NAME = "flatten"
@@ -195,30 +192,4 @@ def train_step_flops(config: ModelConfig, batch: int) -> int:
     return (1 + BACKWARD_FLOPS_FACTOR) * model_flops(config, batch) - first_input_grad
 
 
-def compute_dtype(precision: str) -> str:
-    """The layers' arithmetic dtype under a ``TrainConfig.precision`` (``fp32`` and ``tf32`` are float32)."""
-    return "bfloat16" if precision == "bf16" else "float32"
-
-
-def check_compute_dtype(compute_dtype: str) -> None:
-    if compute_dtype not in COMPUTE_DTYPES:
-        raise ValueError(f"compute_dtype must be one of {list(COMPUTE_DTYPES)}, got {compute_dtype!r}")
-
-
-def as_model_input(images: np.ndarray, input_size: int) -> np.ndarray:
-    """Validate a batch of grayscale images and return it as float32 in [0, 1], shape ``(N, H, W)``.
-
-    Args:
-        images: ``(N, H, W)`` with ``H == W == input_size``; ``uint8`` (divided by 255) or floating point
-            already in [0, 1] (as the prepared dataset stores it).
-    """
-    if images.ndim != 3 or images.shape[1:] != (input_size, input_size):
-        raise ValueError(f"images must have shape (N, {input_size}, {input_size}) for this model, got {images.shape}")
-    if images.dtype == np.uint8:
-        return PIXEL_VALUES[images]
-    if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"images must be uint8 or floating point in [0, 1], got dtype {images.dtype}")
-    result = np.asarray(images, dtype=np.float32)
-    if result.size and (not np.isfinite(result).all() or result.min() < 0.0 or result.max() > 1.0):
-        raise ValueError(f"floating-point images must lie in [0, 1], got range [{result.min()}, {result.max()}]")
-    return result
+__all__ = ["COMPUTE_DTYPES", "INPUT_CHANNELS", "PIXEL_VALUES", "as_model_input", "check_compute_dtype", "compute_dtype"]

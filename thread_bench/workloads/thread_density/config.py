@@ -1,0 +1,121 @@
+"""The thread-density workload's settings: its data and model dataclasses and its profiles (defaults once).
+
+The data is a corpus of canvas X-ray patches (synthetic by default, :mod:`.synthetic`; or a user's directory in
+the raw-corpus format, :mod:`.corpus`) prepared into sub-patches labelled with their vertical thread density
+(:mod:`.prepare`); the model is RegVGG (:mod:`.spec`). The training protocol's own settings
+(:class:`thread_bench.config.TrainConfig`) are shared by every workload; the profiles below set them too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from thread_bench.config import check_finite, check_positive, check_seed, check_split_fractions
+
+#: Fraction of sub-patches per split in the reference study (24,360 / 4,368 / 1,512 of 30,240).
+PAPER_SPLIT_FRACTIONS = (24360 / 30240, 4368 / 30240, 1512 / 30240)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the prepared dataset is made from and how; all of it enters the dataset's cache key."""
+
+    #: ``"synthetic"`` (the built-in corpus generator) or a directory in the raw-corpus format.
+    source: str = "synthetic"
+    #: Seeds the synthetic corpus, the augmentation draws and the split by painting.
+    seed: int = 0
+    #: Synthetic corpus size (ignored for a user-supplied ``source``).
+    n_paintings: int = 36
+    n_patches: int = 240
+    #: Side of a sub-patch in source pixels before resizing (1 cm at the synthetic 200 px/cm).
+    crop_px: int = 200
+    #: Sub-patches drawn from each patch (the reference: 30,240 from 240 patches).
+    subpatches_per_patch: int = 126
+    #: Largest small rotation applied in augmentation, degrees (the reference: 1 to 6 degrees).
+    max_rotation_deg: float = 6.0
+    #: Side of the stored images, pixels; ``crop_px`` is resized to it (area interpolation).
+    input_size: int = 200
+    #: Validation and test fractions of the patches, assigned whole paintings at a time.
+    val_fraction: float = PAPER_SPLIT_FRACTIONS[1]
+    test_fraction: float = PAPER_SPLIT_FRACTIONS[2]
+
+    def __post_init__(self) -> None:
+        check_seed(self, "seed", "the dataset's seed (--data_seed of a training, --seed of preprocessing)")
+        check_positive(self, ("n_paintings", "n_patches", "crop_px", "subpatches_per_patch", "input_size"))
+        check_finite(self, ("max_rotation_deg", "val_fraction", "test_fraction"))
+        if self.n_patches < self.n_paintings:
+            raise ValueError(f"n_patches={self.n_patches} must be >= n_paintings={self.n_paintings}")
+        if not 0.0 <= self.max_rotation_deg <= 45.0:
+            raise ValueError(f"max_rotation_deg must be in [0, 45], got {self.max_rotation_deg}")
+        if self.input_size > self.crop_px:
+            raise ValueError(f"input_size={self.input_size} must be <= crop_px={self.crop_px} (no upsampling)")
+        check_split_fractions(self)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The RegVGG network (docs/DESIGN.md §3). Defaults reproduce the reference's 10,166,505 parameters."""
+
+    base_filters: int = 8
+    #: The images' side: the prepared data's (``DataConfig.input_size``; profiles state it there, once).
+    input_size: int = DataConfig.input_size
+    dropout: float = 0.1
+    #: BatchNorm momentum in the Keras convention (running = m * running + (1 - m) * batch).
+    batchnorm_momentum: float = 0.99
+    batchnorm_eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        check_positive(self, ("base_filters", "input_size"))
+        check_finite(self, ("dropout", "batchnorm_momentum", "batchnorm_eps"))
+        if self.input_size < 32:
+            raise ValueError(f"input_size must be >= 32 (five 2x2 poolings), got {self.input_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.batchnorm_momentum < 1.0:
+            raise ValueError(f"batchnorm_momentum must be in [0, 1), got {self.batchnorm_momentum}")
+        if not self.batchnorm_eps > 0:
+            raise ValueError(f"batchnorm_eps must be > 0, got {self.batchnorm_eps}")
+
+    @property
+    def torch_batchnorm_momentum(self) -> float:
+        """The same momentum in PyTorch's convention (running = (1 - m) * running + m * batch)."""
+        return 1.0 - self.batchnorm_momentum
+
+
+#: Profile overrides, keyed by dataclass name. ``paper`` is the reference protocol (meant for a GPU);
+#: ``laptop`` finishes in minutes on a CPU; ``smoke`` finishes in seconds (tests).
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {"DataConfig": {}, "ModelConfig": {}, "TrainConfig": {}},
+    "laptop": {
+        # Tuned for a 2-core CPU: the whole `mlflow run . -e torch_train` (or keras_train), preprocessing
+        # included, in under 5 minutes, reaching a validation normalised MAE of a few percent (README).
+        # 64 px per cm still resolves the densest canvases (23 threads/cm: a period of 2.8 px).
+        "DataConfig": {"subpatches_per_patch": 24, "input_size": 64},
+        "ModelConfig": {"base_filters": 2, "batchnorm_momentum": 0.9},
+        "TrainConfig": {"epochs": 5, "patience": 5},
+    },
+    "smoke": {
+        "DataConfig": {
+            "n_paintings": 6,
+            "n_patches": 12,
+            "subpatches_per_patch": 4,
+            "input_size": 32,
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+        },
+        "ModelConfig": {"base_filters": 2, "batchnorm_momentum": 0.9},
+        "TrainConfig": {"epochs": 2, "batch_size": 8, "patience": 2},
+    },
+}
+
+
+def _shared_input_size(profiles: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """The images' side is one setting of both configs, stated once in each profile's ``DataConfig``: the
+    profile's ``ModelConfig`` takes it from there."""
+    for overrides in profiles.values():
+        if "input_size" in overrides.get("DataConfig", {}):
+            overrides.setdefault("ModelConfig", {})["input_size"] = overrides["DataConfig"]["input_size"]
+
+
+_shared_input_size(PROFILES)
