@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default=None, help="prepared dataset directory (default: found from the runs)")
     cli.add_data_root_option(parser)
     helps = {
-        "workload": f"what the compared runs learned: {', '.join(workloads.NAMES)}",
+        "workload": f"what the compared runs learned: {', '.join(workloads.names())}",
         "repeats": "timed prediction passes over the test split after the warm-up pass; the median is reported",
         "batch_size": "prediction batch size",
         "fft_baseline": "also score the FFT thread counter on the test split (true/false)",

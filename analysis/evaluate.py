@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.evaluate", description=build_parser.__doc__)
     parser.add_argument("--model_uri", required=True)
     parser.add_argument("--framework", required=True, choices=frameworks.NAMES)
-    parser.add_argument("--workload", default=workloads.DEFAULT, choices=workloads.NAMES)
+    parser.add_argument("--workload", default=workloads.DEFAULT, choices=workloads.names())
     parser.add_argument("--backend", default=None, help="the backend it was trained on (default: the framework's)")
     parser.add_argument("--dataset", required=True, help="prepared dataset directory")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)

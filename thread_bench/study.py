@@ -549,7 +549,7 @@ class StudyOptions:
 _OPTION_HELPS = {
     "study": "study id (default: [<workload>-<model>-]<profile>-<backend>-data<data_seed>, plus -<precision> unless "
     "fp32); reuse it to resume",
-    "workload": f"what is learned: one of {list(workloads.NAMES)}",
+    "workload": f"what is learned: one of {list(workloads.names())}",
     "seeds": "number of seeds",
     "first_seed": "first training seed",
     "frameworks": "comma-separated subset of the frameworks (default: every framework the workload has models in)",

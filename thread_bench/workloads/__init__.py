@@ -150,16 +150,36 @@ class Workload:
         return str(asked)
 
 
-def _registry() -> dict[str, Workload]:
+#: The workloads, by the name runs log as ``workload``; filled by :func:`register`, in this order.
+WORKLOADS: dict[str, Workload] = {}
+
+
+def register(workload: Workload) -> Workload:
+    """Add ``workload`` to :data:`WORKLOADS`: the one line a new workload needs (below, or in a plug-in).
+
+    Raises:
+        ValueError: another workload already has its name.
+    """
+    if WORKLOADS.get(workload.name, workload) is not workload:
+        raise ValueError(f"workload {workload.name!r} is registered already ({WORKLOADS[workload.name].description})")
+    WORKLOADS[workload.name] = workload
+    return workload
+
+
+def names() -> tuple[str, ...]:
+    """The registered workloads' names."""
+    return tuple(WORKLOADS)
+
+
+def _register_builtin() -> None:
     from thread_bench.workloads.digits import WORKLOAD as DIGITS
     from thread_bench.workloads.thread_density import WORKLOAD as THREAD_DENSITY
 
-    return {workload.name: workload for workload in (THREAD_DENSITY, DIGITS)}
+    register(THREAD_DENSITY)
+    register(DIGITS)
 
 
-#: The workloads, by the name runs log as ``workload``. The one place a workload is registered.
-WORKLOADS: dict[str, Workload] = _registry()
-NAMES = tuple(WORKLOADS)
+_register_builtin()
 #: What a run trains when no workload is given: the suite's original task, which is also what a prepared dataset
 #: or a run from before workloads existed holds (one name for both).
 DEFAULT = DEFAULT_WORKLOAD
@@ -175,5 +195,5 @@ def default_for(framework: str) -> Workload:
 
 def get(name: str) -> Workload:
     if name not in WORKLOADS:
-        raise ValueError(f"workload must be one of {list(NAMES)}, got {name!r}")
+        raise ValueError(f"workload must be one of {list(WORKLOADS)}, got {name!r}")
     return WORKLOADS[name]
