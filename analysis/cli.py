@@ -25,6 +25,7 @@ from analysis import evaluate, report, runs
 from thread_bench import cli, store, tracking, workloads
 from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.data.prepared import PreparedDataset
+from thread_bench.workloads import Baseline
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         evaluations, evaluation_run_ids = _evaluate_best(chosen.best, chosen.dataset, chosen.experiment, settings)
         first = chosen.best.iloc[0].to_dict()
         workload = workloads.get(settings.workload)
-        wanted = settings.fft_baseline and workload.counting_baseline
+        wanted = settings.fft_baseline and workload.baseline is not None
         baseline = _baseline(first, chosen.dataset, settings) if wanted else None
         context = _context(settings, chosen.experiment, chosen.runs, chosen.dataset, active.info.run_id)
         built = report.build_report(
@@ -159,17 +160,9 @@ def _analysis_params(settings: AnalysisSettings, experiment: str, digest: str) -
     }
 
 
-def _analysis_metrics(n_training_runs: int, n_groups: int, baseline: report.Baseline | None) -> dict[str, float]:
+def _analysis_metrics(n_training_runs: int, n_groups: int, baseline: Baseline | None) -> dict[str, float]:
     metrics = {tracking.N_TRAINING_RUNS: float(n_training_runs), tracking.N_GROUPS: float(n_groups)}
-    if baseline is not None:
-        metrics.update(
-            {
-                tracking.FFT_TEST_LOSS: baseline.test_loss,
-                tracking.FFT_TEST_MAE_THREADS_PER_CM: baseline.test_mae_threads_per_cm,
-                tracking.FFT_FAILED_SUBPATCHES: float(baseline.n_failed),
-            }
-        )
-    return metrics
+    return {**metrics, **(baseline.metrics if baseline is not None else {})}
 
 
 def _evaluate_best(
@@ -223,14 +216,16 @@ def _confusion(evaluation: evaluate.Evaluation) -> dict[str, Any]:
     return {report.CONFUSION_COLUMN: matrices[0]} if matrices else {}
 
 
-def _baseline(run: Mapping[str, Any], dataset: PreparedDataset, settings: AnalysisSettings) -> report.Baseline | None:
-    """The FFT counter on the test split, or None (with a warning) when the resolutions are unknown."""
+def _baseline(run: Mapping[str, Any], dataset: PreparedDataset, settings: AnalysisSettings) -> Baseline | None:
+    """The workload's non-learning baseline on the test split, or None (with a warning) when it cannot be scored
+    here (the FFT counter without the patches' resolutions)."""
+    workload = workloads.get(settings.workload)
+    assert workload.baseline is not None  # asked for only then
     try:
-        px_per_cm, source = evaluate.stored_px_per_cm(dataset, dataset.test, runs.corpus_dir(run, settings.data_root))
+        return workload.baseline(dataset, runs.data_config(run, workload), settings.data_root)
     except (FileNotFoundError, ValueError) as error:
-        log.warning("no FFT baseline: %s", error)
+        log.warning("no baseline: %s", error)
         return None
-    return evaluate.fft_baseline(dataset.test, px_per_cm, source)
 
 
 def _context(

@@ -26,16 +26,12 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from analysis.report import Baseline
 from thread_bench import backends, figures, frameworks, measure, tracking, workloads
 from thread_bench.backends import Sync
 from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.data.prepared import PreparedDataset, Split, load_prepared
 from thread_bench.frameworks import Framework, Trainer
-from thread_bench.metrics import mean_absolute_error, normalized_mae
 from thread_bench.workloads import Models, Workload
-from thread_bench.workloads.thread_density import corpus, synthetic
-from thread_bench.workloads.thread_density.counting import fft_count
 
 log = logging.getLogger(__name__)
 
@@ -270,59 +266,6 @@ def log_evaluation(
             figure = figures.confusion_matrix_figure(np.asarray(matrix), f"{source['group']}, seed {source['seed']}")
             mlflow.log_figure(figure, str(Path(name).with_suffix(".png")))
         return str(run.info.run_id)
-
-
-# ---------------------------------------------------------------------------------------- FFT baseline
-
-
-def stored_px_per_cm(dataset: PreparedDataset, split: Split, corpus_dir: Path | None) -> tuple[np.ndarray, str]:
-    """Resolution of each stored sub-patch, px/cm: the source patch's px_per_cm scaled by input_size/crop_px.
-
-    The source patch's resolution comes from the corpus index (``patch_index`` is its row) when
-    ``corpus_dir`` holds one; a synthetic dataset without its corpus at hand falls back to the generator's
-    fixed resolution.
-
-    Raises:
-        FileNotFoundError: a user corpus (not synthetic) whose index cannot be found.
-        ValueError: the corpus index lacks rows the dataset was prepared from (the corpus changed since).
-    """
-    settings = dataset.manifest["settings"]
-    scale = float(settings["input_size"]) / float(settings["crop_px"])
-    rows = np.asarray(split.patch_index)
-    if corpus_dir is not None and (corpus_dir / corpus.INDEX).is_file():
-        by_row = {record.row: record.px_per_cm for record in corpus.read_index(corpus_dir)}
-        missing = sorted(set(rows.tolist()) - set(by_row))
-        if missing:
-            raise ValueError(f"{corpus_dir / corpus.INDEX}: rows {missing[:5]} of the prepared dataset are missing")
-        return np.asarray([by_row[row] for row in rows.tolist()], dtype=np.float64) * scale, "corpus index"
-    if dataset.manifest["source"]["kind"] == "synthetic":
-        return np.full(len(rows), synthetic.DEFAULT_PX_PER_CM * scale), "synthetic default"
-    raise FileNotFoundError(
-        f"the FFT baseline needs each patch's px_per_cm from the corpus index; corpus {corpus_dir} not found"
-    )
-
-
-def fft_baseline(split: Split, px_per_cm: np.ndarray, source: str) -> Baseline:
-    """The spectral counter's vertical density for every test sub-patch, scored like the models."""
-    images = np.asarray(split.images)
-    labels = np.asarray(split.labels, dtype=np.float64)
-    estimates = np.full(len(labels), np.nan)
-    for index, (image, resolution) in enumerate(zip(images, px_per_cm, strict=True)):
-        try:
-            estimates[index] = fft_count(image, float(resolution)).vertical
-        except ValueError as error:  # CountingError included: an uncountable patch is a baseline failure
-            log.debug("FFT baseline: sub-patch %d not counted: %s", index, error)
-    counted = np.isfinite(estimates)
-    n_counted = int(counted.sum())
-    if n_counted == 0:
-        return Baseline(float("nan"), float("nan"), 0, len(labels), source)
-    return Baseline(
-        test_loss=normalized_mae(estimates[counted], labels[counted]),
-        test_mae_threads_per_cm=mean_absolute_error(estimates[counted], labels[counted]),
-        n_counted=n_counted,
-        n_failed=len(labels) - n_counted,
-        px_per_cm_source=source,
-    )
 
 
 # ------------------------------------------------------------------------- the subprocess entry point

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from thread_bench import tracking
+from thread_bench.workloads import Baseline
 
 _GIB = 1024.0**3
 _PALETTE = "colorblind"
@@ -196,12 +197,15 @@ def prediction_time(evaluations: pd.DataFrame) -> Figure:
     return _per_model_bar(evaluations, tracking.PREDICT_TIME_S, "seconds", "Prediction time on the test split (warm)")
 
 
-def test_loss(evaluations: pd.DataFrame, baseline: float | None = None, loss_name: str = "normalised MAE") -> Figure:
-    """Test loss of each group's best model (7-11), with the FFT baseline as a dashed line when given."""
+def test_loss(evaluations: pd.DataFrame, baseline: Baseline | None = None, loss_name: str = "normalised MAE") -> Figure:
+    """Test loss of each group's best model (7-11), with the workload's baseline (the FFT counter) as a dashed line
+    when given."""
     figure = _per_model_bar(evaluations, tracking.TEST_LOSS, loss_name, "Test loss of the best model")
-    if baseline is not None and np.isfinite(baseline):
+    if baseline is not None and np.isfinite(baseline.test_loss):
         ax = figure.axes[0]
-        ax.axhline(baseline, color="grey", linestyle="--", label=f"FFT baseline ({baseline:.3g})")
+        ax.axhline(
+            baseline.test_loss, color="grey", linestyle="--", label=f"{baseline.name} ({baseline.test_loss:.3g})"
+        )
         ax.legend(loc="best")
     return figure
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from analysis import plots, runs, stats
 from thread_bench import tracking, workloads
 from thread_bench.figures import confusion_matrix_figure
-from thread_bench.workloads import Workload
+from thread_bench.workloads import Baseline, Workload
 
 #: Metrics summarised across seeds (median and IQR), in report order.
 #: The evaluations' column holding a classifier's test confusion matrix (nested lists), where there is one.
@@ -69,17 +69,6 @@ _GPU_MEMORY_METRICS = (tracking.GPU_MEM_PEAK_BYTES, tracking.GPU_MEM_NVML_BYTES)
 #: Group knobs ignored when pairing a deterministic group with a non-deterministic one: the variant names the
 #: set a run belongs to, and cuDNN benchmarking follows from ``deterministic`` (it is not a group knob).
 _DETERMINISM_COMPANIONS = frozenset({tracking.PARAM_DETERMINISTIC, tracking.PARAM_VARIANT})
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """The FFT counter's error on the test split (see ``analysis.evaluate.fft_baseline``)."""
-
-    test_loss: float
-    test_mae_threads_per_cm: float
-    n_counted: int
-    n_failed: int
-    px_per_cm_source: str
 
 
 @dataclass(frozen=True)
@@ -199,10 +188,12 @@ def _best_run(evaluation: pd.Series | None) -> str:
 def _baseline_rows(baseline: Baseline | None) -> list[tuple[str, str, _Cell]]:
     if baseline is None:
         return []
-    return [
-        ("FFT baseline test loss (no learning)", "loss", lambda group: baseline.test_loss),
-        ("FFT baseline test MAE (no learning)", "threads/cm", lambda group: baseline.test_mae_threads_per_cm),
-    ]
+    return [(label, unit, _constant(value)) for label, unit, value in baseline.rows]
+
+
+def _constant(value: float) -> _Cell:
+    """A cell with the same value in every group's column (a baseline's figure)."""
+    return lambda group: value
 
 
 def build_report(
@@ -254,7 +245,7 @@ def determinism_costs(per_run: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     columns = ["framework", "deterministic", "nondeterministic", "n_a", "n_b", "ratio", "low", "high"]
     if per_run.empty or tracking.PARAM_DETERMINISTIC not in per_run.columns:
         return pd.DataFrame(columns=columns)
-    knobs = [c for c in runs.GROUP_COLUMNS if c in per_run.columns and c not in _DETERMINISM_COMPANIONS]
+    knobs = [c for c in runs.group_columns() if c in per_run.columns and c not in _DETERMINISM_COMPANIONS]
     settings = per_run.drop_duplicates("group").set_index("group")
     flag = settings[tracking.PARAM_DETERMINISTIC].astype(str)
     rows = []
@@ -291,9 +282,7 @@ def figures(report: Report) -> dict[str, Figure]:
     }
     if not evaluations.empty:
         made["prediction_time"] = plots.prediction_time(evaluations)  # 7-10
-        made["test_loss"] = plots.test_loss(  # 7-11
-            evaluations, report.baseline.test_loss if report.baseline else None, report.workload.loss_name
-        )
+        made["test_loss"] = plots.test_loss(evaluations, report.baseline, report.workload.loss_name)  # 7-11
     for row in evaluations.to_dict("records") if CONFUSION_COLUMN in evaluations else []:
         title = f"{row['group']}, seed {row['seed']}: test split"
         made[f"confusion_{row['group']}"] = confusion_matrix_figure(np.asarray(row[CONFUSION_COLUMN]), title)
@@ -359,12 +348,7 @@ def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
         "process; GPU memory is the framework allocator's peak (not the memory a framework reserves).",
     ]
     if report.baseline is not None:
-        lines += [
-            "",
-            f"The FFT baseline counted {report.baseline.n_counted} test sub-patches "
-            f"({report.baseline.n_failed} uncountable, left out); resolution from the "
-            f"{report.baseline.px_per_cm_source}.",
-        ]
+        lines += ["", report.baseline.note]
     lines += ["", "## Statistics across seeds", "", markdown_table(_summary_wide(report.summary)), ""]
     lines += _comparison_lines(report.comparisons)
     lines += ["", "## The cost of determinism", "", *_determinism_lines(report.determinism)]

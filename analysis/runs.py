@@ -20,54 +20,50 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from thread_bench import tracking, workloads
+from thread_bench.config import TrainConfig
 from thread_bench.data.build import data_root as data_root_path
 from thread_bench.data.prepared import MANIFEST, DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.tracking import training_filter
 from thread_bench.workloads import Workload
-from thread_bench.workloads.thread_density import corpus
-from thread_bench.workloads.thread_density.config import DataConfig
-from thread_bench.workloads.thread_density.prepare import synthetic_corpus_dir
 
 log = logging.getLogger(__name__)
 
-#: Params that define *what* was trained (not which replicate): runs of one framework that differ in any of
-#: these are different experiments, so they form separate groups. ``seed`` is deliberately absent: seeds are
-#: the replicates of a group.
-KNOB_PARAMS = (
-    tracking.PARAM_WORKLOAD,
-    tracking.PARAM_MODEL,
-    tracking.PARAM_IMPLEMENTATION,
-    tracking.PARAM_N_SAMPLES,
-    tracking.PARAM_BACKEND,
-    tracking.PARAM_PRECISION,
-    tracking.PARAM_VARIANT,
-    tracking.PARAM_INPUT_PIPELINE,
+#: Fields of the protocol (``TrainConfig``) that do not define *what* was trained: seeds are the replicates of a
+#: group; the threads and the device's share for resident data change how fast, not what.
+_REPLICATE_OR_SPEED_FIELDS = frozenset({"seed", "threads", "device_data_fraction"})
+#: Each framework's own knobs, logged under their own names by its trainer.
+FRAMEWORK_KNOBS = (
     tracking.PARAM_JIT_COMPILE,
     tracking.PARAM_TORCH_COMPILE,
     tracking.PARAM_COMPILE_MODE,
     tracking.PARAM_CHANNELS_LAST,
     tracking.PARAM_TF_MEMORY_GROWTH,
     tracking.PARAM_XLA_PREALLOCATE,
-    tracking.PARAM_PROFILE,
-    tracking.PARAM_DETERMINISTIC,
-    tracking.PARAM_TRACEMALLOC,
-    tracking.PARAM_EPOCHS,
-    tracking.PARAM_BATCH_SIZE,
-    tracking.PARAM_LEARNING_RATE,
-    tracking.PARAM_LR_SCHEDULE,
-    tracking.PARAM_PATIENCE,
-    tracking.PARAM_MIN_DELTA,
-    tracking.PARAM_ADAM_EPSILON,
-    tracking.PARAM_BASE_FILTERS,
-    tracking.PARAM_DROPOUT,
-    tracking.PARAM_BATCHNORM_MOMENTUM,
-    tracking.PARAM_BATCHNORM_EPS,
-    tracking.PARAM_INPUT_SIZE,
 )
 
-#: What separates groups: the knobs, and the device the run trained on (tag), since runs on two GPU models
-#: are not replicates of one measurement.
-GROUP_COLUMNS = (*KNOB_PARAMS, "device")
+
+def knob_params() -> tuple[str, ...]:
+    """Params that define *what* was trained (not which replicate): runs of one framework that differ in any of
+    these are different experiments, so they form separate groups. Derived from the config dataclasses (every
+    registered workload's model and data settings, the protocol's), so a new field is a knob without an edit here;
+    ``seed`` is deliberately absent: seeds are the replicates of a group."""
+    model = [f.name for w in workloads.WORKLOADS.values() for f in dataclasses.fields(w.model_config)]
+    data = [
+        tracking.data_param(f.name)
+        for w in workloads.WORKLOADS.values()
+        for f in dataclasses.fields(w.data_config)
+        if f.name != "seed"  # one dataset per analysis (its digest): the data seed is fixed with it
+    ]
+    train = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _REPLICATE_OR_SPEED_FIELDS]
+    ordered = [tracking.PARAM_WORKLOAD, *model, *data, tracking.PARAM_BACKEND, tracking.PARAM_VARIANT]
+    return tuple(dict.fromkeys([*ordered, *FRAMEWORK_KNOBS, tracking.PARAM_PROFILE, *train]))
+
+
+def group_columns() -> tuple[str, ...]:
+    """What separates groups: the knobs, and the device the run trained on (tag), since runs on two GPU models
+    are not replicates of one measurement."""
+    return (*knob_params(), "device")
+
 
 #: Summary metrics carried into the per-run table (the training runs log them once, at the end).
 SUMMARY_METRICS = (
@@ -162,7 +158,7 @@ def tidy(raw: pd.DataFrame) -> pd.DataFrame:
     runs["cpu"] = column(f"tags.{tracking.TAG_CPU}")
     runs["versions"] = column(f"tags.{tracking.TAG_FRAMEWORK_VERSION}")
     runs["seed"] = pd.to_numeric(column(f"params.{tracking.PARAM_SEED}"), errors="coerce").astype("Int64")
-    for knob in (k for k in KNOB_PARAMS if k != tracking.PARAM_WORKLOAD):
+    for knob in (k for k in knob_params() if k != tracking.PARAM_WORKLOAD):
         runs[knob] = column(f"params.{knob}")
     for metric in SUMMARY_METRICS:
         runs[metric] = pd.to_numeric(column(f"metrics.{metric}"), errors="coerce").astype(float)
@@ -192,7 +188,7 @@ def of_workload(runs: pd.DataFrame, workload: str) -> pd.DataFrame:
     return chosen.reset_index(drop=True)
 
 
-def assign_groups(runs: pd.DataFrame, knobs: Sequence[str] = GROUP_COLUMNS) -> pd.DataFrame:
+def assign_groups(runs: pd.DataFrame, knobs: Sequence[str] | None = None) -> pd.DataFrame:
     """Add a ``group`` column: the framework, plus every knob (or device) that varies between runs of that
     framework.
 
@@ -201,7 +197,8 @@ def assign_groups(runs: pd.DataFrame, knobs: Sequence[str] = GROUP_COLUMNS) -> p
     sets (constant within each variant) is left out of the label: ``torch (variant=tuned)``, not
     ``torch (variant=tuned, deterministic=False, channels_last=True, ...)``.
     """
-    varying = {str(framework): _varying_knobs(frame, knobs) for framework, frame in runs.groupby("framework")}
+    chosen = group_columns() if knobs is None else knobs
+    varying = {str(framework): _varying_knobs(frame, chosen) for framework, frame in runs.groupby("framework")}
 
     def label(row: pd.Series) -> str:
         parts = [f"{knob}={row[knob]}" for knob in varying[str(row["framework"])] if pd.notna(row[knob])]
@@ -334,8 +331,6 @@ def data_config(run: Mapping[str, Any], workload: Workload | None = None) -> Any
         workload.check_source(config)
     except FileNotFoundError:
         return None
-    if workload.data_config is DataConfig and config.source != "synthetic":
-        return config if (Path(config.source) / corpus.INDEX).is_file() else None
     return config
 
 
@@ -393,17 +388,6 @@ def locate_dataset(
         f"prepared dataset {digest[:16]}… of run {run['run_id']} not found; tried: {'; '.join(tried) or 'nothing'}. "
         "Pass --dataset DIR or --data_root DIR"
     )
-
-
-def corpus_dir(run: Mapping[str, Any], data_root: str | Path | None = None) -> Path | None:
-    """The raw corpus behind a run's dataset, when it is on this machine (for per-patch resolutions)."""
-    config = data_config(run)
-    if config is None:
-        return None
-    if config.source == "synthetic":
-        directory = synthetic_corpus_dir(config, data_root_path(data_root))
-        return directory if (directory / corpus.INDEX).is_file() else None
-    return Path(config.source)
 
 
 def _dataset_candidates(run: Mapping[str, Any], data_root: str | Path | None) -> list[tuple[str, Path]]:

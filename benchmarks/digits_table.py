@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from thread_bench import tracking  # noqa: E402
+from thread_bench.workloads.digits import keys as digits_keys  # noqa: E402
 from thread_bench.workloads.digits import spec  # noqa: E402
 
 ENTRY = {"keras": "keras_train", "torch": "torch_train", "tensorflow": "tensorflow_train"}
@@ -96,13 +97,13 @@ def table(report: Path, walls: dict[tuple[str, str, str], float]) -> pd.DataFram
     evaluations = pd.read_csv(report / "evaluations.csv").set_index("source_run_id")
     rows = []
     for run in per_run.to_dict("records"):
-        key = (run[tracking.PARAM_MODEL], run["framework"], run[tracking.PARAM_IMPLEMENTATION])
+        key = (run[digits_keys.PARAM_MODEL], run["framework"], run[tracking.PARAM_IMPLEMENTATION])
         rows.append(
             {
                 "model": key[0],
                 "framework": f"{key[1]} ({run.get('backend')})",
                 "style": key[2],
-                "test accuracy": evaluations.loc[run["run_id"], tracking.TEST_ACCURACY],
+                "test accuracy": evaluations.loc[run["run_id"], digits_keys.TEST_ACCURACY],
                 "s/epoch (steady)": run[tracking.MEDIAN_EPOCH_TIME_S],
                 "first epoch s": run[tracking.FIRST_EPOCH_TIME_S],
                 "epochs": run[tracking.EPOCHS_TRAINED],

@@ -26,28 +26,51 @@ def tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 def tracking_constants() -> dict[str, str]:
-    """Every MLflow name ``thread_bench.tracking`` defines, by constant: its upper-case string constants, but
-    the role values (tag values) and the default experiment."""
+    """Every MLflow name ``thread_bench.tracking`` and the registered workloads' ``keys`` modules define, by
+    constant: their upper-case string constants, but the role values (tag values) and the default experiment."""
+    import importlib
+
     from thread_bench import tracking
 
+    modules = [tracking]
+    modules += [importlib.import_module(f"thread_bench.workloads.{name}.keys") for name in ("thread_density", "digits")]
     return {
-        name: value
-        for name, value in vars(tracking).items()
+        f"{module.__name__}.{name}": value
+        for module in modules
+        for name, value in vars(module).items()
         if name.isupper() and isinstance(value, str) and not name.startswith(("ROLE_", "DEFAULT_"))
     }
 
 
-def tracking_names() -> set[str]:
-    """The constants' names, and the names ``thread_bench.tracking``'s functions make from them (a class's
-    accuracy, a framework's ping-pong scores)."""
-    from thread_bench import frameworks, tracking
+def config_params() -> set[str]:
+    """The params the config dataclasses' fields are logged as (their own names; a data config's seed as
+    ``data_seed``), of the protocol and every registered workload."""
+    import dataclasses
 
-    made = {tracking.class_accuracy(split, label) for split in ("val", "test") for label in range(10)}
+    from thread_bench import tracking, workloads
+    from thread_bench.config import TrainConfig
+
+    classes: list[type] = [TrainConfig]
+    classes += [workload.model_config for workload in workloads.WORKLOADS.values()]
+    names = {field.name for cls in classes for field in dataclasses.fields(cls)}
+    data = [workload.data_config for workload in workloads.WORKLOADS.values()]
+    return names | {tracking.data_param(field.name) for cls in data for field in dataclasses.fields(cls)}
+
+
+def tracking_names() -> set[str]:
+    """The constants' values, the config params, and the names the workloads' keys functions make (a class's
+    accuracy, a framework's ping-pong scores)."""
+    from thread_bench import frameworks
+    from thread_bench.workloads.digits import keys as digits_keys
+
+    made = {digits_keys.class_accuracy(split, label) for split in ("val", "test") for label in range(10)}
     quantities = [
-        value for name, value in vars(tracking).items() if name.startswith("PINGPONG_") and "TEMPLATE" not in name
+        value for name, value in vars(digits_keys).items() if name.startswith("PINGPONG_") and "TEMPLATE" not in name
     ]
-    made |= {tracking.pingpong_metric(framework, quantity) for framework in frameworks.NAMES for quantity in quantities}
-    return set(tracking_constants().values()) | made
+    made |= {
+        digits_keys.pingpong_metric(framework, quantity) for framework in frameworks.NAMES for quantity in quantities
+    }
+    return set(tracking_constants().values()) | config_params() | made
 
 
 def names_not_in_tracking(run: mlflow.entities.Run) -> set[str]:

@@ -20,6 +20,9 @@ from conftest import names_not_in_tracking, tracking_names
 from thread_bench import tracking, workloads
 from thread_bench.config import resolve
 from thread_bench.data.prepared import PreparedDataset
+from thread_bench.workloads.thread_density import baseline as fft
+from thread_bench.workloads.thread_density import keys as thread_density_keys
+from thread_bench.workloads.thread_density.baseline import fft_baseline_of
 from thread_bench.workloads.thread_density.config import PROFILES, DataConfig
 from thread_bench.workloads.thread_density.prepare import ensure_prepared, synthetic_corpus_dir
 
@@ -140,7 +143,7 @@ def fake_evaluations(per_group_best: pd.DataFrame) -> pd.DataFrame:
             "seed": per_group_best["seed"],
             "source_run_id": per_group_best["run_id"],
             tracking.TEST_LOSS: [0.12, 0.11][: len(per_group_best)],
-            tracking.TEST_MAE_THREADS_PER_CM: [1.5, 1.4][: len(per_group_best)],
+            thread_density_keys.TEST_MAE_THREADS_PER_CM: [1.5, 1.4][: len(per_group_best)],
             tracking.PREDICT_TIME_S: [0.3, 0.2][: len(per_group_best)],
         }
     )
@@ -244,7 +247,7 @@ def test_report_has_a_column_per_framework_and_every_file(experiment: str, tmp_p
         fabricate_run("torch", seed, experiment=experiment, epoch_time_s=2.0, epochs=5)
     chosen = selected(experiment)
     history = runs.load_histories(chosen)
-    baseline = report.Baseline(0.2, 3.0, n_counted=10, n_failed=1, px_per_cm_source="synthetic default")
+    baseline = fft_baseline_of(0.2, 3.0, n_counted=10, n_failed=1, source="synthetic default")
 
     built = report.build_report(
         chosen, history, fake_evaluations(runs.best_per_group(chosen)), baseline, {"experiment": experiment}
@@ -353,7 +356,10 @@ def test_plots_are_pure_functions_returning_figures(experiment: str) -> None:
         plots.losses(per_run),
         plots.memory(per_run),
         plots.prediction_time(fake_evaluations(runs.best_per_group(chosen))),
-        plots.test_loss(fake_evaluations(runs.best_per_group(chosen)), baseline=0.2),
+        plots.test_loss(
+            fake_evaluations(runs.best_per_group(chosen)),
+            baseline=fft_baseline_of(0.2, 3.0, n_counted=9, n_failed=1, source="x"),
+        ),
     ]
 
     assert all(isinstance(figure, Figure) for figure in made)
@@ -464,16 +470,18 @@ def test_fft_baseline_uses_the_resolution_of_the_stored_images(
     dataset, config, root = smoke_dataset
     corpus_dir = synthetic_corpus_dir(config, root)
 
-    from_index, source = evaluate.stored_px_per_cm(dataset, dataset.test, corpus_dir)
-    fallback, fallback_source = evaluate.stored_px_per_cm(dataset, dataset.test, None)
-    baseline = evaluate.fft_baseline(dataset.test, from_index, source)
+    from_index, source = fft.stored_px_per_cm(dataset, dataset.test, corpus_dir)
+    fallback, fallback_source = fft.stored_px_per_cm(dataset, dataset.test, None)
+    baseline = workloads.get("thread_density").baseline(dataset, config, root)  # type: ignore[misc]
 
     # 200 px/cm sub-patches of crop_px=200 resized to input_size=32 px.
     assert np.allclose(from_index, 200.0 * config.input_size / config.crop_px)
     assert np.array_equal(from_index, fallback)
     assert (source, fallback_source) == ("corpus index", "synthetic default")
-    assert baseline.n_counted + baseline.n_failed == len(dataset.test)
-    assert np.isfinite(baseline.test_loss) and baseline.test_mae_threads_per_cm > 0
+    assert fft.corpus_dir(config, root) == corpus_dir
+    assert baseline.metrics[thread_density_keys.FFT_FAILED_SUBPATCHES] < len(dataset.test)
+    assert baseline.note.endswith("resolution from the corpus index.")
+    assert np.isfinite(baseline.test_loss) and baseline.metrics[thread_density_keys.FFT_TEST_MAE_THREADS_PER_CM] > 0
 
 
 def test_evaluation_and_analysis_runs_log_only_names_defined_in_tracking(
@@ -484,7 +492,7 @@ def test_evaluation_and_analysis_runs_log_only_names_defined_in_tracking(
     evaluation = evaluate.Evaluation(
         predictions=np.full(n_test, 12.0, dtype=np.float32),
         test_loss=0.1,
-        scores={tracking.TEST_MAE_THREADS_PER_CM: 1.2},
+        scores={thread_density_keys.TEST_MAE_THREADS_PER_CM: 1.2},
         predict_time_s=0.2,
         predict_first_time_s=0.5,
         predict_samples_per_s=n_test / 0.2,
@@ -508,7 +516,7 @@ def test_evaluation_and_analysis_runs_log_only_names_defined_in_tracking(
     )
 
     assert names_not_in_tracking(mlflow.get_run(run_id)) == set()
-    baseline = report.Baseline(0.2, 3.0, n_counted=10, n_failed=1, px_per_cm_source="synthetic default")
+    baseline = fft_baseline_of(0.2, 3.0, n_counted=10, n_failed=1, source="synthetic default")
     analysis_names = set(analysis_cli._analysis_params(settings, experiment, DIGEST))
     analysis_names |= set(analysis_cli._analysis_metrics(4, 2, baseline))
     assert analysis_names - tracking_names() == set()

@@ -19,6 +19,7 @@ from conftest import names_not_in_tracking
 from thread_bench import keras_train, pingpong, study, tensorflow_train, torch_train, tracking
 from thread_bench.data.build import DATA_ROOT_ENV
 from thread_bench.metrics import accuracy
+from thread_bench.workloads.digits import keys as digits_keys
 
 # seaborn 0.13's boxplot passes matplotlib's deprecated ``vert``; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplotlib.MatplotlibDeprecationWarning")
@@ -72,19 +73,21 @@ def test_a_digits_run_logs_the_classification_metrics_and_its_model(
     params, metrics = run.data.params, run.data.metrics
     assert run.info.status == "FINISHED"
     assert params[tracking.PARAM_WORKLOAD] == "digits"
-    assert params[tracking.PARAM_MODEL] == "cnn3"
+    assert params[digits_keys.PARAM_MODEL] == "cnn3"
     assert params[tracking.PARAM_IMPLEMENTATION] == TRAININGS[framework][1]  # resolved, never "default"
     assert params[tracking.PARAM_N_PARAMS] == "34826"
-    assert 0.0 <= metrics[tracking.VAL_ACCURACY] <= 1.0
-    assert metrics[tracking.BASELINE_VAL_ACCURACY] < 0.2  # the most frequent of ten balanced classes
-    per_class = [metrics[tracking.class_accuracy("val", label)] for label in range(10)]
+    assert 0.0 <= metrics[digits_keys.VAL_ACCURACY] <= 1.0
+    assert metrics[digits_keys.BASELINE_VAL_ACCURACY] < 0.2  # the most frequent of ten balanced classes
+    per_class = [metrics[digits_keys.class_accuracy("val", label)] for label in range(10)]
     assert all(0.0 <= value <= 1.0 for value in per_class)
     assert names_not_in_tracking(run) == set()
-    confusion = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{tracking.ARTIFACT_CONFUSION.format(split='val')}")
+    confusion = mlflow.artifacts.load_dict(
+        f"runs:/{run.info.run_id}/{digits_keys.ARTIFACT_CONFUSION.format(split='val')}"
+    )
     matrix = np.asarray(confusion)
     assert matrix.shape == (10, 10)
     assert matrix.sum() == int(params[tracking.PARAM_N_VAL])
-    assert np.trace(matrix) / matrix.sum() == pytest.approx(metrics[tracking.VAL_ACCURACY])
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(metrics[digits_keys.VAL_ACCURACY])
 
 
 @pytest.mark.parametrize("framework", ["torch", "tensorflow"])
@@ -103,7 +106,7 @@ def test_a_logged_pyfunc_model_predicts_what_the_run_scored(
     batch = images[:, np.newaxis] if framework == "torch" else images[..., np.newaxis]
     logits = np.asarray(model.predict(batch))
     assert logits.shape == (len(split), 10)
-    assert accuracy(logits, split.labels) == pytest.approx(run.data.metrics[tracking.VAL_ACCURACY])
+    assert accuracy(logits, split.labels) == pytest.approx(run.data.metrics[digits_keys.VAL_ACCURACY])
 
 
 def test_the_same_keras_layers_in_a_tape_loop_and_in_fit_train_alike(store_dir: Path) -> None:
@@ -155,7 +158,7 @@ def test_the_pingpong_transfers_exactly_and_logs_every_stage(
         experiment_names=["pingpong"], filter_string=f"tags.`{tracking.TAG_ROLE}` = 'pingpong'", output_format="list"
     )
     table = pd.read_csv(
-        mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/{tracking.ARTIFACT_PINGPONG_TABLE}")
+        mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/{digits_keys.ARTIFACT_PINGPONG_TABLE}")
     )
     assert list(zip(table["framework"], table["event"], strict=True)) == [
         ("torch", "trained"),
@@ -165,17 +168,17 @@ def test_the_pingpong_transfers_exactly_and_logs_every_stage(
     # Received = what the sender predicted, exactly: the transfer loses nothing.
     sent, received = table.iloc[0], table.iloc[1]
     for quantity in (
-        tracking.PINGPONG_ACCURACY_ORIGINAL,
-        tracking.PINGPONG_ACCURACY_SWAPPED,
-        tracking.PINGPONG_FIRST_AS_SECOND,
+        digits_keys.PINGPONG_ACCURACY_ORIGINAL,
+        digits_keys.PINGPONG_ACCURACY_SWAPPED,
+        digits_keys.PINGPONG_FIRST_AS_SECOND,
     ):
         assert received[quantity] == sent[quantity]
     history = mlflow.MlflowClient().get_metric_history(
-        run.info.run_id, tracking.pingpong_metric("keras", tracking.PINGPONG_ACCURACY_SWAPPED)
+        run.info.run_id, digits_keys.pingpong_metric("keras", digits_keys.PINGPONG_ACCURACY_SWAPPED)
     )
     assert [m.step for m in history] == [1, 2]
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {tracking.ARTIFACT_PINGPONG_FIGURE, tracking.ARTIFACT_PINGPONG_ACCURACY, "confusion"} <= artifacts
+    assert {digits_keys.ARTIFACT_PINGPONG_FIGURE, digits_keys.ARTIFACT_PINGPONG_ACCURACY, "confusion"} <= artifacts
     assert "| stage |" in capsys.readouterr().out.replace("   ", " ").replace("  ", " ")
 
 

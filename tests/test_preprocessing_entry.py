@@ -16,6 +16,7 @@ import pytest
 from corpus_helpers import read_index_rows, write_grid_corpus, write_index
 from thread_bench import tracking
 from thread_bench.preprocessing import main
+from thread_bench.workloads.thread_density import keys as thread_density_keys
 
 
 def _runs(experiment: str = tracking.DEFAULT_EXPERIMENT) -> list[mlflow.entities.Run]:
@@ -151,4 +152,4 @@ def test_a_rebuilt_dataset_reports_disagreeing_ground_truth(tracking_store: str,
     assert main(argv) == 0
 
     (run,) = _runs()
-    assert run.data.metrics[tracking.PREP_DENSITY_MISMATCHES] == 1
+    assert run.data.metrics[thread_density_keys.PREP_DENSITY_MISMATCHES] == 1

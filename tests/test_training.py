@@ -22,12 +22,13 @@ import mlflow
 import numpy as np
 import pytest
 
-from analysis.runs import KNOB_PARAMS
+from analysis.runs import knob_params
 from conftest import make_fake_prepared, names_not_in_tracking
 from thread_bench import frameworks, keras_train, torch_train, tracking, workloads
 from thread_bench.data.build import DATA_ROOT_ENV
 from thread_bench.training import driver, torch_trainer
 from thread_bench.training.options import TorchOptions
+from thread_bench.workloads.thread_density import keys as thread_density_keys
 from thread_bench.workloads.thread_density.config import DataConfig, ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +61,7 @@ DESIGN_PARAMS = {
     "tf32_matmul",
     "tf32_conv",
     "bf16_hardware",
-} | (set(KNOB_PARAMS) - KNOBS["torch"] - KNOBS["keras"] - {"xla_preallocate"} - OTHER_WORKLOAD_PARAMS)
+} | (set(knob_params()) - KNOBS["torch"] - KNOBS["keras"] - {"xla_preallocate"} - OTHER_WORKLOAD_PARAMS)
 SUMMARY_METRICS = {
     tracking.BEST_VAL_LOSS,
     tracking.BEST_EPOCH,
@@ -74,9 +75,9 @@ SUMMARY_METRICS = {
     tracking.TRAIN_SAMPLES_PER_S,
     tracking.HOST_RSS_PEAK_BYTES,
     tracking.HOST_MAXRSS_BYTES,
-    tracking.VAL_MAE_THREADS_PER_CM,
-    tracking.BASELINE_VAL_LOSS,
-    tracking.BASELINE_VAL_MAE_THREADS_PER_CM,
+    thread_density_keys.VAL_MAE_THREADS_PER_CM,
+    thread_density_keys.BASELINE_VAL_LOSS,
+    thread_density_keys.BASELINE_VAL_MAE_THREADS_PER_CM,
 }
 EPOCH_METRICS = {
     tracking.TRAIN_LOSS,
@@ -149,7 +150,7 @@ def test_a_run_logs_params_metrics_artifacts_and_model(
         assert params["jit_compile"] == "False"  # "auto" resolves to False for TensorFlow on a CPU
     assert set(run.data.metrics) >= SUMMARY_METRICS
     assert run.data.metrics[tracking.EPOCHS_TRAINED] == 2
-    assert run.data.metrics[tracking.BASELINE_VAL_LOSS] > 0
+    assert run.data.metrics[thread_density_keys.BASELINE_VAL_LOSS] > 0
     tags = run.data.tags
     assert tags[tracking.TAG_ROLE] == tracking.ROLE_TRAIN and tags[tracking.TAG_FRAMEWORK] == framework
     assert tags[tracking.TAG_DATASET_DIGEST] == params["dataset_digest"]

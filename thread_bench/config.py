@@ -28,7 +28,7 @@ PROFILE_NAMES = ("laptop", "paper", "smoke")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training protocol shared by both frameworks (docs/DESIGN.md §4)."""
+    """The training protocol every framework and workload shares (docs/DESIGN.md §4)."""
 
     seed: int = 0
     epochs: int = 100

@@ -1,13 +1,15 @@
-"""The frameworks the suite compares — Keras and PyTorch — as records, and the contract their trainers share.
+"""The frameworks the suite compares — Keras, PyTorch and plain TensorFlow — as records, and the contract their
+trainers share.
 
 A :class:`Framework` says where a framework's trainer and entry point live, which options it takes and how to
-start it in a process (Keras reads its backend from ``KERAS_BACKEND`` once, at its first import). A trainer is
-a module implementing :class:`Trainer` — ``thread_bench.training.keras_trainer`` and ``torch_trainer`` are
-twins with the same public names and signatures (a test compares them). The driver, the study and the analysis
-take a :class:`Framework` from :data:`FRAMEWORKS` and never name a particular one.
+start it in a process (Keras reads its backend from ``KERAS_BACKEND`` once, at its first import). A trainer is a
+module implementing :class:`Trainer` — ``thread_bench.training.keras_trainer``, ``torch_trainer`` and
+``tensorflow_trainer`` are twins with the same public names and signatures (a test compares them). The driver,
+the study and the analysis take a :class:`Framework` from :data:`FRAMEWORKS` and never name a particular one.
 
 Adding a framework: its options dataclass (``training/options.py``), its trainer module, a two-line entry point,
-and one line in :data:`FRAMEWORKS`. Its compute backend comes from :mod:`thread_bench.backends`.
+an MLproject entry and one line in :data:`FRAMEWORKS` (docs/DESIGN.md §8 has the exact lines), plus a models
+module in each workload it should train. Its compute backend comes from :mod:`thread_bench.backends`.
 """
 
 from __future__ import annotations

@@ -410,7 +410,7 @@ def run_study(settings: StudySettings, executor: executors.Executor | None = Non
             return run_study(settings, executor)
         finally:
             executor.close()
-    from thread_bench.preprocessing import prepare_and_log
+    from thread_bench.preparation import prepare_and_log
 
     store.open_store()
     experiment_id = tracking.ensure_experiment(settings.experiment)

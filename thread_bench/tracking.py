@@ -1,7 +1,9 @@
-"""MLflow conventions (docs/DESIGN.md §5): the stable names, and a run that always ends with a status.
+"""MLflow conventions (docs/DESIGN.md §5): the stable names every workload shares, and a run that always ends with
+a status.
 
-Training, preprocessing and analysis import their keys from here; no metric, param or tag name is spelled
-anywhere else.
+Training, preprocessing and analysis import their keys from here, a workload's own from its ``keys`` module
+(``thread_bench/workloads/<name>/keys.py``); no metric, param or tag name is spelled anywhere else. A config
+field is logged under its own name.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ ROLE_ANALYSIS = "analysis"
 ROLE_STUDY = "study"
 ROLE_PINGPONG = "pingpong"
 
-# Params (both frameworks).
+# Params (every framework).
 PARAM_FRAMEWORK = "framework"
 #: What is learned (``thread_bench.workloads``): ``thread_density`` or ``digits``.
 PARAM_WORKLOAD = "workload"
@@ -116,24 +118,11 @@ PARAM_DETERMINISTIC = "deterministic"
 PARAM_TRACEMALLOC = "tracemalloc"
 PARAM_THREADS = "threads"
 PARAM_DEVICE_DATA_FRACTION = "device_data_fraction"
-# ModelConfig (``input_size`` is DataConfig's too, logged once).
-PARAM_BASE_FILTERS = "base_filters"
-PARAM_INPUT_SIZE = "input_size"
-PARAM_DROPOUT = "dropout"
-PARAM_BATCHNORM_MOMENTUM = "batchnorm_momentum"
-PARAM_BATCHNORM_EPS = "batchnorm_eps"
-# DataConfig (its ``seed`` is logged as ``data_seed`` by training, as ``seed`` by the preprocessing).
+# A workload's data and model config fields are logged under their own names (a DataConfig's ``seed`` as
+# ``data_seed``, :func:`data_param`); the analysis derives them from the dataclasses (analysis.runs.knob_params).
+# The data config's ``source`` and the model config's ``implementation`` (its style in a framework) are common to
+# every workload.
 PARAM_SOURCE = "source"
-PARAM_N_PAINTINGS = "n_paintings"
-PARAM_N_PATCHES = "n_patches"
-PARAM_CROP_PX = "crop_px"
-PARAM_SUBPATCHES_PER_PATCH = "subpatches_per_patch"
-PARAM_MAX_ROTATION_DEG = "max_rotation_deg"
-PARAM_VAL_FRACTION = "val_fraction"
-PARAM_TEST_FRACTION = "test_fraction"
-# The digits workload's DigitsDataConfig and DigitsModelConfig (``source``, ``seed`` and the fractions shared).
-PARAM_N_SAMPLES = "n_samples"
-PARAM_MODEL = "model"
 PARAM_IMPLEMENTATION = "implementation"
 
 # Per-epoch metrics (step = epoch, from 0).
@@ -176,19 +165,6 @@ MEDIAN_TRAIN_TIME_S = "median_train_time_s"
 MEDIAN_VAL_TIME_S = "median_val_time_s"
 #: The kernel's lifetime peak RSS of the process (ru_maxrss): an upper bound for the sampled peaks.
 HOST_MAXRSS_BYTES = "host_maxrss_bytes"
-#: The best model re-scored on the validation split, and what predicting the training mean scores there.
-VAL_MAE_THREADS_PER_CM = "val_mae_threads_per_cm"
-BASELINE_VAL_LOSS = "baseline_val_loss"
-BASELINE_VAL_MAE_THREADS_PER_CM = "baseline_val_mae_threads_per_cm"
-#: Classification workloads: the share of samples whose largest logit is their class, and what always predicting
-#: the training split's most frequent class scores (validation, and the test split in evaluations).
-VAL_ACCURACY = "val_accuracy"
-BASELINE_VAL_ACCURACY = "baseline_val_accuracy"
-TEST_ACCURACY = "test_accuracy"
-#: The same per class, as ``<split>_accuracy_class<k>`` (:func:`class_accuracy`).
-CLASS_ACCURACY_TEMPLATE = "{split}_accuracy_class{label}"
-#: The confusion matrix of a split (rows: true class, columns: predicted class), JSON and figure.
-ARTIFACT_CONFUSION = "confusion_{split}.json"
 ARTIFACT_CONFUSION_FIGURE = "confusion_{split}.png"
 
 # Artifacts of a training run.
@@ -206,16 +182,12 @@ PARAM_PREDICT_DEVICE = "predict_device"
 PARAM_REPEATS = "repeats"
 ARTIFACT_PREDICTIONS = "predictions.csv"
 TEST_LOSS = "test_loss"
-TEST_MAE_THREADS_PER_CM = "test_mae_threads_per_cm"
 PREDICT_TIME_S = "predict_time_s"
 PREDICT_SAMPLES_PER_S = "predict_samples_per_s"
 #: The first, cold prediction pass (tracing, allocator growth), reported apart from the warm median.
 PREDICT_FIRST_TIME_S = "predict_first_time_s"
 
 # Analysis runs: the FFT counter (non-learning baseline) on the same test split.
-FFT_TEST_LOSS = "fft_test_loss"
-FFT_TEST_MAE_THREADS_PER_CM = "fft_test_mae_threads_per_cm"
-FFT_FAILED_SUBPATCHES = "fft_failed_subpatches"
 # Their params (also ``repeats``, ``batch_size``, ``dataset_digest``), counts and the report folder.
 PARAM_EXPERIMENT = "experiment"
 PARAM_STUDY = "study"
@@ -248,10 +220,6 @@ PARAM_REUSED = "reused"
 PREP_CORPUS_TIME_S = "corpus_time_s"
 PREP_TIME_S = "prep_time_s"
 PREP_TOTAL_TIME_S = "total_time_s"
-PREP_SKIPPED_PATCHES = "skipped_patches"
-PREP_SKIPPED_SUBPATCHES = "skipped_subpatches"
-#: Rows whose density_v/density_h in index.csv differ from the counted density (listed in the manifest).
-PREP_DENSITY_MISMATCHES = "density_mismatches"
 #: The peak RSS of the preparation's worker processes (they run in parallel: reported apart).
 HOST_RSS_PEAK_WORKERS_BYTES = "host_rss_peak_workers_bytes"
 
@@ -259,28 +227,6 @@ HOST_RSS_PEAK_WORKERS_BYTES = "host_rss_peak_workers_bytes"
 # Ping-pong runs (``thread_bench.pingpong``): params (also ``model``, ``frameworks``, ``epochs``, ``seed``,
 # ``dataset_digest``), and per stage (step = stage number) each framework's scores on the test split, as
 # ``<framework>_<quantity>`` (:func:`pingpong_metric`); the stages' table and confusion matrices as artifacts.
-PARAM_SWAP = "swap"
-PARAM_ROUNDS = "rounds"
-#: Accuracy against the true labels, and against the labels with the swapped pair exchanged.
-PINGPONG_ACCURACY_ORIGINAL = "accuracy_original"
-PINGPONG_ACCURACY_SWAPPED = "accuracy_swapped"
-#: The share of the test images of the pair's first class predicted as its second, and the other way round.
-PINGPONG_FIRST_AS_SECOND = "first_as_second"
-PINGPONG_SECOND_AS_FIRST = "second_as_first"
-PINGPONG_METRIC_TEMPLATE = "{framework}_{quantity}"
-ARTIFACT_PINGPONG_TABLE = "pingpong.csv"
-ARTIFACT_PINGPONG_FIGURE = "pingpong_confusions.png"
-ARTIFACT_PINGPONG_ACCURACY = "pingpong_accuracy.png"
-
-
-def pingpong_metric(framework: str, quantity: str) -> str:
-    """The key of a ping-pong quantity of ``framework`` (``keras_accuracy_swapped``)."""
-    return PINGPONG_METRIC_TEMPLATE.format(framework=framework, quantity=quantity)
-
-
-def class_accuracy(split: str, label: int) -> str:
-    """The key of a class's accuracy on ``split`` (``val_accuracy_class7``)."""
-    return CLASS_ACCURACY_TEMPLATE.format(split=split, label=label)
 
 
 def data_param(field: str) -> str:

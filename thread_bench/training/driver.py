@@ -42,6 +42,7 @@ from thread_bench import cli, frameworks, lifecycle, store, tracking, workloads
 from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, TrainConfig, resolve
 from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.frameworks import Framework, Trainer
+from thread_bench.preparation import prepare_and_log
 from thread_bench.training.common import EpochRecord, TrainingData, TrainResult, seed_host
 from thread_bench.training.options import FrameworkOptions
 from thread_bench.workloads import Models, Workload
@@ -237,8 +238,6 @@ def _run_name(request: TrainRequest) -> str:
 def _dataset(request: TrainRequest, workload: Workload) -> PreparedDataset:
     if request.dataset_dir is not None:
         return load_prepared(request.dataset_dir)
-    from thread_bench.preprocessing import prepare_and_log
-
     # Inside the active training run: a dataset built now gets its own preprocess run, nested under it.
     experiment = tracking.experiment_name(request.experiment, workload.experiment)
     return prepare_and_log(request.data, None, experiment, profile=request.profile, workload=workload)

@@ -6,8 +6,9 @@ how its dataset is prepared; which module holds its models in each framework (a 
 the trainers, the study and the analysis take a workload from :data:`WORKLOADS` and never name a particular one.
 
 Adding a workload: a folder ``thread_bench/workloads/<name>/`` with its configs, data preparation, models per
-framework and metrics, and one line in :data:`WORKLOADS`. Nothing here imports a framework: the models modules
-are imported by name once the process is set up for their framework.
+framework, MLflow names (``keys.py``) and scores, and one call, :func:`register` (in :func:`_register_builtin`;
+tests/test_registration.py registers a toy one and trains it end to end). Nothing here imports a framework: the
+models modules are imported by name once the process is set up for their framework.
 """
 
 from __future__ import annotations
@@ -55,10 +56,27 @@ class Scores:
 
     #: The training loss recomputed in NumPy (float64): the number the best epoch's ``val_loss`` must match.
     loss: float
-    #: The workload's metrics, under their MLflow keys (constants of ``thread_bench.tracking``).
+    #: The workload's metrics, under their MLflow keys (constants of its ``keys`` module).
     metrics: dict[str, float]
     #: Arrays worth keeping as artifacts (a confusion matrix), by file name; empty when there are none.
     tables: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A non-learning method's scores on the test split, next to which the models are read (thread density: the
+    spectral counter)."""
+
+    #: What it is called in the report and its figures ("FFT baseline").
+    name: str
+    #: The workload's loss on the samples it could score.
+    test_loss: float
+    #: Its figures under the workload's MLflow keys (the analysis run logs them).
+    metrics: dict[str, float]
+    #: The report's rows: (label, unit, value).
+    rows: tuple[tuple[str, str, float], ...]
+    #: One sentence for the report: what it scored and what it had to assume.
+    note: str
 
 
 @dataclass(frozen=True)
@@ -92,8 +110,6 @@ class Workload:
     report_rows: tuple[tuple[str, str, str], ...]
     #: What the loss is called in figures and tables.
     loss_name: str
-    #: Whether the spectral thread counter is a meaningful non-learning baseline (its labels are densities).
-    counting_baseline: bool
     #: ``summary(metrics) -> str``: the workload's part of the line printed after a training.
     summary: Callable[[Mapping[str, float]], str]
     #: The data config's ``source`` that the project makes or ships itself; any other must be a directory of
@@ -103,6 +119,15 @@ class Workload:
     #: ``implementations(framework, model_config)``: the styles the model is written in for that framework,
     #: the framework's default first (selected by the model config's ``implementation``, if it has one).
     implementations: Callable[[str, Any], tuple[str, ...]]
+    #: ``manifest_metrics(manifest)``: what a preparation of this workload reports of itself, by MLflow key (the
+    #: ``preprocess`` run logs it next to the shared timings and split sizes).
+    manifest_metrics: Callable[[Mapping[str, Any]], dict[str, float]] = lambda manifest: {}
+    #: ``baseline(dataset, data_config, data_root)``: a non-learning method scored on the test split of ``dataset``
+    #: (``data_config``: the runs' data settings, ``None`` when they trained on a directory given as is); it raises
+    #: ``FileNotFoundError`` or ``ValueError`` when it cannot be scored here. ``None``: the workload has none.
+    baseline: Callable[[Any, Any, str | Path | None], Baseline] | None = None
+    #: A file a ``source`` directory must hold to be this workload's (``None``: any directory).
+    source_marker: str | None = None
 
     @property
     def frameworks(self) -> tuple[str, ...]:
@@ -121,12 +146,15 @@ class Workload:
         return cast(Models, importlib.import_module(self.models[framework]))
 
     def check_source(self, data_config: Any) -> None:
-        """Raise ``FileNotFoundError`` for a ``source`` that is neither built in nor an existing directory."""
+        """Raise ``FileNotFoundError`` for a ``source`` that is neither built in nor a directory of this workload's."""
         source = data_config.source
-        if source != self.builtin_source and not Path(source).is_dir():
-            raise FileNotFoundError(
-                f"--source {source!r}: no such directory (expected {self.builtin_source!r} or {self.source_directory})"
-            )
+        if source == self.builtin_source:
+            return
+        expected = f"expected {self.builtin_source!r} or {self.source_directory}"
+        if not Path(source).is_dir():
+            raise FileNotFoundError(f"--source {source!r}: no such directory ({expected})")
+        if self.source_marker and not (Path(source) / self.source_marker).is_file():
+            raise FileNotFoundError(f"--source {source!r}: no {self.source_marker} in it ({expected})")
 
     def implementation(self, framework: str, model_config: Any) -> str:
         """The implementation style ``model_config`` asks for in ``framework``, ``default`` resolved.

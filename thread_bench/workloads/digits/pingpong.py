@@ -37,6 +37,7 @@ from thread_bench.frameworks import Trainer
 from thread_bench.metrics import accuracy, confusion_matrix
 from thread_bench.training.common import ArraySplit, TrainingData, seed_host
 from thread_bench.workloads import Models, digits
+from thread_bench.workloads.digits import keys
 from thread_bench.workloads.digits.config import N_CLASSES, DigitsDataConfig, DigitsModelConfig
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,10 @@ def score(logits: np.ndarray, labels: np.ndarray, pair: tuple[int, ...]) -> tupl
     matrix = confusion_matrix(logits, labels)
     first, second = pair
     scores = {
-        tracking.PINGPONG_ACCURACY_ORIGINAL: accuracy(logits, labels),
-        tracking.PINGPONG_ACCURACY_SWAPPED: accuracy(logits, swapped(labels, pair)),
-        tracking.PINGPONG_FIRST_AS_SECOND: float(matrix[first, second] / max(1, matrix[first].sum())),
-        tracking.PINGPONG_SECOND_AS_FIRST: float(matrix[second, first] / max(1, matrix[second].sum())),
+        keys.PINGPONG_ACCURACY_ORIGINAL: accuracy(logits, labels),
+        keys.PINGPONG_ACCURACY_SWAPPED: accuracy(logits, swapped(labels, pair)),
+        keys.PINGPONG_FIRST_AS_SECOND: float(matrix[first, second] / max(1, matrix[first].sum())),
+        keys.PINGPONG_SECOND_AS_FIRST: float(matrix[second, first] / max(1, matrix[second].sum())),
     }
     return scores, matrix
 
@@ -140,7 +141,7 @@ def run_pingpong(
     options: PingPongOptions, profile: str, data_config: DigitsDataConfig, experiment: str | None
 ) -> list[Stage]:
     """Prepare the data, set both frameworks up, play the rounds and log them; returns the stages."""
-    from thread_bench.preprocessing import prepare_and_log
+    from thread_bench.preparation import prepare_and_log
 
     train = dataclasses.replace(
         resolve(TrainConfig, profile, {"epochs": options.epochs, "seed": options.seed}, profiles=WORKLOAD.profiles),
@@ -196,12 +197,12 @@ def _play(
         scores, matrix = score(logits, labels, options.pair)
         stage = Stage(len(stages), round_number, player.name, event, objectives[player.name], scores, matrix)
         stages.append(stage)
-        mlflow.log_metrics({tracking.pingpong_metric(player.name, k): v for k, v in scores.items()}, step=stage.number)
+        mlflow.log_metrics({keys.pingpong_metric(player.name, k): v for k, v in scores.items()}, step=stage.number)
         print(
             f"stage {stage.number} round {round_number} {player.name:>10} {event:>8}: accuracy on the true labels "
-            f"{scores[tracking.PINGPONG_ACCURACY_ORIGINAL]:.3f}, "
-            f"on the swapped {scores[tracking.PINGPONG_ACCURACY_SWAPPED]:.3f}; "
-            f"{options.pair[0]}s read as {options.pair[1]}: {scores[tracking.PINGPONG_FIRST_AS_SECOND]:.1%}",
+            f"{scores[keys.PINGPONG_ACCURACY_ORIGINAL]:.3f}, "
+            f"on the swapped {scores[keys.PINGPONG_ACCURACY_SWAPPED]:.3f}; "
+            f"{options.pair[0]}s read as {options.pair[1]}: {scores[keys.PINGPONG_FIRST_AS_SECOND]:.1%}",
             flush=True,
         )
 
@@ -223,17 +224,17 @@ def _play(
 def _params(options: PingPongOptions, profile: str, data: DigitsDataConfig, digest: str) -> dict[str, Any]:
     return {
         tracking.PARAM_WORKLOAD: WORKLOAD.name,
-        tracking.PARAM_MODEL: options.model,
+        keys.PARAM_MODEL: options.model,
         tracking.PARAM_FRAMEWORKS: options.frameworks,
         tracking.PARAM_BACKEND: options.backend,
-        tracking.PARAM_SWAP: options.swap,
-        tracking.PARAM_ROUNDS: options.rounds,
+        keys.PARAM_SWAP: options.swap,
+        keys.PARAM_ROUNDS: options.rounds,
         tracking.PARAM_EPOCHS: options.epochs,
         tracking.PARAM_SEED: options.seed,
         tracking.PARAM_PROFILE: profile,
         tracking.PARAM_DATA_SEED: data.seed,
         tracking.PARAM_SOURCE: data.source,
-        tracking.PARAM_N_SAMPLES: data.n_samples,
+        keys.PARAM_N_SAMPLES: data.n_samples,
         tracking.PARAM_DATASET_DIGEST: digest,
     }
 
@@ -255,23 +256,23 @@ def stage_table(stages: Sequence[Stage]) -> pd.DataFrame:
 
 
 def _log_stages(stages: Sequence[Stage], options: PingPongOptions) -> None:
-    mlflow.log_text(stage_table(stages).to_csv(index=False), tracking.ARTIFACT_PINGPONG_TABLE)
+    mlflow.log_text(stage_table(stages).to_csv(index=False), keys.ARTIFACT_PINGPONG_TABLE)
     for stage in stages:
         name = f"confusion/stage{stage.number}_{stage.framework}_{stage.event}.json"
         mlflow.log_dict(stage.confusion.tolist(), name)
     titles = [f"{s.number}: {s.framework} {s.event} (round {s.round})" for s in stages]
     grid = figures.confusion_grid([s.confusion for s in stages], titles)
-    mlflow.log_figure(grid, tracking.ARTIFACT_PINGPONG_FIGURE)
+    mlflow.log_figure(grid, keys.ARTIFACT_PINGPONG_FIGURE)
     table = stage_table(stages)
     lines = {
-        "accuracy on the true labels": table[tracking.PINGPONG_ACCURACY_ORIGINAL],
-        "accuracy on the swapped labels": table[tracking.PINGPONG_ACCURACY_SWAPPED],
-        f"{options.pair[0]}s read as {options.pair[1]}": table[tracking.PINGPONG_FIRST_AS_SECOND],
+        "accuracy on the true labels": table[keys.PINGPONG_ACCURACY_ORIGINAL],
+        "accuracy on the swapped labels": table[keys.PINGPONG_ACCURACY_SWAPPED],
+        f"{options.pair[0]}s read as {options.pair[1]}": table[keys.PINGPONG_FIRST_AS_SECOND],
     }
     labels = [f"{s.number}\n{s.framework}\n{s.event}" for s in stages]
     mlflow.log_figure(
         figures.stage_lines(labels, lines, "ping-pong: who holds the weights, and what they do"),
-        tracking.ARTIFACT_PINGPONG_ACCURACY,
+        keys.ARTIFACT_PINGPONG_ACCURACY,
     )
 
 

@@ -1,9 +1,12 @@
 """The thread-density workload: RegVGG regresses the vertical thread density (threads/cm) of a canvas X-ray
 sub-patch. The suite's original task and the default workload.
 
-Its data (``thread_bench.data``) and its network (``thread_bench.models``) predate the workload layer and stay
-where they are; this folder is what the training, the study and the analysis see of it: the record, the
-models per framework and the scores.
+Its folder holds everything about it: settings and profiles (``config``), MLflow names (``keys``), the synthetic
+canvas generator (``synthetic``), the raw-corpus reader (``corpus``), thread counting by crossing points and the
+spectral counter (``counting``), preprocessing (``prepare``), RegVGG described once (``spec``), built in Keras and
+PyTorch (``keras_model``, ``torch_model``) with weight transfer between them (``transfer``), the two as
+:class:`thread_bench.workloads.Models` (``keras_models``, ``torch_models``), and the FFT baseline (``baseline``).
+This module is the record the training, the study and the analysis see, with the scores.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import numpy as np
 
 from thread_bench import tracking
 from thread_bench.metrics import mean_absolute_error, normalized_mae
-from thread_bench.workloads import Scores, Workload
+from thread_bench.workloads import Baseline, Scores, Workload
+from thread_bench.workloads.thread_density import keys
 from thread_bench.workloads.thread_density.config import PROFILES, DataConfig, ModelConfig
 
 
@@ -25,6 +29,26 @@ def prepare_dataset(config: DataConfig, root: str | Path | None, workers: int | 
     from thread_bench.workloads.thread_density.prepare import ensure_prepared
 
     return ensure_prepared(config, root, workers=workers)
+
+
+def test_split_baseline(dataset: Any, config: DataConfig | None, root: str | Path | None) -> Baseline:
+    """The FFT counter on the test split (:func:`.baseline.score_test_split`; imported when asked for, as it
+    brings OpenCV)."""
+    from thread_bench.workloads.thread_density.baseline import score_test_split
+
+    return score_test_split(dataset, config, root)
+
+
+def manifest_metrics(manifest: Mapping[str, Any]) -> dict[str, float]:
+    """What the preparation could not count, from its manifest: skipped patches and sub-patches, and rows whose
+    given density disagrees with the count."""
+    if "skipped" not in manifest:
+        return {}
+    return {
+        keys.PREP_SKIPPED_PATCHES: float(len(manifest["skipped"]["patches"])),
+        keys.PREP_DENSITY_MISMATCHES: float(len(manifest.get("density_mismatches", []))),
+        keys.PREP_SKIPPED_SUBPATCHES: float(manifest["skipped"]["subpatches"]),
+    }
 
 
 def mean_predictor_baseline(train_labels: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -40,9 +64,9 @@ def score(outputs: np.ndarray, labels: np.ndarray, train_labels: np.ndarray) -> 
     return Scores(
         loss=normalized_mae(outputs, labels),
         metrics={
-            tracking.VAL_MAE_THREADS_PER_CM: mean_absolute_error(outputs, labels),
-            tracking.BASELINE_VAL_LOSS: baseline_loss,
-            tracking.BASELINE_VAL_MAE_THREADS_PER_CM: baseline_mae,
+            keys.VAL_MAE_THREADS_PER_CM: mean_absolute_error(outputs, labels),
+            keys.BASELINE_VAL_LOSS: baseline_loss,
+            keys.BASELINE_VAL_MAE_THREADS_PER_CM: baseline_mae,
         },
     )
 
@@ -51,7 +75,7 @@ def evaluate(outputs: np.ndarray, labels: np.ndarray) -> Scores:
     """Test scores of predicted densities: the loss and the mean absolute error in threads/cm."""
     return Scores(
         loss=normalized_mae(outputs, labels),
-        metrics={tracking.TEST_MAE_THREADS_PER_CM: mean_absolute_error(outputs, labels)},
+        metrics={keys.TEST_MAE_THREADS_PER_CM: mean_absolute_error(outputs, labels)},
     )
 
 
@@ -65,8 +89,8 @@ def prediction_columns(split: Any, outputs: np.ndarray) -> dict[str, np.ndarray]
 
 def summary(metrics: Mapping[str, float]) -> str:
     return (
-        f"val MAE {metrics[tracking.VAL_MAE_THREADS_PER_CM]:.2f} threads/cm; predicting the training mean: "
-        f"{metrics[tracking.BASELINE_VAL_LOSS]:.4f} ({metrics[tracking.BASELINE_VAL_MAE_THREADS_PER_CM]:.2f} "
+        f"val MAE {metrics[keys.VAL_MAE_THREADS_PER_CM]:.2f} threads/cm; predicting the training mean: "
+        f"{metrics[keys.BASELINE_VAL_LOSS]:.4f} ({metrics[keys.BASELINE_VAL_MAE_THREADS_PER_CM]:.2f} "
         "threads/cm)"
     )
 
@@ -86,11 +110,13 @@ WORKLOAD = Workload(
     score=score,
     evaluate=evaluate,
     prediction_columns=prediction_columns,
-    report_rows=(("Test MAE of the best model", "threads/cm", tracking.TEST_MAE_THREADS_PER_CM),),
+    report_rows=(("Test MAE of the best model", "threads/cm", keys.TEST_MAE_THREADS_PER_CM),),
     loss_name="normalised MAE",
-    counting_baseline=True,
     summary=summary,
     builtin_source="synthetic",
     source_directory="a corpus directory",
     implementations=lambda framework, config: {"keras": ("functional",), "torch": ("module",)}[framework],
+    manifest_metrics=manifest_metrics,
+    baseline=test_split_baseline,
+    source_marker="index.csv",
 )

@@ -46,7 +46,7 @@ from thread_bench.data.prepared import (
     canonical_json,
     load_prepared,
 )
-from thread_bench.workloads.thread_density import corpus, synthetic
+from thread_bench.workloads.thread_density import corpus, keys, synthetic
 from thread_bench.workloads.thread_density.config import DataConfig
 from thread_bench.workloads.thread_density.counting import CountingError, ThreadDensity, count_threads
 
@@ -94,7 +94,6 @@ def ensure_prepared(config: DataConfig, root: str | Path | None = None, *, worke
     """
     # Imported here, not at the top: the spawned preparation workers import this module, and tracking brings
     # MLflow with it (seconds per worker).
-    from thread_bench import tracking
 
     root_dir = data_root(root)
     started = time.perf_counter()
@@ -112,8 +111,8 @@ def ensure_prepared(config: DataConfig, root: str | Path | None = None, *, worke
     build_started = time.perf_counter()
     manifest = _build(config, corpus_dir, records, source_digest, target, workers=workers)
     stats = timing_stats(started, corpus_time_s, build_started)
-    stats[tracking.PREP_SKIPPED_PATCHES] = len(manifest["skipped"]["patches"])
-    stats[tracking.PREP_SKIPPED_SUBPATCHES] = manifest["skipped"]["subpatches"]
+    stats[keys.PREP_SKIPPED_PATCHES] = len(manifest["skipped"]["patches"])
+    stats[keys.PREP_SKIPPED_SUBPATCHES] = manifest["skipped"]["subpatches"]
     return PrepareResult(load_prepared(target), built=True, corpus_dir=corpus_dir, stats=stats)
 
 
