@@ -118,7 +118,7 @@ class WorkloadLoss(keras.losses.Loss):
     and recreates it from :meth:`get_config`. Keras averages the per-sample values over the batch."""
 
     def __init__(self, models: str, **kwargs: Any) -> None:
-        super().__init__(name=models.rsplit(".", 2)[-2], **{k: v for k, v in kwargs.items() if k != "name"})
+        super().__init__(name=_loss_name(models), **{k: v for k, v in kwargs.items() if k != "name"})
         self.models = models
         self._loss = importlib.import_module(models).loss
 
@@ -127,6 +127,14 @@ class WorkloadLoss(keras.losses.Loss):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "models": self.models}
+
+
+def _loss_name(models: str) -> str:
+    """The loss's name: the package of its models module, the workload's (``digits`` for
+    ``thread_bench.workloads.digits.keras_models``), or the module itself when it is in no package (a plug-in's
+    models in a single top-level module)."""
+    package, _, module = models.rpartition(".")
+    return package.rpartition(".")[2] or module
 
 
 def _compute_dtypes(model: keras.Model) -> tuple[str, str]:
