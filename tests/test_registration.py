@@ -200,7 +200,6 @@ TOY = Workload(
     prediction_columns=prediction_columns,
     report_rows=(("Test MAE of the best model", "cycles", TEST_MAE),),
     loss_name="squared error",
-    counting_baseline=False,
     summary=summary,
     builtin_source=GENERATED,
     source_directory="nothing else (the toy makes its images itself)",
@@ -361,3 +360,13 @@ def test_a_second_workload_of_a_registered_name_is_refused(toy: Workload) -> Non
     message = _one_line_error(lambda: workloads.register(dataclasses.replace(TOY, description="another toy")))
     assert message == f"workload 'toy' is registered already ({TOY.description})"
     assert workloads.names()[-1] == NAME
+
+
+def test_a_registered_workload_s_settings_group_the_analysis(toy: Workload) -> None:
+    """The analysis tells runs of different toy settings apart without an edit: its knobs are derived from the
+    registered workloads' dataclasses."""
+    from analysis.runs import knob_params
+
+    assert "filters" in knob_params()
+    workloads.WORKLOADS.pop("toy")  # the fixture restores the registry
+    assert "filters" not in knob_params()
