@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from thread_bench import tracking, workloads
+from thread_bench import backends, frameworks, tracking, workloads
 from thread_bench.config import TrainConfig
 from thread_bench.data.build import data_root as data_root_path
 from thread_bench.data.prepared import MANIFEST, DamagedDatasetError, PreparedDataset, load_prepared
@@ -31,21 +31,13 @@ log = logging.getLogger(__name__)
 #: Fields of the protocol (``TrainConfig``) that do not define *what* was trained: seeds are the replicates of a
 #: group; the threads and the device's share for resident data change how fast, not what.
 _REPLICATE_OR_SPEED_FIELDS = frozenset({"seed", "threads", "device_data_fraction"})
-#: Each framework's own knobs, logged under their own names by its trainer.
-FRAMEWORK_KNOBS = (
-    tracking.PARAM_JIT_COMPILE,
-    tracking.PARAM_TORCH_COMPILE,
-    tracking.PARAM_COMPILE_MODE,
-    tracking.PARAM_CHANNELS_LAST,
-    tracking.PARAM_TF_MEMORY_GROWTH,
-    tracking.PARAM_XLA_PREALLOCATE,
-)
 
 
 def knob_params() -> tuple[str, ...]:
     """Params that define *what* was trained (not which replicate): runs of one framework that differ in any of
     these are different experiments, so they form separate groups. Derived from the config dataclasses (every
-    registered workload's model and data settings, the protocol's), so a new field is a knob without an edit here;
+    registered workload's model and data settings, the protocol's) and the registries (each framework's and
+    backend's knobs), so a new field, framework or backend adds its knobs without an edit here;
     ``seed`` is deliberately absent: seeds are the replicates of a group."""
     model = [f.name for w in workloads.WORKLOADS.values() for f in dataclasses.fields(w.model_config)]
     data = [
@@ -56,7 +48,9 @@ def knob_params() -> tuple[str, ...]:
     ]
     train = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _REPLICATE_OR_SPEED_FIELDS]
     ordered = [tracking.PARAM_WORKLOAD, *model, *data, tracking.PARAM_BACKEND, tracking.PARAM_VARIANT]
-    return tuple(dict.fromkeys([*ordered, *FRAMEWORK_KNOBS, tracking.PARAM_PROFILE, *train]))
+    framework_knobs = [knob for framework in frameworks.FRAMEWORKS.values() for knob in framework.knobs]
+    backend_knobs = [knob for name in backends.NAMES for knob in backends.get(name).KNOBS]
+    return tuple(dict.fromkeys([*ordered, *framework_knobs, *backend_knobs, tracking.PARAM_PROFILE, *train]))
 
 
 def group_columns() -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
-from thread_bench import backends
+from thread_bench import backends, tracking
 from thread_bench.config import TrainConfig
 from thread_bench.training.common import EpochCallback, TrainingData, TrainResult
 from thread_bench.training.options import FrameworkOptions, KerasOptions, TensorflowOptions, TorchOptions
@@ -108,6 +108,8 @@ class Framework:
     package: str
     #: The environment variable that picks the backend before ``package`` is imported, if it has one.
     backend_variable: str | None = None
+    #: The params its trainer logs for its options (a framework's own knobs: the analysis groups runs by them).
+    knobs: tuple[str, ...] = ()
 
     @property
     def default_backend(self) -> str:
@@ -164,9 +166,15 @@ FRAMEWORKS: dict[str, Framework] = {
         "thread_bench.keras_train",
         package="keras",
         backend_variable="KERAS_BACKEND",
+        knobs=(tracking.PARAM_JIT_COMPILE,),
     ),
     "torch": Framework(
-        "torch", TorchOptions, "thread_bench.training.torch_trainer", "thread_bench.torch_train", package="torch"
+        "torch",
+        TorchOptions,
+        "thread_bench.training.torch_trainer",
+        "thread_bench.torch_train",
+        package="torch",
+        knobs=(tracking.PARAM_TORCH_COMPILE, tracking.PARAM_COMPILE_MODE, tracking.PARAM_CHANNELS_LAST),
     ),
     # Plain TensorFlow with a GradientTape loop; its Keras-layers style needs Keras on TensorFlow, hence the variable.
     "tensorflow": Framework(
@@ -176,6 +184,7 @@ FRAMEWORKS: dict[str, Framework] = {
         "thread_bench.tensorflow_train",
         package="tensorflow",
         backend_variable="KERAS_BACKEND",
+        knobs=(tracking.PARAM_JIT_COMPILE,),
     ),
 }
 NAMES = tuple(FRAMEWORKS)

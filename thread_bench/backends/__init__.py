@@ -36,6 +36,8 @@ class Backend(Protocol):
     """What the suite needs from a compute backend; implemented by a module (see ``_MODULES``)."""
 
     NAME: str
+    #: The params :meth:`prepare_memory` logs (its knobs: the analysis groups runs by them).
+    KNOBS: tuple[str, ...]
 
     def startup_environment(self, deterministic: bool, threads: int) -> dict[str, str]:
         """Environment variables to set before the framework is first imported in this process."""

@@ -9,6 +9,7 @@ from thread_bench import tracking
 from thread_bench.backends import Sync
 
 NAME = "jax"
+KNOBS: tuple[str, ...] = (tracking.PARAM_XLA_PREALLOCATE,)
 
 
 def startup_environment(deterministic: bool, threads: int) -> dict[str, str]:

@@ -11,6 +11,7 @@ from thread_bench import tracking
 from thread_bench.backends import Sync, no_sync
 
 NAME = "tensorflow"
+KNOBS: tuple[str, ...] = (tracking.PARAM_TF_MEMORY_GROWTH,)
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from thread_bench import tracking
 from thread_bench.backends import Sync, no_sync
 
 NAME = "torch"
+KNOBS: tuple[str, ...] = ()
 
 
 def startup_environment(deterministic: bool, threads: int) -> dict[str, str]:
