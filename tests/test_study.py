@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
 import psutil
 import pytest
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from analysis import cli as analysis_cli
 from thread_bench import lifecycle, store, study, tracking
+from thread_bench.training import driver
 
 # seaborn 0.13's boxplot passes matplotlib's deprecated ``vert``; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplotlib.MatplotlibDeprecationWarning")
@@ -31,7 +36,11 @@ def search(experiment: str, role: str) -> pd.DataFrame:
 
 
 def test_tiny_study_trains_resumes_and_reports(
-    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tracking_store: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("THREAD_BENCH_DATA", str(tmp_path / "data"))
     out = tmp_path / "report"
@@ -88,6 +97,18 @@ def test_tiny_study_trains_resumes_and_reports(
     assert "0 trained, 4 already finished" in capsys.readouterr().out
     assert len(search("e2e", tracking.ROLE_TRAIN)) == 4
 
+    # Resumed with another epoch budget: every run leaves the study (set aside, not deleted), the one asked for
+    # is trained again.
+    with caplog.at_level(logging.INFO, logger="thread_bench.study"):
+        assert study.main([*argv, "--analyze", "false", "--frameworks", "torch", "--seeds", "1", "--epochs", "1"]) == 0
+    assert "1 trained, 0 already finished" in capsys.readouterr().out
+    assert "torch/default/0: re-run, settings differ: epochs 2 != 1" in caplog.messages
+    trainings = search("e2e", tracking.ROLE_TRAIN)
+    assert len(trainings) == 5
+    (kept,) = trainings[trainings[f"tags.{tracking.TAG_STUDY}"] == "tiny"].to_dict("records")
+    assert (kept["params.framework"], kept["params.seed"], kept["params.epochs"]) == ("torch", "0", "1")
+    assert (trainings[f"tags.{tracking.TAG_SET_ASIDE_STUDY}"] == "tiny").sum() == 4
+
 
 def _settings(*argv: str) -> study.StudySettings:
     return study.settings_from_args(study.build_parser().parse_args(list(argv)))
@@ -99,7 +120,7 @@ def test_study_defaults_and_validation() -> None:
     assert settings.study == "smoke-tensorflow-data0"
     assert settings.seeds == (0, 1, 2)
     assert settings.frameworks == ("keras", "torch")
-    assert settings.epochs == 2 and not settings.epochs_given
+    assert settings.epochs == 2 and settings.train_given == {}
     assert _settings("--profile", "smoke", "--seeds", "2", "--first_seed", "5").seeds == (5, 6)
     with pytest.raises(ValueError, match="--frameworks"):
         _settings("--frameworks", "keras,mxnet")
@@ -113,43 +134,107 @@ def test_study_defaults_and_validation() -> None:
         _settings("--variants", "fast")
 
 
-def test_pending_skips_finished_pairs_seed_by_seed() -> None:
-    settings = _settings("--profile", "smoke", "--seeds", "2", "--backend", "jax")
-    done = pd.DataFrame(
-        {
-            "run_id": ["a", "b"],
-            "framework": ["keras", "keras"],
-            "backend": ["jax", "tensorflow"],  # a tensorflow run is not a jax run
-            "seed": [0, 1],
-        }
-    )
-
-    todo, skipped = study.pending(settings, done)
-
-    assert skipped == [("keras", "default", 0)]  # a run logged before variants counts as default
-    assert todo == [("torch", "default", 0), ("keras", "default", 1), ("torch", "default", 1)]
+# ------------------------------------------------------------------------------- a training's settings
 
 
-def test_variants_are_trained_seed_by_seed_and_resumed_each_on_its_own() -> None:
-    settings = _settings("--profile", "smoke", "--seeds", "1", "--frameworks", "torch", "--variants", "tuned,default")
-    done = pd.DataFrame(
-        {"run_id": ["a"], "framework": ["torch"], "backend": ["torch"], "variant": ["default"], "seed": [0]}
-    )
+def test_the_plan_trains_seed_by_seed_and_passes_on_only_what_was_given() -> None:
+    settings = _settings("--profile", "smoke", "--seeds", "2", "--variants", "tuned,default", "--epochs", "3")
 
-    todo, skipped = study.pending(settings, done)
+    requests = study.plan(settings)
 
-    assert (todo, skipped) == ([("torch", "tuned", 0)], [("torch", "default", 0)])
-    command = study.training_command(settings, "torch", "tuned", 0)
-    assert command[command.index("--variant") + 1] == "tuned" and command[command.index("--precision") + 1] == "fp32"
+    assert list(requests)[:4] == [
+        ("keras", "tuned", 0),
+        ("torch", "tuned", 0),
+        ("keras", "default", 0),
+        ("torch", "default", 0),
+    ]
+    assert len(requests) == 8
+    command = study.training_command(requests[("torch", "tuned", 1)])
+    assert command[1:3] == ["-m", "thread_bench.torch_train"]
+    assert command[3:] == [
+        "--workload=thread_density",
+        "--profile=smoke",
+        "--variant=tuned",
+        "--experiment=thread-density",
+        "--epochs=3",
+        "--seed=1",
+    ], "the profile's and the variant's values are the training's to resolve, not the study's to repeat"
 
 
-def test_precision_names_the_default_study_and_bad_lists_are_refused() -> None:
-    assert _settings("--profile", "smoke", "--precision", "bf16").study == "smoke-tensorflow-data0-bf16"
-    assert _settings("--profile", "smoke", "--variants", "default,tuned,default").variants == ("default", "tuned")
-    with pytest.raises(ValueError, match=r"--variants: unknown \['fast'\]"):
-        _settings("--variants", "default,fast")
-    with pytest.raises(ValueError, match="precision must be one of"):
-        _settings("--precision", "fp8")
+@pytest.mark.parametrize("framework", ["keras", "torch"])
+def test_the_training_command_round_trips_through_the_entry_points_parser(framework: str, tmp_path: Path) -> None:
+    """The command a study hands a training, parsed by that training's entry point, resolves to what the study
+    checked before it started."""
+    source = tmp_path / "corpus"
+    source.mkdir()
+    argv = ["--profile", "smoke", "--backend", "jax", "--variants", "tuned", "--precision", "bf16", "--epochs", "3"]
+    argv += ["--dropout", "0.25", "--data_seed", "7", "--subpatches_per_patch", "3", "--source", str(source)]
+    settings = _settings(*argv, "--seeds", "2", "--first_seed", "4", "--experiment=-x")  # "-x": still a value
+    request = study.plan(settings)[(framework, "tuned", 5)]
+
+    command = study.training_command(request)
+    entry = driver.entry_point(framework)
+    parsed = driver.request_from_args(entry.build_parser().parse_args(command[3:]), entry.framework)
+
+    assert command[2] == entry.framework.entry_module
+    assert parsed == request.resolve()
+    train = parsed.train
+    assert (train.seed, train.epochs, train.precision, train.deterministic) == (5, 3, "bf16", False)
+    assert (parsed.model.dropout, parsed.data.seed, parsed.data.subpatches_per_patch) == (0.25, 7, 3)
+    assert parsed.data.source == str(source) and parsed.experiment == "-x"
+    assert parsed.options.backend == ("jax" if framework == "keras" else "torch")
+
+
+def test_a_digits_training_command_round_trips_too() -> None:
+    """Another workload's options (model, implementation style, data) and a framework without a backend option."""
+    argv = ["--workload", "digits", "--model", "cnn3", "--implementation", "keras_layers", "--frameworks", "tensorflow"]
+    settings = _settings(*argv, "--profile", "smoke", "--n_samples", "600", "--data_seed", "3", "--seeds", "1")
+    request = study.plan(settings)[("tensorflow", "default", 0)]
+
+    command = study.training_command(request)
+    entry = driver.entry_point("tensorflow")
+    parsed = driver.request_from_args(entry.build_parser().parse_args(command[3:]), entry.framework)
+
+    assert parsed == request.resolve()
+    assert parsed.workload == "digits" and parsed.model.implementation == "keras_layers"
+    assert (parsed.data.n_samples, parsed.data.seed) == (600, 3)
+    assert study.settings_params(request)["implementation"] == "keras_layers"
+
+
+def test_a_bad_setting_stops_the_study_before_any_work(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A value one of the trainings would refuse (here: a digits style that Keras does not have) ends the study
+    at once, in one line naming the parameter: no data, no run, no training."""
+    monkeypatch.setenv("THREAD_BENCH_DATA", str(tmp_path / "data"))
+    store.open_store(tracking_store)  # the store's own log lines (a new schema) come before
+    capsys.readouterr()
+    argv = ["--workload", "digits", "--model", "cnn3", "--implementation", "module", "--profile", "smoke"]
+
+    with pytest.raises(SystemExit) as exit_info:
+        study.main([*argv, "--study", "bad", "--experiment", "bad"])
+
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "implementation='module' does not fit the digits workload in keras" in err
+    assert not (tmp_path / "data").exists()
+    assert mlflow.get_experiment_by_name("bad") is None
+
+
+def test_a_bad_setting_built_in_code_is_refused_before_the_executor_runs(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THREAD_BENCH_DATA", str(tmp_path / "data"))
+    settings = dataclasses.replace(_settings("--profile", "smoke", "--experiment", "bad"), model_given={"dropout": 1.5})
+
+    class Refusing:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the executor was used ({name}) before the settings were checked")
+
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
+        study.run_study(settings, Refusing())  # type: ignore[arg-type]
+    assert not (tmp_path / "data").exists()
 
 
 def test_training_subprocesses_are_tagged_through_the_run_context(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,24 +242,165 @@ def test_training_subprocesses_are_tagged_through_the_run_context(monkeypatch: p
     settings = _settings("--profile", "smoke", "--study", "s")
 
     environment = study.child_environment(settings, "parent")
-    command = study.training_command(settings, "keras", "default", 3)
+    command = study.training_command(study.plan(settings)[("keras", "default", 2)])
 
     assert "MLFLOW_RUN_ID" not in environment
     assert json.loads(environment["MLFLOW_RUN_CONTEXT"]) == {tracking.TAG_STUDY: "s", "mlflow.parentRunId": "parent"}
-    assert command[1:4] == ["-m", "thread_bench.keras_train", "--profile"]
-    assert command[command.index("--seed") + 1] == "3"
-    assert command[command.index("--backend") + 1] == "tensorflow"
+    assert command[1:3] == ["-m", "thread_bench.keras_train"]
+    assert "--seed=2" in command and "--backend=tensorflow" in command
 
 
-def test_resuming_with_other_settings_is_refused(tracking_store: str) -> None:
-    mlflow.set_experiment("resume")
-    tags = {tracking.TAG_ROLE: tracking.ROLE_TRAIN, tracking.TAG_STUDY: "s"}
-    with mlflow.start_run(tags=tags):
-        mlflow.log_params({"framework": "torch", "backend": "torch", "seed": 0, "profile": "laptop"})
-        mlflow.log_params({"data_seed": 0, "epochs": 30, "dataset_digest": "x"})
+# ------------------------------------------------------------------------------------------ resuming
 
-    with pytest.raises(ValueError, match=r"study 's' already has training runs with profile=\['laptop'\]"):
-        study.finished_runs(_settings("--profile", "smoke", "--study", "s", "--experiment", "resume"))
+COMMIT = "c0ffee" * 6 + "0123"
+DIGEST = "d1" * 32
+
+
+def _finished(
+    settings: study.StudySettings,
+    training: study.Training,
+    *,
+    commit: str | None = COMMIT,
+    backend: str | None = None,
+    run_id: str = "",
+    **changes: str,
+) -> study.FinishedRun:
+    """A finished run of ``training`` as a training of ``settings`` logs it, with ``changes`` to its params."""
+    framework, variant, _ = training
+    request = study.training_request(settings, training, backend)
+    params = {**study.settings_params(request), tracking.PARAM_DATASET_DIGEST: DIGEST}
+    params |= {"framework": framework, "backend": backend or settings.backend_of(framework), "variant": variant}
+    return study.FinishedRun(run_id or f"run-{study.label(training)}", {**params, **changes}, commit)
+
+
+def test_resume_skips_what_matches_seed_by_seed(caplog: pytest.LogCaptureFixture) -> None:
+    settings = _settings("--profile", "smoke", "--seeds", "2", "--backend", "jax")
+    done = [
+        _finished(settings, ("keras", "default", 0)),
+        _finished(settings, ("keras", "default", 1), backend="tensorflow"),  # a tensorflow run is not a jax run
+    ]
+
+    with caplog.at_level(logging.INFO, logger="thread_bench.study"):
+        resume = study.pending(settings, study.plan(settings), done, COMMIT, DIGEST)
+
+    assert resume.skipped == [("keras", "default", 0)]
+    assert resume.todo == [("torch", "default", 0), ("keras", "default", 1), ("torch", "default", 1)]
+    assert resume.set_aside == {}, "a run of another backend is of another training, kept in the study"
+    assert "re-run" not in caplog.text
+
+
+def test_variants_are_resumed_each_on_its_own() -> None:
+    settings = _settings("--profile", "smoke", "--seeds", "1", "--frameworks", "torch", "--variants", "tuned,default")
+    done = [_finished(settings, ("torch", "default", 0))]
+
+    resume = study.pending(settings, study.plan(settings), done, COMMIT, DIGEST)
+
+    assert (resume.todo, resume.skipped) == ([("torch", "tuned", 0)], [("torch", "default", 0)])
+
+
+@pytest.mark.parametrize(
+    ("given", "run", "commit", "digest", "why"),
+    [
+        ([], {}, COMMIT, DIGEST, None),
+        (["--epochs", "5"], {}, COMMIT, DIGEST, "settings differ: epochs 2 != 5"),
+        (
+            ["--dropout", "0.3"],
+            {"batch_size": "16"},
+            COMMIT,
+            DIGEST,
+            "settings differ: batch_size 16 != 8, dropout 0.1 != 0.3",
+        ),
+        ([], {}, COMMIT, "d2" * 32, "dataset digest differs (d1d1d1d1d1d1 != d2d2d2d2d2d2)"),
+        ([], {}, "abc123" * 7, DIGEST, f"commit {COMMIT[:12]} != abc123abc123"),
+        ([], {"commit": None}, COMMIT, DIGEST, f"commit none != {COMMIT[:12]}"),
+        ([], {"commit": None}, None, DIGEST, None),  # outside a git checkout on both sides: nothing to compare
+        ([], {}, None, DIGEST, f"commit {COMMIT[:12]} != none"),
+    ],
+    ids=["same", "epochs", "two-settings", "digest", "commit", "run-without-commit", "no-git-at-all", "no-git-now"],
+)
+def test_resume_reruns_what_differs_and_says_why(
+    given: list[str],
+    run: dict[str, Any],
+    commit: str | None,
+    digest: str,
+    why: str | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = _settings("--profile", "smoke", "--seeds", "1", "--frameworks", "torch", "--dropout", "0.1")
+    now = _settings("--profile", "smoke", "--seeds", "1", "--frameworks", "torch", "--dropout", "0.1", *given)
+    logged = dict(run)
+    finished = _finished(before, ("torch", "default", 0), commit=logged.pop("commit", COMMIT), **logged)
+
+    with caplog.at_level(logging.INFO, logger="thread_bench.study"):
+        resume = study.pending(now, study.plan(now), [finished], commit, digest)
+
+    if why is None:
+        assert (resume.todo, resume.skipped, resume.set_aside) == ([], [("torch", "default", 0)], {})
+        assert caplog.messages == []
+    else:
+        assert (resume.todo, resume.skipped) == ([("torch", "default", 0)], [])
+        assert resume.set_aside == {finished.run_id: why}
+        assert caplog.messages == [f"torch/default/0: re-run, {why}"]
+
+
+def test_a_run_not_asked_for_is_set_aside_when_it_differs(caplog: pytest.LogCaptureFixture) -> None:
+    """Seed 1 is not asked for this time: kept in the study when it matches, set aside (not re-run) otherwise."""
+    before = _settings("--profile", "smoke", "--seeds", "2", "--frameworks", "torch")
+    now = _settings("--profile", "smoke", "--seeds", "1", "--frameworks", "torch", "--epochs", "4")
+    done = [_finished(before, ("torch", "default", seed)) for seed in (0, 1)]
+
+    with caplog.at_level(logging.INFO, logger="thread_bench.study"):
+        resume = study.pending(now, study.plan(now), done, COMMIT, DIGEST)
+
+    assert resume.todo == [("torch", "default", 0)]
+    assert sorted(resume.set_aside) == ["run-torch/default/0", "run-torch/default/1"]
+    assert caplog.messages == [
+        "torch/default/1 (torch, run run-torch/default/1): set aside, settings differ: epochs 2 != 4; not asked "
+        "for by this command",
+        "torch/default/0: re-run, settings differ: epochs 2 != 4",
+    ]
+
+
+def test_runs_that_differ_are_taken_out_of_the_study(tracking_store: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Against the store: the same settings skip; a changed setting sets the run aside (out of the study and its
+    analysis, with the reason) and re-runs its training."""
+    settings = _settings(
+        "--profile", "smoke", "--seeds", "1", "--frameworks", "torch", "--study", "s", "--experiment", "r"
+    )
+    finished = _finished(settings, ("torch", "default", 0), commit=study.current_commit())
+    mlflow.set_experiment("r")
+    with mlflow.start_run(tags={tracking.TAG_ROLE: tracking.ROLE_TRAIN, tracking.TAG_STUDY: "s"}) as run:
+        mlflow.log_params(finished.params)
+        if finished.commit:
+            mlflow.set_tag(MLFLOW_GIT_COMMIT, finished.commit)  # as MLflow tags it in a git checkout
+
+    resume = study.take_stock(settings, study.plan(settings), DIGEST)
+    assert (resume.todo, resume.skipped, resume.set_aside) == ([], [("torch", "default", 0)], {})
+
+    changed = _settings(
+        "--profile",
+        "smoke",
+        "--seeds",
+        "1",
+        "--frameworks",
+        "torch",
+        "--study",
+        "s",
+        "--experiment",
+        "r",
+        "--epochs",
+        "3",
+    )
+    with caplog.at_level(logging.INFO, logger="thread_bench.study"):
+        resume = study.take_stock(changed, study.plan(changed), DIGEST)
+
+    assert resume.todo == [("torch", "default", 0)]
+    assert "torch/default/0: re-run, settings differ: epochs 2 != 3" in caplog.messages
+    tags = mlflow.MlflowClient().get_run(run.info.run_id).data.tags
+    assert tracking.TAG_STUDY not in tags
+    assert tags[tracking.TAG_SET_ASIDE_STUDY] == "s"
+    assert tags[tracking.TAG_SET_ASIDE_REASON] == "settings differ: epochs 2 != 3"
+    assert study.finished_runs(changed) == []
 
 
 def test_analysis_without_runs_exits_with_a_clear_message(

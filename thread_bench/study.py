@@ -9,8 +9,20 @@ python -m thread_bench.study [--workload thread_density|digits] [--model cnn3] [
 
 Every training run is tagged ``thread_bench.study=<ID>`` and nested under a ``study`` run. The study is
 resumable: re-running the same command skips every (framework, backend, variant, seed) that already has a
-FINISHED training run in the study, so an interrupted study loses at most the training in progress. Each
-variant forms its own group in the analysis; one study has one precision (a comparison is made within one).
+FINISHED training run in the study made by the same code (the run's ``mlflow.source.git.commit`` tag equals
+the commit of this checkout; no tag on either side, outside a git checkout, also counts as equal), on the same
+dataset (``dataset_digest``) and with the same resolved settings (:func:`settings_params`), so an interrupted
+study loses at most the training in progress. Any other finished run of the study is set aside (its study tag
+moved to ``thread_bench.set_aside_study``, with ``thread_bench.set_aside_reason``: the run stays, out of the
+study and its analysis) and its training, if this command asks for it, is run again, with one INFO line saying
+why (``torch/default/0: re-run, settings differ: epochs 3 != 5``). Each variant forms its own group in the
+analysis; one study has one precision (a comparison is made within one).
+
+**Each training's settings are built once, here** (:class:`TrainingRequest`: the values this study gives it),
+and resolved before any work (:func:`plan`) as the training will resolve them, so a bad value stops the study
+at once, in one line naming the parameter. What crosses to the training's process (here, or on a Ray worker,
+where only a command and its environment travel) is the training's ordinary command line, derived from the
+request's fields (:func:`command_line`): the same command a person would type, logged as such.
 
 **One live process per study.** A study refuses to start while another process still works on the same
 study id (a RUNNING study or training run whose process is alive, or on another machine, where it cannot be
@@ -40,23 +52,28 @@ analysis refuse a mix.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 from mlflow.entities import RunStatus
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.git_utils import get_git_commit
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
 
+import thread_bench
 from thread_bench import cli, executors, frameworks, lifecycle, store, tracking, workloads
 from thread_bench.config import DEFAULT_VARIANT, TrainConfig, resolve, variant_names
 from thread_bench.data.build import data_root
+from thread_bench.data.prepared import PreparedDataset
+from thread_bench.preparation import prepare_and_log
+from thread_bench.training import driver
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +99,15 @@ class StudySettings:
     variants: tuple[str, ...]
     precision: str
     profile: str
-    #: The workload's data config, and the data and model options given (passed on to every training).
+    #: The workload's data config, resolved: the dataset the study prepares.
     data: Any
-    passed: dict[str, Any]
+    #: The values given for the trainings' configs, by field: ``TrainConfig`` (``epochs``, ``precision``), the
+    #: workload's data config (an absolute ``source``) and model config. Each training gets them as given and
+    #: resolves the rest from the profile and its variant (:class:`TrainingRequest`).
+    train_given: Mapping[str, Any]
+    data_given: Mapping[str, Any]
+    model_given: Mapping[str, Any]
     epochs: int
-    epochs_given: bool
     experiment: str
     out: str | None
     data_root: Path
@@ -105,6 +126,8 @@ class StudySettings:
 
 #: One training of a study: (framework, variant, seed).
 Training = tuple[str, str, int]
+#: What a finished training run is, for the resume: (framework, backend, variant, seed).
+RunKey = tuple[str, str, str, int]
 
 
 @dataclass(frozen=True)
@@ -116,102 +139,304 @@ class StudyOutcome:
     analysis_run_id: str | None
 
 
-# -------------------------------------------------------------------------------------- resumability
+def label(training: Training) -> str:
+    """``torch/default/0``: a training of a study, for people and tags."""
+    framework, variant, seed = training
+    return f"{framework}/{variant}/{seed}"
 
 
-def finished_runs(settings: StudySettings) -> pd.DataFrame:
-    """The study's FINISHED training runs (columns ``run_id``, ``framework``, ``backend``, ``variant``, ``seed``,
-    ``profile``, ``data_seed``, ``epochs``, ``precision``, ``dataset_digest``); empty when there are none yet.
-    Runs logged before variants existed count as ``default``, before precision as ``fp32``.
+# ---------------------------------------------------------------------------------- a training's settings
 
-    Raises:
-        ValueError: the study already holds runs of another profile, data seed, epoch budget or precision:
-            resuming it with these settings would mix two experiments under one id.
+#: :class:`TrainingRequest` field metadata: how a field's name (or, for a config's values, each field name)
+#: becomes its option in the training's command line; ``None``: the field is not an option.
+_OPTION = "option"
+
+
+def _same_name(name: str) -> str:
+    return name
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """One training of a study as the study hands it over: built once per training (:func:`plan`), checked by
+    :meth:`resolve` before any training starts, and turned into the training's command line by
+    :func:`command_line`.
+
+    It holds what the study gives the training, not the resolved configs: the training resolves the rest from
+    its defaults, the profile and the variant, exactly as :meth:`resolve` does here (``driver.resolve_request``),
+    so each default is defined once, in its dataclass, and the command stays the one a person would type.
     """
-    experiment = mlflow.get_experiment_by_name(settings.experiment)
-    columns = ["run_id", tracking.PARAM_FRAMEWORK, tracking.PARAM_BACKEND, tracking.PARAM_VARIANT, tracking.PARAM_SEED]
-    columns += [tracking.PARAM_PROFILE, tracking.PARAM_DATA_SEED, tracking.PARAM_EPOCHS, tracking.PARAM_SOURCE]
-    columns += [tracking.PARAM_PRECISION, tracking.PARAM_DATASET_DIGEST, tracking.PARAM_WORKLOAD]
-    columns += [name for name in settings.passed if name not in columns]
-    if experiment is None:
-        return pd.DataFrame(columns=columns)
-    raw = mlflow.search_runs(
-        experiment_ids=[experiment.experiment_id],
-        filter_string=tracking.training_filter(settings.study),
-        output_format="pandas",
-    )
-    assert isinstance(raw, pd.DataFrame)
-    if raw.empty:
-        return pd.DataFrame(columns=columns)
-    runs = pd.DataFrame(
-        {
-            "run_id": raw["run_id"],
-            **{name: raw.get(f"params.{name}") for name in columns[1:]},
-        }
-    )
-    runs["seed"] = pd.to_numeric(runs["seed"]).astype(int)
-    runs["variant"] = runs["variant"].fillna(DEFAULT_VARIANT)
-    runs["precision"] = runs["precision"].fillna(TrainConfig.precision).replace({"float32": "fp32"})
-    runs[tracking.PARAM_WORKLOAD] = runs[tracking.PARAM_WORKLOAD].fillna(workloads.DEFAULT)
-    expected = {
-        **{name: str(value) for name, value in settings.passed.items()},
-        tracking.PARAM_WORKLOAD: settings.workload,
-        "precision": settings.precision,
-        "profile": settings.profile,
-        "data_seed": str(settings.data.seed),
-        "epochs": str(settings.epochs),
-        "source": settings.data.source
-        if settings.data.source == workloads.get(settings.workload).builtin_source
-        else str(Path(settings.data.source).resolve()),
-    }
-    for name, value in expected.items():
-        other = runs[runs[name].notna() & (runs[name].astype(str) != value)]
-        if not other.empty:
-            found = sorted(set(other[name].astype(str)))
-            raise ValueError(
-                f"study {settings.study!r} already has training runs with {name}={found} (e.g. run "
-                f"{other['run_id'].iloc[0]}), not {value}; use another --study id for other settings"
-            )
-    return runs[columns]
+
+    #: Which entry point runs it (``python -m <entry_module>``): not an option.
+    framework: str = field(metadata={_OPTION: None})
+    workload: str
+    profile: str
+    variant: str
+    experiment: str
+    #: The values given, by field: ``TrainConfig`` (the training's ``seed`` at least), the workload's data
+    #: config (options named by ``tracking.data_param``: ``--data_seed``) and model config, the framework's
+    #: options (``backend`` where it takes one).
+    train: Mapping[str, Any]
+    data: Mapping[str, Any] = field(metadata={_OPTION: tracking.data_param})
+    model: Mapping[str, Any]
+    options: Mapping[str, Any]
+
+    def resolve(self) -> driver.TrainRequest:
+        """The settings the training will run with, resolved and checked as the training resolves its command line.
+
+        Raises:
+            ValueError, FileNotFoundError: a bad value, naming the parameter.
+        """
+        return driver.resolve_request(
+            frameworks.get(self.framework),
+            workloads.get(self.workload),
+            self.profile,
+            variant=self.variant,
+            train=self.train,
+            data=self.data,
+            model=self.model,
+            options=self.options,
+            experiment=self.experiment,
+        )
 
 
-def pending(settings: StudySettings, done: pd.DataFrame) -> tuple[list[Training], list[Training]]:
-    """(to train, already finished) as (framework, variant, seed), seeds outermost.
+def command_line(request: TrainingRequest) -> list[str]:
+    """The training entry point's options that say ``request``, derived from its fields: ``--<field>=<value>``,
+    and for a config's values ``--<option>=<value>`` each (the entry point's options are generated from the same
+    dataclasses, under the same names). With ``=``, a value that starts with ``-`` is still a value."""
+    argv: list[str] = []
+    for spec in dataclasses.fields(request):
+        option: Callable[[str], str] | None = spec.metadata.get(_OPTION, _same_name)
+        if option is None:
+            continue
+        value = getattr(request, spec.name)
+        for name, item in value.items() if isinstance(value, Mapping) else [(spec.name, value)]:
+            if item is not None:
+                argv.append(f"--{option(name)}={str(item).lower() if isinstance(item, bool) else item}")
+    return argv
+
+
+def training_command(request: TrainingRequest) -> list[str]:
+    """``python -m <the framework's entry module> <command_line(request)>``."""
+    return [sys.executable, "-m", frameworks.get(request.framework).entry_module, *command_line(request)]
+
+
+def training_request(settings: StudySettings, training: Training, backend: str | None = None) -> TrainingRequest:
+    """The request for one training of the study (``backend``: another than the settings', to compare a run of
+    the study made with it)."""
+    framework, variant, seed = training
+    takes_backend = frameworks.get(framework).backend_is_option
+    return TrainingRequest(
+        framework=framework,
+        workload=settings.workload,
+        profile=settings.profile,
+        variant=variant,
+        experiment=settings.experiment,
+        train={**settings.train_given, "seed": seed},
+        data=settings.data_given,
+        model=settings.model_given,
+        options={"backend": backend or settings.backend} if takes_backend else {},
+    )
+
+
+def plan(settings: StudySettings) -> dict[Training, TrainingRequest]:
+    """Every training of the study with its request, seeds outermost, each resolved here once: a bad value
+    stops the study before any work, in one line naming the parameter, not when its training starts.
 
     Seeds outermost: an interrupted study then holds about as many runs of each framework and variant.
+
+    Raises:
+        ValueError, FileNotFoundError: a value a training would refuse.
     """
-    variants = done["variant"] if "variant" in done.columns else pd.Series(DEFAULT_VARIANT, index=done.index)
-    finished = {
-        (str(framework), str(backend), str(variant), int(seed))
-        for framework, backend, variant, seed in zip(
-            done["framework"], done["backend"], variants, done["seed"], strict=True
-        )
-    }
-    todo: list[Training] = []
-    skipped: list[Training] = []
+    requests: dict[Training, TrainingRequest] = {}
     for seed in settings.seeds:
         for variant in settings.variants:
             for framework in settings.frameworks:
-                key = (framework, settings.backend_of(framework), variant, seed)
-                (skipped if key in finished else todo).append((framework, variant, seed))
-    return todo, skipped
+                request = training_request(settings, (framework, variant, seed))
+                request.resolve()
+                requests[(framework, variant, seed)] = request
+    return requests
+
+
+# -------------------------------------------------------------------------------------- resumability
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A FINISHED training run of the study, as the resume reads it."""
+
+    run_id: str
+    #: Its params, as logged (text).
+    params: Mapping[str, str]
+    #: MLflow's ``mlflow.source.git.commit`` tag: the commit of the code it ran; ``None`` outside a git checkout.
+    commit: str | None
+
+    @property
+    def key(self) -> RunKey:
+        """(framework, backend, variant, seed); a run logged before variants existed counts as ``default``."""
+        params = self.params
+        framework, backend = params.get(tracking.PARAM_FRAMEWORK, ""), params.get(tracking.PARAM_BACKEND, "")
+        variant = params.get(tracking.PARAM_VARIANT, DEFAULT_VARIANT)
+        return framework, backend, variant, int(params.get(tracking.PARAM_SEED, -1))
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a study does with its trainings, given its finished runs (:func:`pending`)."""
+
+    todo: list[Training]
+    skipped: list[Training]
+    #: Finished runs of the study that are not what it would make now, taken out of it: run id -> why.
+    set_aside: dict[str, str]
+
+
+def current_commit() -> str | None:
+    """The git commit of the code a training of this study runs (this ``thread_bench``'s checkout), found as
+    MLflow finds the ``mlflow.source.git.commit`` of a run; ``None`` outside a git checkout (or without git).
+    Uncommitted changes are not seen, as MLflow does not see them."""
+    return get_git_commit(os.path.abspath(thread_bench.__file__))
+
+
+def finished_runs(settings: StudySettings) -> list[FinishedRun]:
+    """The study's FINISHED training runs (``tracking.training_filter``), oldest first; empty when none yet."""
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        return []
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=tracking.training_filter(settings.study),
+        order_by=["attributes.start_time ASC"],
+        output_format="list",
+    )
+    assert isinstance(runs, list)
+    return [FinishedRun(run.info.run_id, run.data.params, run.data.tags.get(MLFLOW_GIT_COMMIT)) for run in runs]
+
+
+def settings_params(request: TrainingRequest) -> dict[str, str]:
+    """A training's resolved settings, as the params it logs from its configs (text, as MLflow keeps them): the
+    profile, the workload, and every field of its TrainConfig, model config and data config (the data's under
+    their param names, ``input_size`` once, with the model's); ``implementation`` resolved as the training
+    resolves it. ``input_pipeline`` counts only when it names one: ``auto`` leaves the choice to the training's
+    machine, and the run logs what that machine chose. The framework options are not compared: a training logs
+    what its framework made of them, under names of their own; the variant (in the run's key) and the commit
+    fix them."""
+    resolved = request.resolve()
+    data = {tracking.data_param(k): v for k, v in dataclasses.asdict(resolved.data).items() if k != "input_size"}
+    params = {tracking.PARAM_PROFILE: request.profile, tracking.PARAM_WORKLOAD: request.workload}
+    params |= {**dataclasses.asdict(resolved.train), **dataclasses.asdict(resolved.model), **data}
+    if hasattr(resolved.model, tracking.PARAM_IMPLEMENTATION):
+        workload = workloads.get(request.workload)
+        params[tracking.PARAM_IMPLEMENTATION] = workload.implementation(request.framework, resolved.model)
+    if resolved.train.input_pipeline == "auto":
+        del params[tracking.PARAM_INPUT_PIPELINE]
+    return {name: str(value) for name, value in params.items()}
+
+
+def mismatch(run: FinishedRun, expected: Mapping[str, str], commit: str | None, digest: str) -> str | None:
+    """Why ``run`` is not the training the study would make now; ``None`` when it is: the same commit (compared
+    as they are: a run without a commit tag matches only a study outside a git checkout, where no code can be
+    compared), the same dataset digest, and ``expected`` (:func:`settings_params`) among its params."""
+    if run.commit != commit:
+        return f"commit {_short(run.commit)} != {_short(commit)}"
+    logged_digest = run.params.get(tracking.PARAM_DATASET_DIGEST)
+    if logged_digest != digest:
+        return f"dataset digest differs ({_short(logged_digest)} != {_short(digest)})"
+    differ = [
+        f"{name} {run.params.get(name, '(not logged)')} != {value}"
+        for name, value in expected.items()
+        if run.params.get(name) != value
+    ]
+    return f"settings differ: {', '.join(differ)}" if differ else None
+
+
+def _short(value: str | None) -> str:
+    return value[:12] if value else "none"
+
+
+def _mismatch_of(
+    settings: StudySettings,
+    requests: Mapping[Training, TrainingRequest],
+    run: FinishedRun,
+    commit: str | None,
+    digest: str,
+) -> str | None:
+    """:func:`mismatch` against what the study would make for the run's (framework, backend, variant, seed)."""
+    framework, backend, variant, seed = run.key
+    request = requests.get((framework, variant, seed))
+    try:
+        if request is None or backend != settings.backend_of(framework):
+            request = training_request(settings, (framework, variant, seed), backend)
+        return mismatch(run, settings_params(request), commit, digest)
+    except (ValueError, FileNotFoundError) as error:
+        return f"not a training of these settings ({error})"
+
+
+def pending(
+    settings: StudySettings,
+    requests: Mapping[Training, TrainingRequest],
+    done: Sequence[FinishedRun],
+    commit: str | None,
+    digest: str,
+) -> Resume:
+    """What to train (``requests``, in their order), what to skip, and which of the finished runs ``done``
+    (oldest first) to set aside, each with one INFO line saying why.
+
+    A training is skipped when a finished run of its (framework, backend, variant, seed) has the study's
+    ``commit``, dataset ``digest`` and settings (:func:`mismatch`). Every finished run that does not is set
+    aside, asked for now or not: a study's runs then share one code, one dataset and one protocol.
+    """
+    planned = {(f, settings.backend_of(f), v, s): (f, v, s) for f, v, s in requests}
+    kept: set[RunKey] = set()
+    mismatched: list[tuple[FinishedRun, str]] = []
+    for run in done:
+        why = _mismatch_of(settings, requests, run, commit, digest)
+        if why is None:
+            kept.add(run.key)
+        else:
+            mismatched.append((run, why))
+    todo = [training for key, training in planned.items() if key not in kept]
+    rerun: dict[Training, str] = {}  # the latest run's reason, one line per training
+    for run, why in mismatched:
+        training = planned.get(run.key)
+        if training is not None and training in todo:
+            rerun[training] = why
+        else:
+            framework, backend, variant, seed = run.key
+            why += "; a matching run is kept" if training else "; not asked for by this command"
+            log.info("%s (%s, run %s): set aside, %s", label((framework, variant, seed)), backend, run.run_id, why)
+    for training, why in rerun.items():
+        log.info("%s: re-run, %s", label(training), why)
+    skipped = [training for key, training in planned.items() if key in kept]
+    return Resume(todo, skipped, {run.run_id: why for run, why in mismatched})
+
+
+def set_aside(settings: StudySettings, runs: Mapping[str, str]) -> None:
+    """Take finished runs (run id -> why) out of the study: its tag removed, the study and the reason kept in
+    tags of their own, so that neither a resume nor the analysis counts them; the runs themselves stay."""
+    client = mlflow.MlflowClient()
+    with lifecycle.deferred_signals():
+        for run_id, why in runs.items():
+            client.set_tag(run_id, tracking.TAG_SET_ASIDE_STUDY, settings.study)
+            client.set_tag(run_id, tracking.TAG_SET_ASIDE_REASON, why)
+            client.delete_tag(run_id, tracking.TAG_STUDY)
+
+
+def take_stock(settings: StudySettings, requests: Mapping[Training, TrainingRequest], digest: str) -> Resume:
+    """Compare the study's finished runs with what it would make now on the dataset ``digest`` (:func:`pending`)
+    and set aside those that differ."""
+    resume = pending(settings, requests, finished_runs(settings), current_commit(), digest)
+    set_aside(settings, resume.set_aside)
+    if resume.skipped:
+        log.info(
+            "resuming study %s: %d trainings already finished, %d to go",
+            settings.study,
+            len(resume.skipped),
+            len(resume.todo),
+        )
+    return resume
 
 
 # ------------------------------------------------------------------------------------------ training
-
-
-def training_command(settings: StudySettings, framework: str, variant: str, seed: int) -> list[str]:
-    chosen = frameworks.get(framework)
-    command = [sys.executable, "-m", chosen.entry_module, "--profile", settings.profile]
-    command += ["--seed", str(seed), "--data_seed", str(settings.data.seed), "--experiment", settings.experiment]
-    command += ["--variant", variant, "--precision", settings.precision, "--workload", settings.workload]
-    if chosen.backend_is_option:
-        command += ["--backend", settings.backend]
-    for name, value in settings.passed.items():
-        command += [f"--{name}", str(value)]
-    if settings.epochs_given:
-        command += ["--epochs", str(settings.epochs)]
-    return command
 
 
 def child_environment(settings: StudySettings, study_run_id: str) -> dict[str, str]:
@@ -239,8 +464,7 @@ def _study_variables(settings: StudySettings, run_context: dict[str, str]) -> di
 
 def attempt_tag(training: Training, attempt: int) -> str:
     """The ``TAG_STUDY_TRAINING`` value of one attempt at a training: ``torch/default/0#1``."""
-    framework, variant, seed = training
-    return f"{framework}/{variant}/{seed}#{attempt}"
+    return f"{label(training)}#{attempt}"
 
 
 def training_variables(settings: StudySettings, study_run_id: str, training: Training, attempt: int) -> dict[str, str]:
@@ -269,10 +493,9 @@ def _children_filter(study_run_id: str) -> str:
     return f"tags.`{MLFLOW_PARENT_RUN_ID}` = {tracking.quote(study_run_id)}"
 
 
-def training_job(settings: StudySettings, training: Training) -> executors.Job:
+def training_job(training: Training, request: TrainingRequest) -> executors.Job:
     framework, variant, seed = training
-    command = training_command(settings, framework, variant, seed)
-    return executors.Job(training, f"{framework} ({variant}) seed {seed}", tuple(command))
+    return executors.Job(training, f"{framework} ({variant}) seed {seed}", tuple(training_command(request)))
 
 
 def after_attempt(settings: StudySettings, study_run_id: str, ending: executors.Ending) -> None:
@@ -395,31 +618,34 @@ def make_executor(settings: StudySettings) -> executors.Executor:
 
 
 def run_study(settings: StudySettings, executor: executors.Executor | None = None) -> StudyOutcome:
-    """Prepare the data, train what is missing with ``executor`` (connected; default: the settings' one,
-    connected and closed here), analyse (see the module docstring).
+    """Check every training's settings, prepare the data, train what is missing with ``executor`` (connected;
+    default: the settings' one, connected and closed here), analyse (see the module docstring).
 
     Raises:
-        ValueError: the study id already holds runs of other settings; nothing finished to analyse; the
-            executor cannot run (an unreachable Ray cluster).
+        ValueError: a setting a training would refuse (before any work); another process runs the study;
+            nothing finished to analyse; the executor cannot run (an unreachable Ray cluster).
     """
-    if executor is None:
-        executor = make_executor(settings)
-        store.open_store()
-        executor.connect(mlflow.get_tracking_uri())
-        try:
-            return run_study(settings, executor)
-        finally:
-            executor.close()
-    from thread_bench.preparation import prepare_and_log
+    requests = plan(settings)
+    if executor is not None:
+        return _run_study(settings, requests, executor)
+    store.open_store()  # an unusable tracking store is reported before the data is prepared
+    executor = make_executor(settings)
+    try:
+        executor.connect(mlflow.get_tracking_uri())  # and an unreachable Ray cluster
+        return _run_study(settings, requests, executor)
+    finally:
+        executor.close()
 
+
+def _run_study(
+    settings: StudySettings, requests: Mapping[Training, TrainingRequest], executor: executors.Executor
+) -> StudyOutcome:
+    """The study once its trainings are planned and its executor connected: one live process per study, the
+    study run, the dataset, what is left to train, the trainings, the analysis."""
     store.open_store()
     experiment_id = tracking.ensure_experiment(settings.experiment)
     tracking.reconcile_runs([experiment_id])
     refuse_concurrent_study(settings, experiment_id)
-    done = finished_runs(settings)
-    todo, skipped = pending(settings, done)
-    if skipped:
-        log.info("resuming study %s: %d trainings already finished, %d to go", settings.study, len(skipped), len(todo))
     tags = {tracking.TAG_ROLE: tracking.ROLE_STUDY, tracking.TAG_STUDY: settings.study}
     analysis_run_id = None
     with tracking.tracked_run(
@@ -427,58 +653,79 @@ def run_study(settings: StudySettings, executor: executors.Executor | None = Non
     ) as active:
         study_run_id = active.info.run_id
         refuse_concurrent_study(settings, experiment_id, study_run_id)  # one started at the same moment
-        tracking.log_params(
-            {
-                tracking.PARAM_STUDY: settings.study,
-                tracking.PARAM_WORKLOAD: settings.workload,
-                tracking.PARAM_SEEDS: ",".join(map(str, settings.seeds)),
-                tracking.PARAM_FRAMEWORKS: ",".join(settings.frameworks),
-                tracking.PARAM_VARIANTS: ",".join(settings.variants),
-                tracking.PARAM_PRECISION: settings.precision,
-                tracking.PARAM_BACKEND: settings.backend,
-                tracking.PARAM_PROFILE: settings.profile,
-                tracking.PARAM_DATA_SEED: settings.data.seed,
-                tracking.PARAM_EPOCHS: settings.epochs,
-                tracking.PARAM_EXECUTOR: settings.executor,
-            }
-        )
-        # Prepared once, here, so the trainings all reuse it (and no two of them build it at once).
-        workload = workloads.get(settings.workload)
-        dataset = prepare_and_log(
-            settings.data, settings.data_root, settings.experiment, profile=settings.profile, workload=workload
-        )
-        if todo:
-            log.info("study %s: %d trainings to run, %s", settings.study, len(todo), executor.describe())
-        endings = executor.run(
-            [training_job(settings, training) for training in todo],
-            lambda job, attempt: training_variables(settings, study_run_id, job.key, attempt),
-            lambda ending: after_attempt(settings, study_run_id, ending),
-        )
-        trained = [ending.job.key for ending in endings if ending.succeeded]
-        failed = [ending.job.key for ending in endings if not ending.succeeded]
-        lost = sum(ending.attempt - (0 if ending.lost else 1) for ending in endings)
-        mlflow.log_metrics(
-            {
-                tracking.N_TRAINED: len(trained),
-                tracking.N_SKIPPED: len(skipped),
-                tracking.N_FAILED: len(failed),
-                tracking.N_LOST: lost,
-            }
-        )
+        _log_study_params(settings)
+        dataset = _prepare(settings)
+        resume = take_stock(settings, requests, dataset.digest)
+        trained, failed = _train(settings, requests, resume, executor, study_run_id)
         _check_digests(settings, dataset.digest)
         if settings.analyze:
             analysis_run_id = analyse(settings, dataset.path, study_run_id)
             mlflow.set_tag(tracking.TAG_ANALYSIS_RUN_ID, analysis_run_id)
-    return StudyOutcome(study_run_id, trained, skipped, failed, analysis_run_id)
+    return StudyOutcome(study_run_id, trained, resume.skipped, failed, analysis_run_id)
+
+
+def _log_study_params(settings: StudySettings) -> None:
+    tracking.log_params(
+        {
+            tracking.PARAM_STUDY: settings.study,
+            tracking.PARAM_WORKLOAD: settings.workload,
+            tracking.PARAM_SEEDS: ",".join(map(str, settings.seeds)),
+            tracking.PARAM_FRAMEWORKS: ",".join(settings.frameworks),
+            tracking.PARAM_VARIANTS: ",".join(settings.variants),
+            tracking.PARAM_PRECISION: settings.precision,
+            tracking.PARAM_BACKEND: settings.backend,
+            tracking.PARAM_PROFILE: settings.profile,
+            tracking.PARAM_DATA_SEED: settings.data.seed,
+            tracking.PARAM_EPOCHS: settings.epochs,
+            tracking.PARAM_EXECUTOR: settings.executor,
+        }
+    )
+
+
+def _prepare(settings: StudySettings) -> PreparedDataset:
+    """The study's dataset, prepared once, here, so that the trainings all reuse it (and no two of them build it
+    at once)."""
+    workload = workloads.get(settings.workload)
+    return prepare_and_log(
+        settings.data, settings.data_root, settings.experiment, profile=settings.profile, workload=workload
+    )
+
+
+def _train(
+    settings: StudySettings,
+    requests: Mapping[Training, TrainingRequest],
+    resume: Resume,
+    executor: executors.Executor,
+    study_run_id: str,
+) -> tuple[list[Training], list[Training]]:
+    """Run the trainings left to do with ``executor`` and log the study's counts; returns (trained, failed)."""
+    if resume.todo:
+        log.info("study %s: %d trainings to run, %s", settings.study, len(resume.todo), executor.describe())
+    endings = executor.run(
+        [training_job(training, requests[training]) for training in resume.todo],
+        lambda job, attempt: training_variables(settings, study_run_id, job.key, attempt),
+        lambda ending: after_attempt(settings, study_run_id, ending),
+    )
+    trained = [ending.job.key for ending in endings if ending.succeeded]
+    failed = [ending.job.key for ending in endings if not ending.succeeded]
+    lost = sum(ending.attempt - (0 if ending.lost else 1) for ending in endings)
+    mlflow.log_metrics(
+        {
+            tracking.N_TRAINED: len(trained),
+            tracking.N_SKIPPED: len(resume.skipped),
+            tracking.N_FAILED: len(failed),
+            tracking.N_LOST: lost,
+        }
+    )
+    return trained, failed
 
 
 def _check_digests(settings: StudySettings, digest: str) -> None:
     """Every training must have used the study's dataset; a mismatch is a bug worth a loud message."""
-    runs = finished_runs(settings)
-    other = runs[runs["dataset_digest"] != digest]
-    if not other.empty:
+    other = [run.run_id for run in finished_runs(settings) if run.params.get(tracking.PARAM_DATASET_DIGEST) != digest]
+    if other:
         raise ValueError(
-            f"study {settings.study!r}: runs {list(other['run_id'])} trained on another dataset than "
+            f"study {settings.study!r}: runs {other} trained on another dataset than "
             f"{digest[:16]}… (the study's); the analysis would refuse them"
         )
 
@@ -591,7 +838,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> StudySettings:
-    """Resolve the options ("" = not given, as MLflow passes unset parameters).
+    """Resolve the options ("" = not given, as MLflow passes unset parameters); each training's own settings
+    are checked by :func:`plan` when the study starts.
 
     Raises:
         ValueError: a malformed or out-of-range option.
@@ -599,20 +847,19 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     options = StudyOptions(**cli.given(args, StudyOptions))
     workload = workloads.get(options.workload)
     cli.check_workload_options(args, workload)
-    train = resolve(TrainConfig, args.profile, cli.given(args, TrainConfig), profiles=workload.profiles)
-    data_overrides = {name: value for name, value in cli.pick_data(args, workload.data_config).items() if value != ""}
-    if data_overrides.get("source") not in (None, workload.builtin_source):
+    data_given = {k: v for k, v in cli.pick_data(args, workload.data_config).items() if v not in (None, "")}
+    if data_given.get("source") not in (None, workload.builtin_source):
         # Absolute, so that the trainings (and a later resume from elsewhere) log the same source param.
-        data_overrides["source"] = str(Path(data_overrides["source"]).resolve())
-    data = resolve(workload.data_config, args.profile, data_overrides, profiles=workload.profiles)
+        data_given["source"] = str(Path(data_given["source"]).resolve())
+    train_given, model_given = cli.given(args, TrainConfig), cli.given(args, workload.model_config)
+
+    def resolved(cls: type, given: Mapping[str, Any]) -> Any:
+        return resolve(cls, args.profile, given, profiles=workload.profiles)
+
+    train = resolved(TrainConfig, train_given)
+    data = resolved(workload.data_config, data_given)
+    model = resolved(workload.model_config, model_given)
     workload.check_source(data)
-    model = resolve(
-        workload.model_config, args.profile, cli.given(args, workload.model_config), profiles=workload.profiles
-    )
-    for framework in options.framework_list:
-        workload.implementation(framework, model)  # the model exists in every framework asked for
-    passed = {tracking.data_param(k): v for k, v in data_overrides.items() if v is not None and k != "seed"}
-    passed.update(cli.given(args, workload.model_config))
     suffix = f"-{train.precision}" if train.precision != TrainConfig.precision else ""
     prefix = "" if workload.name == workloads.DEFAULT else f"{workload.name}-{getattr(model, 'model', '')}-"
     study = options.study or f"{prefix}{args.profile}-{options.backend}-data{data.seed}{suffix}"
@@ -626,9 +873,10 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
         precision=train.precision,
         profile=args.profile,
         data=data,
-        passed=passed,
+        train_given=train_given,
+        data_given=data_given,
+        model_given=model_given,
         epochs=train.epochs,
-        epochs_given=args.epochs is not None,
         experiment=tracking.experiment_name(args.experiment or None, workload.experiment),
         out=options.out or str(Path("reports") / study),
         data_root=data_root(options.data_root or None).resolve(),
@@ -642,13 +890,7 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
 
 def _study(args: argparse.Namespace) -> tuple[StudySettings, StudyOutcome]:
     settings = settings_from_args(args)
-    store.open_store()  # an unusable tracking store is reported before the data is prepared
-    executor = make_executor(settings)
-    try:
-        executor.connect(mlflow.get_tracking_uri())  # and an unreachable Ray cluster
-        return settings, run_study(settings, executor)
-    finally:
-        executor.close()
+    return settings, run_study(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

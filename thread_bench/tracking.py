@@ -57,6 +57,10 @@ TAG_PROCESS_NAMESPACE = "thread_bench.process_namespace"
 TAG_STUDY_TRAINING = "thread_bench.study_training"
 #: Why a run ended other than FINISHED: ``signal SIGTERM``, the exception, or the reconciliation.
 TAG_END_REASON = "thread_bench.end_reason"
+#: On a finished training run a study took out of itself on resuming (its ``TAG_STUDY`` removed): that study, and
+#: why (``commit 0123abcd4567 != 89ab…``, ``dataset digest differs …``, ``settings differ: epochs 3 != 5``).
+TAG_SET_ASIDE_STUDY = "thread_bench.set_aside_study"
+TAG_SET_ASIDE_REASON = "thread_bench.set_aside_reason"
 
 ROLE_TRAIN = "train"
 ROLE_PREPROCESS = "preprocess"

@@ -29,7 +29,7 @@ import logging
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,29 +108,58 @@ def request_from_args(args: argparse.Namespace, framework: Framework) -> TrainRe
     """Resolve the profile and the given options; raises ``ValueError``/``FileNotFoundError`` for bad input."""
     workload = workloads.get(args.workload) if args.workload else workloads.default_for(framework.name)
     cli.check_workload_options(args, workload)
-    variant = args.variant or DEFAULT_VARIANT
-    profiles = workload.profiles
+    return resolve_request(
+        framework,
+        workload,
+        args.profile,
+        variant=args.variant or DEFAULT_VARIANT,
+        data=cli.pick_data(args, workload.data_config),
+        model=cli.pick(args, workload.model_config),
+        train=cli.pick(args, TrainConfig),
+        options=cli.pick(args, framework.options),
+        experiment=args.experiment or None,
+        dataset_dir=Path(args.dataset) if args.dataset else None,
+        run_name=args.run_name or None,
+    )
 
-    def settings(cls: type, given: dict[str, Any]) -> Any:
-        return resolve(cls, args.profile, given, variant=variant, profiles=profiles)
 
-    data = settings(workload.data_config, cli.pick_data(args, workload.data_config))
-    model = settings(workload.model_config, cli.pick(args, workload.model_config))
-    train = settings(TrainConfig, cli.pick(args, TrainConfig))
-    options = settings(framework.options, cli.pick(args, framework.options))
-    dataset_dir = Path(args.dataset) if args.dataset else None
+def resolve_request(
+    framework: Framework,
+    workload: Workload,
+    profile: str,
+    *,
+    variant: str = DEFAULT_VARIANT,
+    data: Mapping[str, Any] | None = None,
+    model: Mapping[str, Any] | None = None,
+    train: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    experiment: str | None = None,
+    dataset_dir: Path | None = None,
+    run_name: str | None = None,
+) -> TrainRequest:
+    """The validated request for the values given to each config (field -> value; ``None`` = not given) over
+    the defaults, the profile's and the variant's: how a training resolves its command line, and how a study
+    checks the settings it will hand to each training before it starts any.
+
+    Raises:
+        ValueError, FileNotFoundError: a bad value, naming the parameter; a bad ``dataset_dir`` or source.
+    """
+
+    def settings(cls: type, given: Mapping[str, Any] | None) -> Any:
+        return resolve(cls, profile, given, variant=variant, profiles=workload.profiles)
+
     request = TrainRequest(
         workload=workload.name,
         framework=framework.name,
-        profile=args.profile,
-        data=data,
-        model=model,
-        train=train,
-        options=options,
+        profile=profile,
+        data=settings(workload.data_config, data),
+        model=settings(workload.model_config, model),
+        train=settings(TrainConfig, train),
+        options=settings(framework.options, options),
         variant=variant,
-        experiment=args.experiment or None,
+        experiment=experiment,
         dataset_dir=dataset_dir,
-        run_name=args.run_name or None,
+        run_name=run_name,
     )
     validate(request)
     return request
