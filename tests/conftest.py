@@ -1,4 +1,11 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the tests' roles.
+
+The tests live in folders by role, and each folder's tests carry its marker: ``unit/`` (pure functions and
+modules, no MLflow store, no framework training: ``pytest -m unit`` in well under a minute), ``integration/``
+(trainers, frameworks side by side, the store and the analysis on a temporary store, entry points called in
+process), ``system/`` (whole commands as processes: studies with their trainings, the team's server, Ray,
+concurrent processes on one store). Helper modules stay here, next to this file, and are imported by bare name.
+"""
 
 from __future__ import annotations
 
@@ -252,3 +259,16 @@ def ray_cluster() -> Iterator[RayCluster]:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     shutil.rmtree(directory, ignore_errors=True)
+
+
+#: The roles, by folder (``tests/<role>/``): each is a marker declared in pyproject.toml.
+ROLES = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with the role of its folder, so that ``pytest -m unit`` (or ``integration``, ``system``)
+    selects a role."""
+    for item in items:
+        role = item.path.parent.name
+        if role in ROLES:
+            item.add_marker(getattr(pytest.mark, role))

@@ -24,7 +24,7 @@ from thread_bench.workloads.digits import keys as digits_keys
 # seaborn 0.13's boxplot passes matplotlib's deprecated ``vert``; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplotlib.MatplotlibDeprecationWarning")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ["--workload", "digits", "--profile", "smoke", "--seed", "1"]
 #: (entry point, implementation style): one training in each framework, the TensorFlow one in the low-level style.
 TRAININGS = {

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
 ENTRY_POINTS = sorted(MLPROJECT["entry_points"])
 

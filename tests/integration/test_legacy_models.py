@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "legacy_models"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 NAMES = sorted(MANIFEST["fixtures"])

@@ -16,7 +16,7 @@ import pytest
 
 from thread_bench import lifecycle, store, tracking
 
-WORKERS = Path(__file__).with_name("tracking_workers.py")
+WORKERS = Path(__file__).parents[1] / "tracking_workers.py"
 
 
 @pytest.fixture(scope="module")

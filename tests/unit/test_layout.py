@@ -11,7 +11,7 @@ import pytest
 import thread_bench
 from thread_bench import workloads
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Entry points of one workload's own experiment: thin shells at the top, importing downwards on purpose.
 WORKLOAD_ENTRY_POINTS = {"thread_bench/pingpong.py"}
 #: The registry, the one place that knows the built-in workloads.
@@ -76,3 +76,12 @@ def test_old_config_names_still_import() -> None:
     from thread_bench.workloads.thread_density import config
 
     assert (DataConfig, ModelConfig) == (config.DataConfig, config.ModelConfig)
+
+
+def test_every_test_lives_in_a_role_folder() -> None:
+    """``tests/<role>/test_*.py`` only: a test file at the top would carry no role marker."""
+    from conftest import ROLES
+
+    tests = ROOT / "tests"
+    assert sorted(path.name for path in tests.glob("test_*.py")) == []
+    assert {path.parent.name for path in tests.rglob("test_*.py")} <= set(ROLES)

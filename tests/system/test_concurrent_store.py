@@ -17,7 +17,7 @@ import pytest
 
 from thread_bench import tracking
 
-WORKERS = Path(__file__).with_name("tracking_workers.py")
+WORKERS = Path(__file__).parents[1] / "tracking_workers.py"
 PROCESSES = 8
 
 
