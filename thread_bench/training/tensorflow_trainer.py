@@ -173,8 +173,7 @@ def fit(
         snapshot=lambda: [variable.numpy() for variable in variables],
         restore=lambda values: _assign(variables, values),
     )
-    meter = EpochMeter(BACKEND, backends.get(BACKEND).device_sync())
-    return run_epochs(loop, config, len(data.train), meter, on_epoch_end)
+    return run_epochs(loop, config, len(data.train), EpochMeter.on(BACKEND), on_epoch_end)
 
 
 def _assign(variables: list[Any], values: list[np.ndarray]) -> None:

@@ -231,8 +231,7 @@ def fit(
         snapshot=lambda: copy.deepcopy(model.state_dict()),
         restore=model.load_state_dict,
     )
-    meter = EpochMeter(BACKEND, backends.get(BACKEND).device_sync())
-    return run_epochs(loop, config, len(data.train), meter, on_epoch_end)
+    return run_epochs(loop, config, len(data.train), EpochMeter.on(BACKEND), on_epoch_end)
 
 
 def device() -> str:
