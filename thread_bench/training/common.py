@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
 import random
 import statistics
@@ -38,6 +39,8 @@ from thread_bench.measure import (
     cpu_has_bf16,
 )
 from thread_bench.models import spec
+
+log = logging.getLogger(__name__)
 
 #: The per-epoch metric keys, in the order of ``history.csv``.
 EPOCH_METRICS = tracking.EPOCH_METRICS
@@ -169,6 +172,11 @@ def resolve_input_pipeline(config: TrainConfig, data_bytes: int, device_bytes: i
     return "host"
 
 
+def input_pipeline_on(backend: str, config: TrainConfig, data: TrainingData) -> str:
+    """:func:`resolve_input_pipeline` for ``data`` and the device of ``backend`` (a GPU's memory, or the host)."""
+    return resolve_input_pipeline(config, data.nbytes, backends.get(backend).device_memory_bytes())
+
+
 class BatchSampler:
     """The order in which both frameworks see the training samples: a fresh permutation per epoch, drawn
     from ``(seed, epoch)`` alone, so it does not depend on the framework or on what ran before.
@@ -282,7 +290,7 @@ def bf16_hardware(backend: str) -> str:
 def configure_backend(backend: str, train: TrainConfig) -> dict[str, Any]:
     """The process-wide settings of the protocol on ``backend``, before any model exists: memory
     reservation off, threads, deterministic kernels, the precision's float32 rules. Returns the params to
-    log, read back from the backend.
+    log, read back from the backend; says so in the log when the backend sees no GPU (training on the CPU).
 
     Raises:
         ValueError: bf16 on a GPU without it.
@@ -293,7 +301,24 @@ def configure_backend(backend: str, train: TrainConfig) -> dict[str, Any]:
     compute.set_deterministic(train.deterministic)
     knobs.update(compute.set_precision(train.precision))
     knobs[tracking.PARAM_BF16_HARDWARE] = bf16_hardware(backend) if train.precision == "bf16" else "unused"
+    if not compute.gpu_available():
+        log.info("no GPU visible to the %s backend: training on the CPU", backend)
     return knobs
+
+
+def device_label(backend: str) -> str:
+    """Where a model on ``backend`` runs, as logged with an evaluation: ``<backend>:<GPU name or cpu>``."""
+    return f"{backend}:{backends.get(backend).gpu_name() or 'cpu'}"
+
+
+def pinned_requirements(versions: dict[str, str]) -> list[str]:
+    """The pip requirements of a logged model: each package of ``versions`` (``Trainer.versions``) pinned at its
+    release, without a local build suffix (``2.13.0+cpu``); TensorFlow as the CPU build this project pins (on a
+    GPU machine use ``tensorflow[and-cuda]`` instead)."""
+    return [
+        f"{'tensorflow-cpu' if name == 'tensorflow' else name}=={version.split('+')[0]}"
+        for name, version in versions.items()
+    ]
 
 
 # -------------------------------------------------------------------------------- measuring an epoch

@@ -10,7 +10,6 @@ reads the variable once, at its first import.
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Any
 
 import keras
@@ -30,15 +29,15 @@ from thread_bench.training.common import (
     TrainingData,
     TrainResult,
     configure_backend,
+    device_label,
     in_order,
     index_array,
-    resolve_input_pipeline,
+    input_pipeline_on,
+    pinned_requirements,
     staged_batch,
 )
 from thread_bench.training.options import KerasOptions
 from thread_bench.workloads import Models
-
-log = logging.getLogger(__name__)
 
 FRAMEWORK = "keras"
 
@@ -67,10 +66,7 @@ def configure(options: KerasOptions, train: TrainConfig) -> dict[str, Any]:
             "input_pipeline=device is not available for Keras on TensorFlow: Keras feeds a PyDataset through "
             "tf.data, which brings every batch to the host; use host (prefetched by tf.data) or auto"
         )
-    params = configure_backend(options.backend, train)
-    if not backends.get(options.backend).gpu_available():
-        log.info("no GPU visible to Keras (%s backend): training on the CPU", options.backend)
-    return params
+    return configure_backend(options.backend, train)
 
 
 def versions() -> dict[str, str]:
@@ -141,7 +137,7 @@ def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
     """
     if backend() == "tensorflow":
         return "host" if config.input_pipeline == "auto" else config.input_pipeline
-    return resolve_input_pipeline(config, data.nbytes, backends.get(backend()).device_memory_bytes())
+    return input_pipeline_on(backend(), config, data)
 
 
 class _Batches(keras.utils.PyDataset):
@@ -269,7 +265,7 @@ def fit(
 
 def device() -> str:
     """Keras places a model where its backend does (the first GPU when there is one)."""
-    return f"{backend()}:{backends.get(backend()).gpu_name() or 'cpu'}"
+    return device_label(backend())
 
 
 def load_model(uri: str) -> keras.Model:
@@ -295,11 +291,7 @@ def log_model(model: keras.Model, models: Models, config: Any, precision: str, e
     x = spec.as_model_input(example_images, example_images.shape[1])[..., np.newaxis]
     y = np.asarray(inference.predict(x, verbose=0), dtype=np.float32)
     signature = mlflow.models.infer_signature(x, y)
-    requirements = [f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
-    requirements += [f"{name}=={version.split('+')[0]}" for name, version in versions().items() if name != "keras"]
-    if backend() == "tensorflow":
-        # The CPU build is what this project pins; on a GPU machine use tensorflow[and-cuda] instead.
-        requirements = [r.replace("tensorflow==", "tensorflow-cpu==") for r in requirements]
+    requirements = [*pinned_requirements(versions()), f"numpy=={np.__version__}"]
     info = mlflow.keras.log_model(
         inference, name=tracking.ARTIFACT_MODEL, signature=signature, pip_requirements=requirements
     )
