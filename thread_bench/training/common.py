@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
 import random
 import statistics
@@ -38,6 +39,8 @@ from thread_bench.measure import (
     cpu_has_bf16,
 )
 from thread_bench.models import inputs
+
+log = logging.getLogger(__name__)
 
 #: The per-epoch metric keys, in the order of ``history.csv``.
 EPOCH_METRICS = tracking.EPOCH_METRICS
@@ -169,6 +172,11 @@ def resolve_input_pipeline(config: TrainConfig, data_bytes: int, device_bytes: i
     return "host"
 
 
+def input_pipeline_on(backend: str, config: TrainConfig, data: TrainingData) -> str:
+    """:func:`resolve_input_pipeline` for ``data`` and the device of ``backend`` (a GPU's memory, or the host)."""
+    return resolve_input_pipeline(config, data.nbytes, backends.get(backend).device_memory_bytes())
+
+
 class BatchSampler:
     """The order in which both frameworks see the training samples: a fresh permutation per epoch, drawn
     from ``(seed, epoch)`` alone, so it does not depend on the framework or on what ran before.
@@ -282,7 +290,7 @@ def bf16_hardware(backend: str) -> str:
 def configure_backend(backend: str, train: TrainConfig) -> dict[str, Any]:
     """The process-wide settings of the protocol on ``backend``, before any model exists: memory
     reservation off, threads, deterministic kernels, the precision's float32 rules. Returns the params to
-    log, read back from the backend.
+    log, read back from the backend; says so in the log when the backend sees no GPU (training on the CPU).
 
     Raises:
         ValueError: bf16 on a GPU without it.
@@ -293,7 +301,24 @@ def configure_backend(backend: str, train: TrainConfig) -> dict[str, Any]:
     compute.set_deterministic(train.deterministic)
     knobs.update(compute.set_precision(train.precision))
     knobs[tracking.PARAM_BF16_HARDWARE] = bf16_hardware(backend) if train.precision == "bf16" else "unused"
+    if not compute.gpu_available():
+        log.info("no GPU visible to the %s backend: training on the CPU", backend)
     return knobs
+
+
+def device_label(backend: str) -> str:
+    """Where a model on ``backend`` runs, as logged with an evaluation: ``<backend>:<GPU name or cpu>``."""
+    return f"{backend}:{backends.get(backend).gpu_name() or 'cpu'}"
+
+
+def pinned_requirements(versions: dict[str, str]) -> list[str]:
+    """The pip requirements of a logged model: each package of ``versions`` (``Trainer.versions``) pinned at its
+    release, without a local build suffix (``2.13.0+cpu``); TensorFlow as the CPU build this project pins (on a
+    GPU machine use ``tensorflow[and-cuda]`` instead)."""
+    return [
+        f"{'tensorflow-cpu' if name == 'tensorflow' else name}=={version.split('+')[0]}"
+        for name, version in versions.items()
+    ]
 
 
 # -------------------------------------------------------------------------------- measuring an epoch
@@ -309,6 +334,11 @@ class EpochMeter:
         self.val_timer = Timer(sync)
         self.host_memory = PeakHostMemory()
         self.gpu_memory = PeakGpuMemory(backend)
+
+    @classmethod
+    def on(cls, backend: str) -> EpochMeter:
+        """The meter of a training on ``backend``, synced with that backend's device."""
+        return cls(backend, backends.get(backend).device_sync())
 
     def begin_epoch(self) -> None:
         self.host_memory.start()
@@ -351,6 +381,93 @@ def python_alloc_meter(enabled: bool) -> contextlib.AbstractContextManager[Pytho
     return PythonAllocPeak() if enabled else contextlib.nullcontext()
 
 
+class EpochProtocol:
+    """The protocol's decisions around a framework's epochs, written once (docs/DESIGN.md §4): the scheduled
+    learning rate, the meter's edges, the epoch's record, the early-stopping rule, the best weights kept and
+    restored, and the :class:`TrainResult`.
+
+    A framework only trains and validates; it drives this object from its own loop. The explicit loops
+    (PyTorch, plain TensorFlow) do it in :func:`run_epochs`; Keras from a ``fit`` callback
+    (``keras_trainer``). Per epoch, in this order: :meth:`learning_rate` (to apply), :meth:`begin_epoch`,
+    the training pass, :meth:`begin_validation`, the validation pass, :meth:`end_validation`,
+    :meth:`end_epoch` (stop when it returns True); after the last epoch :meth:`restore_best`, and
+    :meth:`result` once :meth:`measuring` has closed.
+
+    Args:
+        meter: the epoch's timers and memory peaks (:class:`EpochMeter`).
+        on_epoch_end: given each epoch's record, outside the timed regions.
+        snapshot: a copy of the model's weights as they are now; ``restore`` puts such a copy back.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        meter: EpochMeter,
+        on_epoch_end: EpochCallback,
+        snapshot: Callable[[], Any],
+        restore: Callable[[Any], None],
+    ) -> None:
+        self.config = config
+        self.meter = meter
+        self.report = on_epoch_end
+        self.snapshot = snapshot
+        self.restore = restore
+        self.stopper = EarlyStopping(config.patience, config.min_delta)
+        self.history: list[EpochRecord] = []
+        self.best_weights: Any = None
+        self.py_alloc_peak_bytes: int | None = None
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Around the whole training: the optional Python-heap peak (``config.tracemalloc``)."""
+        with python_alloc_meter(self.config.tracemalloc) as alloc:
+            yield
+        self.py_alloc_peak_bytes = alloc.peak_bytes if alloc is not None else None
+
+    def learning_rate(self, epoch: int) -> float:
+        """The schedule's learning rate for ``epoch``, for the framework to apply before :meth:`begin_epoch`."""
+        return lr_at_epoch(self.config, epoch)
+
+    def begin_epoch(self) -> None:
+        self.meter.begin_epoch()
+
+    def begin_validation(self) -> None:
+        self.meter.begin_validation()
+
+    def end_validation(self) -> None:
+        self.meter.end_validation()
+
+    def end_epoch(self, epoch: int, train_loss: float, val_loss: float) -> bool:
+        """Close ``epoch``: stop its meters, refuse a diverged ``train_loss``, record the epoch, apply the
+        early-stopping rule (a copy of the weights when they are the best so far) and report the record;
+        returns whether training stops after this epoch."""
+        self.meter.end_epoch()
+        check_finite_loss(epoch, train_loss)
+        record = self.meter.record(epoch, train_loss, val_loss, self.learning_rate(epoch))
+        record.improved = self.stopper.update(epoch, val_loss)
+        if record.improved:
+            self.best_weights = self.snapshot()
+        self.history.append(record)
+        self.report(record)
+        return self.stopper.should_stop
+
+    def restore_best(self) -> None:
+        """Put the best epoch's weights back into the model (none kept: nothing to do)."""
+        if self.best_weights is not None:
+            self.restore(self.best_weights)
+
+    def result(self, n_train: int) -> TrainResult:
+        return TrainResult(
+            history=self.history,
+            best_epoch=self.stopper.best_epoch,
+            best_val_loss=self.stopper.best_val_loss,
+            n_train=n_train,
+            stopped_early=len(self.history) < self.config.epochs,
+            maxrss_bytes=self.meter.maxrss_bytes,
+            py_alloc_peak_bytes=self.py_alloc_peak_bytes,
+        )
+
+
 @dataclass(frozen=True)
 class ExplicitLoop:
     """What a framework with its own training loop (PyTorch, plain TensorFlow) supplies to :func:`run_epochs`."""
@@ -367,41 +484,22 @@ class ExplicitLoop:
 def run_epochs(
     loop: ExplicitLoop, config: TrainConfig, n_train: int, meter: EpochMeter, on_epoch_end: EpochCallback
 ) -> TrainResult:
-    """The protocol's epochs around a framework's own loop: learning-rate schedule, timed training and validation
-    passes, the early-stopping rule and the best weights kept and restored. Keras runs the same rule from its
-    callbacks (``keras_trainer``)."""
-    stopper = EarlyStopping(config.patience, config.min_delta)
-    history: list[EpochRecord] = []
-    best = None
-    with python_alloc_meter(config.tracemalloc) as alloc:
+    """The protocol's epochs around a framework's own loop: each epoch trained at the scheduled learning rate and
+    validated between the meter's edges, until :class:`EpochProtocol` says stop; then the best weights restored.
+    Keras drives the same :class:`EpochProtocol` from a ``fit`` callback (``keras_trainer``)."""
+    protocol = EpochProtocol(config, meter, on_epoch_end, loop.snapshot, loop.restore)
+    with protocol.measuring():
         for epoch in range(config.epochs):
-            learning_rate = lr_at_epoch(config, epoch)
-            meter.begin_epoch()
+            learning_rate = protocol.learning_rate(epoch)
+            protocol.begin_epoch()
             train_loss = loop.train_epoch(epoch, learning_rate)
-            meter.begin_validation()
+            protocol.begin_validation()
             val_loss = loop.evaluate()
-            meter.end_validation()
-            meter.end_epoch()
-            check_finite_loss(epoch, train_loss)
-            record = meter.record(epoch, train_loss, val_loss, learning_rate)
-            record.improved = stopper.update(epoch, val_loss)
-            if record.improved:
-                best = loop.snapshot()
-            history.append(record)
-            on_epoch_end(record)
-            if stopper.should_stop:
+            protocol.end_validation()
+            if protocol.end_epoch(epoch, train_loss, val_loss):
                 break
-    if best is not None:
-        loop.restore(best)
-    return TrainResult(
-        history=history,
-        best_epoch=stopper.best_epoch,
-        best_val_loss=stopper.best_val_loss,
-        n_train=n_train,
-        stopped_early=len(history) < config.epochs,
-        maxrss_bytes=meter.maxrss_bytes,
-        py_alloc_peak_bytes=alloc.peak_bytes if alloc is not None else None,
-    )
+    protocol.restore_best()
+    return protocol.result(n_train)
 
 
 # ---------------------------------------------------------------------------------------- the result

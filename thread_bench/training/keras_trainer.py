@@ -10,7 +10,6 @@ reads the variable once, at its first import.
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Any
 
 import keras
@@ -24,24 +23,21 @@ from thread_bench.models import inputs
 from thread_bench.training.common import (
     ArraySplit,
     BatchSampler,
-    EarlyStopping,
     EpochCallback,
     EpochMeter,
+    EpochProtocol,
     TrainingData,
     TrainResult,
-    check_finite_loss,
     configure_backend,
+    device_label,
     in_order,
     index_array,
-    lr_at_epoch,
-    python_alloc_meter,
-    resolve_input_pipeline,
+    input_pipeline_on,
+    pinned_requirements,
     staged_batch,
 )
 from thread_bench.training.options import KerasOptions
 from thread_bench.workloads import Models
-
-log = logging.getLogger(__name__)
 
 FRAMEWORK = "keras"
 
@@ -70,10 +66,7 @@ def configure(options: KerasOptions, train: TrainConfig) -> dict[str, Any]:
             "input_pipeline=device is not available for Keras on TensorFlow: Keras feeds a PyDataset through "
             "tf.data, which brings every batch to the host; use host (prefetched by tf.data) or auto"
         )
-    params = configure_backend(options.backend, train)
-    if not backends.get(options.backend).gpu_available():
-        log.info("no GPU visible to Keras (%s backend): training on the CPU", options.backend)
-    return params
+    return configure_backend(options.backend, train)
 
 
 def versions() -> dict[str, str]:
@@ -152,7 +145,7 @@ def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
     """
     if backend() == "tensorflow":
         return "host" if config.input_pipeline == "auto" else config.input_pipeline
-    return resolve_input_pipeline(config, data.nbytes, backends.get(backend()).device_memory_bytes())
+    return input_pipeline_on(backend(), config, data)
 
 
 class _Batches(keras.utils.PyDataset):
@@ -216,56 +209,33 @@ class _SetEpoch(keras.callbacks.Callback):
         self.batches.set_epoch(epoch)
 
 
-class _MeasureEpoch(keras.callbacks.Callback):
-    """Starts the shared meters last at ``on_epoch_begin`` and stops them first at ``on_epoch_end``; the
-    validation that ``fit`` runs sits between ``on_test_begin`` and ``on_test_end``."""
+class _FollowProtocol(keras.callbacks.Callback):
+    """``fit``'s hooks driving the shared :class:`EpochProtocol`, with the calls ``common.run_epochs`` makes
+    around an explicit loop: the scheduled learning rate and the meters at the start of an epoch (last of the
+    callbacks), the validation that ``fit`` runs between ``on_test_begin`` and ``on_test_end``, the epoch's
+    record and the stopping decision at its end, the best weights restored when training ends."""
 
-    def __init__(self, meter: EpochMeter) -> None:
+    def __init__(self, protocol: EpochProtocol) -> None:
         super().__init__()
-        self.meter = meter
+        self.protocol = protocol
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.meter.begin_epoch()
+        self.model.optimizer.learning_rate = self.protocol.learning_rate(epoch)
+        self.protocol.begin_epoch()
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.meter.begin_validation()
+        self.protocol.begin_validation()
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        self.meter.end_validation()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.meter.end_epoch()
-
-
-class _KeepBest(keras.callbacks.Callback):
-    """The shared :class:`EarlyStopping` rule; keeps the best weights and restores them at the end, then
-    hands the epoch's record to ``on_epoch_end`` (outside the timed region)."""
-
-    def __init__(self, stopper: EarlyStopping, meter: EpochMeter, config: TrainConfig, on_epoch_end: EpochCallback):
-        super().__init__()
-        self.stopper = stopper
-        self.meter = meter
-        self.config = config
-        self.report = on_epoch_end
-        self.best_weights: list[np.ndarray] | None = None
-        self.history: list[Any] = []
+        self.protocol.end_validation()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
-        train_loss, val_loss = float(logs["loss"]), float(logs["val_loss"])
-        check_finite_loss(epoch, train_loss)
-        record = self.meter.record(epoch, train_loss, val_loss, lr_at_epoch(self.config, epoch))
-        record.improved = self.stopper.update(epoch, val_loss)
-        if record.improved:
-            self.best_weights = self.model.get_weights()
-        self.history.append(record)
-        self.report(record)
-        if self.stopper.should_stop:
+        if self.protocol.end_epoch(epoch, float(logs["loss"]), float(logs["val_loss"])):
             self.model.stop_training = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+        self.protocol.restore_best()
 
 
 def fit(
@@ -287,39 +257,23 @@ def fit(
     sampler = BatchSampler(len(data.train), config.batch_size, config.seed)
     train_batches = _Batches(data.train, config.batch_size, config.input_pipeline, sampler)
     val_batches = _Batches(data.val, config.batch_size, config.input_pipeline)
-    stopper = EarlyStopping(config.patience, config.min_delta)
-    meter = EpochMeter(options.backend, backends.get(options.backend).device_sync())
-    keep_best = _KeepBest(stopper, meter, config, on_epoch_end)
-    callbacks = [
-        keras.callbacks.LearningRateScheduler(lambda epoch, _: lr_at_epoch(config, epoch)),
-        _SetEpoch(train_batches),
-        _MeasureEpoch(meter),
-        keep_best,
-    ]
-    with python_alloc_meter(config.tracemalloc) as alloc:
+    protocol = EpochProtocol(config, EpochMeter.on(options.backend), on_epoch_end, model.get_weights, model.set_weights)
+    with protocol.measuring():
         # shuffle=False: the order is the sampler's; Keras' own shuffle would permute the batches again.
         model.fit(
             train_batches,
             validation_data=val_batches,
             epochs=config.epochs,
             shuffle=False,
-            callbacks=callbacks,
+            callbacks=[_SetEpoch(train_batches), _FollowProtocol(protocol)],
             verbose=0,
         )
-    return TrainResult(
-        history=keep_best.history,
-        best_epoch=stopper.best_epoch,
-        best_val_loss=stopper.best_val_loss,
-        n_train=len(data.train),
-        stopped_early=len(keep_best.history) < config.epochs,
-        maxrss_bytes=meter.maxrss_bytes,
-        py_alloc_peak_bytes=alloc.peak_bytes if alloc is not None else None,
-    )
+    return protocol.result(len(data.train))
 
 
 def device() -> str:
     """Keras places a model where its backend does (the first GPU when there is one)."""
-    return f"{backend()}:{backends.get(backend()).gpu_name() or 'cpu'}"
+    return device_label(backend())
 
 
 def load_model(uri: str) -> keras.Model:
@@ -345,11 +299,7 @@ def log_model(model: keras.Model, models: Models, config: Any, precision: str, e
     x = inputs.as_model_input(example_images, example_images.shape[1])[..., np.newaxis]
     y = np.asarray(inference.predict(x, verbose=0), dtype=np.float32)
     signature = mlflow.models.infer_signature(x, y)
-    requirements = [f"keras=={keras.__version__}", f"numpy=={np.__version__}"]
-    requirements += [f"{name}=={version.split('+')[0]}" for name, version in versions().items() if name != "keras"]
-    if backend() == "tensorflow":
-        # The CPU build is what this project pins; on a GPU machine use tensorflow[and-cuda] instead.
-        requirements = [r.replace("tensorflow==", "tensorflow-cpu==") for r in requirements]
+    requirements = [*pinned_requirements(versions()), f"numpy=={np.__version__}"]
     info = mlflow.keras.log_model(
         inference, name=tracking.ARTIFACT_MODEL, signature=signature, pip_requirements=requirements
     )

@@ -10,7 +10,6 @@ variables. Import this module only after ``KERAS_BACKEND=tensorflow`` is set (th
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,15 +31,15 @@ from thread_bench.training.common import (
     TrainingData,
     TrainResult,
     configure_backend,
+    device_label,
     in_order,
     index_array,
-    resolve_input_pipeline,
+    input_pipeline_on,
+    pinned_requirements,
     run_epochs,
 )
 from thread_bench.training.options import TensorflowOptions
 from thread_bench.workloads import Models
-
-log = logging.getLogger(__name__)
 
 FRAMEWORK = "tensorflow"
 #: The backend that does the work (meters, sync, precision): TensorFlow itself.
@@ -60,10 +59,7 @@ def configure(options: TensorflowOptions, train: TrainConfig) -> dict[str, Any]:
             f"Keras is running on {keras.backend.backend()!r}; plain TensorFlow needs it on tensorflow "
             "(python -m thread_bench.tensorflow_train sets KERAS_BACKEND before the first import)"
         )
-    knobs = configure_backend(BACKEND, train)
-    if not backends.get(BACKEND).gpu_available():
-        log.info("no GPU visible to TensorFlow: training on the CPU")
-    return knobs
+    return configure_backend(BACKEND, train)
 
 
 def versions() -> dict[str, str]:
@@ -103,7 +99,7 @@ def compile_model(
 
 def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
     """``config.input_pipeline`` resolved for this machine: ``device``, ``host`` or ``staged``."""
-    return resolve_input_pipeline(config, data.nbytes, backends.get(BACKEND).device_memory_bytes())
+    return input_pipeline_on(BACKEND, config, data)
 
 
 class DeviceBatches(BatchSource):
@@ -173,8 +169,7 @@ def fit(
         snapshot=lambda: [variable.numpy() for variable in variables],
         restore=lambda values: _assign(variables, values),
     )
-    meter = EpochMeter(BACKEND, backends.get(BACKEND).device_sync())
-    return run_epochs(loop, config, len(data.train), meter, on_epoch_end)
+    return run_epochs(loop, config, len(data.train), EpochMeter.on(BACKEND), on_epoch_end)
 
 
 def _assign(variables: list[Any], values: list[np.ndarray]) -> None:
@@ -193,7 +188,7 @@ def _mean_loss(step: Any, batches: Iterable[Batch]) -> float:
 
 
 def device() -> str:
-    return f"{BACKEND}:{backends.get(BACKEND).gpu_name() or 'cpu'}"
+    return device_label(BACKEND)
 
 
 def load_model(uri: str) -> Any:
@@ -215,5 +210,5 @@ def log_model(model: Any, models: Models, config: Any, precision: str, example_i
         precision,
         example_images,
         weights_format=pyfunc.CANONICAL_NPZ,
-        requirements=[f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"],
+        requirements=pinned_requirements(versions()),
     )

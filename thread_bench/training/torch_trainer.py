@@ -8,7 +8,6 @@ here names a workload.
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,13 +30,12 @@ from thread_bench.training.common import (
     TrainResult,
     configure_backend,
     in_order,
-    resolve_input_pipeline,
+    input_pipeline_on,
+    pinned_requirements,
     run_epochs,
 )
 from thread_bench.training.options import TorchOptions
 from thread_bench.workloads import Models
-
-log = logging.getLogger(__name__)
 
 FRAMEWORK = "torch"
 #: The backend that does the work (meters, sync, precision): PyTorch itself.
@@ -56,8 +54,6 @@ def configure(options: TorchOptions, train: TrainConfig) -> dict[str, Any]:
     """
     knobs = configure_backend(BACKEND, train)
     knobs[tracking.PARAM_CUDNN_BENCHMARK] = bool(torch.backends.cudnn.benchmark)
-    if not backends.get(BACKEND).gpu_available():
-        log.info("no GPU visible to PyTorch: training on the CPU")
     return knobs
 
 
@@ -128,7 +124,7 @@ def _observed_dtypes(model: nn.Module, side: int) -> tuple[str, str]:
 
 def input_pipeline(config: TrainConfig, data: TrainingData) -> str:
     """``config.input_pipeline`` resolved for this machine: ``device``, ``host`` or ``staged``."""
-    return resolve_input_pipeline(config, data.nbytes, backends.get(BACKEND).device_memory_bytes())
+    return input_pipeline_on(BACKEND, config, data)
 
 
 class DeviceBatches(BatchSource):
@@ -231,8 +227,7 @@ def fit(
         snapshot=lambda: copy.deepcopy(model.state_dict()),
         restore=model.load_state_dict,
     )
-    meter = EpochMeter(BACKEND, backends.get(BACKEND).device_sync())
-    return run_epochs(loop, config, len(data.train), meter, on_epoch_end)
+    return run_epochs(loop, config, len(data.train), EpochMeter.on(BACKEND), on_epoch_end)
 
 
 def device() -> str:
@@ -268,5 +263,5 @@ def log_model(model: nn.Module, models: Models, config: Any, precision: str, exa
         precision,
         example_images,
         weights_format=pyfunc.TORCH_STATE_DICT,
-        requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        requirements=pinned_requirements(versions()),
     )
