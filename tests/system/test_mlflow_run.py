@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import mlflow
-import pytest
 
 from thread_bench import tracking
 

@@ -31,7 +31,7 @@ from thread_bench.training.options import TorchOptions
 from thread_bench.workloads.thread_density import keys as thread_density_keys
 from thread_bench.workloads.thread_density.config import DataConfig, ModelConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENTRY_POINTS = {"torch": torch_train, "keras": keras_train}
 KNOBS = {
     "torch": {"torch_compile", "compile_mode", "channels_last", "cudnn_benchmark", "torch_fp32_precision"},

@@ -14,7 +14,7 @@ import pytest
 from thread_bench import backends, frameworks
 from thread_bench.frameworks import Trainer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Modules that serve every framework; none may import one (they ask a registry instead).
 SHARED_MODULES = (
     "thread_bench.measure",
