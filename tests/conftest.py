@@ -32,6 +32,21 @@ def tracking_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     mlflow.set_tracking_uri(None)
 
 
+@pytest.fixture(autouse=True)
+def _no_environment_leaks() -> Iterator[None]:
+    """Every test ends with the process environment it started with. Tests set variables with ``monkeypatch``;
+    this also undoes what the code under test sets for the rest of the process: ``Framework.load_trainer``
+    (the Keras backend, thread and determinism settings) and ``mlflow.set_experiment`` (``MLFLOW_EXPERIMENT_ID``,
+    which a later ``mlflow run`` in a subprocess would otherwise take for its experiment)."""
+    import os
+
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 def tracking_constants() -> dict[str, str]:
     """Every MLflow name ``thread_bench.tracking`` and the registered workloads' ``keys`` modules define, by
     constant: their upper-case string constants, but the role values (tag values) and the default experiment."""

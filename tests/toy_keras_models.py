@@ -1,4 +1,4 @@
-"""The toy workload's model in Keras 3 (``tests/test_registration.py``): a plug-in's models module, outside
+"""The toy workload's model in Keras 3 (``tests/integration/test_registration.py``): a plug-in's models module, outside
 ``thread_bench``, implementing :class:`thread_bench.workloads.Models`.
 
 The twin of ``toy_torch_models``: one 3x3 convolution ('same', ReLU), 2x2 max-pooling, a Dense output of one

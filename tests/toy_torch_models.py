@@ -1,4 +1,4 @@
-"""The toy workload's model in PyTorch (``tests/test_registration.py``): a plug-in's models module, outside
+"""The toy workload's model in PyTorch (``tests/integration/test_registration.py``): a plug-in's models module, outside
 ``thread_bench``, implementing :class:`thread_bench.workloads.Models`.
 
 One 3x3 convolution (``filters`` channels, 'same' padding, ReLU), 2x2 max-pooling, and a linear output of one

@@ -108,7 +108,7 @@ PARAM_TF_TENSOR_FLOAT_32 = "tf_tensor_float_32"
 PARAM_JAX_MATMUL_PRECISION = "jax_default_matmul_precision"
 PARAM_CUDNN_BENCHMARK = "cudnn_benchmark"
 # The config dataclasses' fields, logged under their own names (``driver._log_setup``, the preprocessing):
-# a field's name is its param's name, so these must equal them (tests/test_tracking_names.py checks both ways).
+# a field's name is its param's name, so these must equal them (tests/unit/test_tracking_names.py checks).
 # TrainConfig.
 PARAM_SEED = "seed"
 PARAM_EPOCHS = "epochs"

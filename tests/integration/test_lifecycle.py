@@ -157,16 +157,21 @@ def test_process_identity_tells_a_reused_pid_apart() -> None:
     assert not lifecycle.ProcessIdentity("elsewhere", me.pid, me.start_time, me.namespace).on_this_machine()
 
 
-def test_a_child_is_stopped_by_an_interrupt_raised_without_a_signal() -> None:
+def test_a_child_is_stopped_by_an_interrupt_raised_without_a_signal(tmp_path: Path) -> None:
     """Ray cancels the task running a training by PyErr_SetInterrupt (no signal wakes a blocking wait): the
     wait must still see it, stop the child (SIGTERM) and let the interrupt go on."""
     import _thread
     import threading
 
+    marker = tmp_path / "stopped"
+    child = (
+        "import signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: (open({str(marker)!r}, 'w').close(), sys.exit(143)))\n"
+        "time.sleep(600)\n"
+    )
     timer = threading.Timer(0.5, _thread.interrupt_main)
-    started = time.monotonic()
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        lifecycle.run_child([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ), grace_s=5)
+        lifecycle.run_child([sys.executable, "-c", child], dict(os.environ), grace_s=5)
     timer.join()
-    assert time.monotonic() - started < 10
+    assert marker.exists()  # ended by the SIGTERM run_child sent, not by its sleep running out

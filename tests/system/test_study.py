@@ -167,6 +167,7 @@ def test_the_training_command_round_trips_through_the_entry_points_parser(framew
     checked before it started."""
     source = tmp_path / "corpus"
     source.mkdir()
+    (source / "index.csv").touch()  # a corpus directory (read only by the preparation, which this test skips)
     argv = ["--profile", "smoke", "--backend", "jax", "--variants", "tuned", "--precision", "bf16", "--epochs", "3"]
     argv += ["--dropout", "0.25", "--data_seed", "7", "--subpatches_per_patch", "3", "--source", str(source)]
     settings = _settings(*argv, "--seeds", "2", "--first_seed", "4", "--experiment=-x")  # "-x": still a value

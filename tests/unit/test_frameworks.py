@@ -68,7 +68,7 @@ def test_the_trainers_are_twins_with_the_same_public_functions_and_parameters() 
 
 def test_each_workloads_models_modules_are_twins() -> None:
     """A workload's models in every framework expose the ``Models`` protocol with the same parameters (digits'
-    modules have more in common, compared in tests/test_digits_models.py)."""
+    modules have more in common, compared in tests/integration/test_digits_models.py)."""
     from thread_bench import workloads
 
     protocol = ("build_model", "count_parameters", "loss", "predict")

@@ -1,8 +1,8 @@
 """The MLflow names: one constant each in thread_bench.tracking or a workload's keys, and the config params equal
 to their fields.
 
-What the runs actually log is checked where runs are made: tests/test_training.py (training, preprocessing)
-and tests/test_analysis.py (evaluation, analysis).
+What the runs actually log is checked where runs are made: tests/integration/test_training.py (training, preprocessing)
+and tests/integration/test_analysis.py (evaluation, analysis).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import csv
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -109,12 +110,20 @@ def test_steady_state_is_the_epochs_after_the_first_or_the_only_one() -> None:
         steady_state([])
 
 
-def test_timer_syncs_at_both_edges() -> None:
-    calls: list[float] = []
-    with measure.Timer(sync=lambda: calls.append(time.perf_counter())) as timer:
-        time.sleep(0.05)
-    assert len(calls) == 2
-    assert 0.04 < timer.elapsed_s < 1.0
+def test_timer_syncs_at_both_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device is synced before each clock reading, so the region holds exactly the work launched in it."""
+    events: list[str] = []
+    readings = iter([10.0, 12.5])
+
+    def clock() -> float:
+        events.append("clock")
+        return next(readings)
+
+    monkeypatch.setattr(measure, "time", SimpleNamespace(perf_counter=clock))
+    with measure.Timer(sync=lambda: events.append("sync")) as timer:
+        events.append("work")
+    assert events == ["sync", "clock", "work", "sync", "clock"]
+    assert timer.elapsed_s == 2.5
 
 
 def test_peak_host_memory_sees_native_allocations_that_tracemalloc_misses() -> None:

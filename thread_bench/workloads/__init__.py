@@ -7,8 +7,9 @@ the trainers, the study and the analysis take a workload from :data:`WORKLOADS` 
 
 Adding a workload: a folder ``thread_bench/workloads/<name>/`` with its configs, data preparation, models per
 framework, MLflow names (``keys.py``) and scores, and one call, :func:`register` (in :func:`_register_builtin`;
-tests/test_registration.py registers a toy one and trains it end to end). Nothing here imports a framework: the
-models modules are imported by name once the process is set up for their framework.
+tests/integration/test_registration.py registers a toy one and trains it end to end; docs/DESIGN.md §8 lists the
+files). Nothing here imports a framework: the models modules are imported by name once the process is set up for
+their framework.
 """
 
 from __future__ import annotations
