@@ -14,7 +14,7 @@ import importlib.machinery
 import importlib.util
 import sys
 from collections.abc import Sequence
-from types import ModuleType
+from types import CodeType, ModuleType
 
 _THREAD_DENSITY = "thread_bench.workloads.thread_density"
 
@@ -44,6 +44,15 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         """The module was executed under its new name."""
+
+    def get_code(self, fullname: str) -> CodeType | None:
+        """The moved module's code, for ``python -m <old name>`` (runpy runs it as ``__main__``)."""
+        spec = importlib.util.find_spec(MOVED_MODULES[fullname])
+        loader = spec.loader if spec is not None else None
+        return loader.get_code(spec.name) if isinstance(loader, importlib.abc.InspectLoader) and spec else None
+
+    def is_package(self, fullname: str) -> bool:
+        return False
 
 
 if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):

@@ -147,43 +147,6 @@ def pick_data(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {name: values[option] for name, option in data_options(cls).items() if option in values}
 
 
-def add_workload_option(parser: argparse.ArgumentParser) -> None:
-    from thread_bench import workloads
-
-    described = "; ".join(f"{w.name}: {w.description}" for w in workloads.WORKLOADS.values())
-    parser.add_argument(
-        "--workload",
-        default=None,
-        help=f"what is learned: {described} (default: {workloads.DEFAULT}, or the first workload the framework "
-        "has models for)",
-    )
-
-
-def workload_options(workload: Any, *, data_prefixed: bool = True) -> set[str]:
-    """The option names (destinations) of ``workload``'s data and model configs."""
-    data = set(data_options(workload.data_config).values()) if data_prefixed else _fields(workload.data_config)
-    return data | _fields(workload.model_config)
-
-
-def check_workload_options(namespace: argparse.Namespace, workload: Any, *, data_prefixed: bool = True) -> None:
-    """Raise ``ValueError`` naming the first option given that belongs to other workloads, not to ``workload``."""
-    from thread_bench import workloads
-
-    own = workload_options(workload, data_prefixed=data_prefixed)
-    values = vars(namespace)
-    for other in workloads.WORKLOADS.values():
-        for name in sorted(workload_options(other, data_prefixed=data_prefixed) - own):
-            if values.get(name) not in (None, ""):
-                raise ValueError(
-                    f"--{name} is an option of the {other.name} workload, not of {workload.name} "
-                    f"(pass --workload {other.name}, or leave it out)"
-                )
-
-
-def _fields(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
 def add_experiment_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--experiment",

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prepare a workload's dataset (thread density: histogram equalisation, augmentation, "
         "thread-count labels, split by painting; digits: MNIST split by class) and log it as an MLflow run.",
     )
-    cli.add_workload_option(parser)
+    workloads.add_option(parser)
     cli.add_profile_option(parser)
     for workload in workloads.WORKLOADS.values():
         cli.add_dataclass_options(parser, workload.data_config)
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _prepare(args: argparse.Namespace) -> PreparedDataset:
     workload = workloads.get(args.workload or workloads.DEFAULT)
-    cli.check_workload_options(args, workload, data_prefixed=False)
+    workloads.check_options(args, workload, data_prefixed=False)
     config = resolve(
         workload.data_config, args.profile, cli.pick(args, workload.data_config), profiles=workload.profiles
     )

@@ -846,7 +846,7 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
     """
     options = StudyOptions(**cli.given(args, StudyOptions))
     workload = workloads.get(options.workload)
-    cli.check_workload_options(args, workload)
+    workloads.check_options(args, workload)
     data_given = {k: v for k, v in cli.pick_data(args, workload.data_config).items() if v not in (None, "")}
     if data_given.get("source") not in (None, workload.builtin_source):
         # Absolute, so that the trainings (and a later resume from elsewhere) log the same source param.

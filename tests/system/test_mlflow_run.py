@@ -25,7 +25,9 @@ def _mlflow_run(entry: str, parameters: dict[str, str], store: str, tmp_path: Pa
         "MLFLOW_TRACKING_URI": store,
         "THREAD_BENCH_DATA": str(tmp_path / "data"),
     }
-    environment.pop("MLFLOW_RUN_ID", None)
+    # A user's shell has none of these; an earlier test's mlflow.set_experiment (in a module fixture) may have.
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        environment.pop(name, None)
     command = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local"]
     for name, value in parameters.items():
         command += ["-P", f"{name}={value}"]

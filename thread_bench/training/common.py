@@ -1,4 +1,4 @@
-"""The training protocol shared by both frameworks (docs/DESIGN.md §4), in one place.
+"""The training protocol shared by every framework (docs/DESIGN.md §4), in one place.
 
 Both framework modules take from here the batch order, the early-stopping rule, the learning-rate schedule,
 the per-epoch measurements and the result type, so that the only difference between a Keras run and a
@@ -64,7 +64,7 @@ class ArraySplit:
         return int(self.labels.shape[0])
 
     def batch(self, indices: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
-        """Images as float32 in [0, 1] ``(B, S, S)`` and labels ``(B, 1)``; the same bytes for both frameworks
+        """Images as float32 in [0, 1] ``(B, S, S)`` and labels ``(B, 1)``; the same bytes for every framework
         and for every input pipeline (the device pipelines convert through the same ``inputs.PIXEL_VALUES``)."""
         return inputs.PIXEL_VALUES[self.images[indices]], self.labels[indices].reshape(-1, 1)
 
@@ -178,7 +178,7 @@ def input_pipeline_on(backend: str, config: TrainConfig, data: TrainingData) -> 
 
 
 class BatchSampler:
-    """The order in which both frameworks see the training samples: a fresh permutation per epoch, drawn
+    """The order in which every framework sees the training samples: a fresh permutation per epoch, drawn
     from ``(seed, epoch)`` alone, so it does not depend on the framework or on what ran before.
 
     The last batch may be smaller; a remainder of a single sample joins the previous batch instead, because
@@ -227,7 +227,7 @@ class EarlyStopping:
     caller keeps the weights of the epoch for which :meth:`update` returned True (the best so far).
 
     The same rule as ``keras.callbacks.EarlyStopping(patience, min_delta, restore_best_weights=True)``,
-    implemented once so that both frameworks stop at the same epoch given the same losses. A non-finite
+    implemented once so that every framework stops at the same epoch given the same losses. A non-finite
     ``val_loss`` never counts as an improvement.
     """
 
@@ -555,7 +555,7 @@ def steady_state(history: Sequence[EpochRecord]) -> Sequence[EpochRecord]:
 
 @dataclass
 class TrainResult:
-    """What ``fit`` returns in both frameworks; the model itself holds the best-validation weights."""
+    """What ``fit`` returns in every framework; the model itself holds the best-validation weights."""
 
     history: list[EpochRecord]
     best_epoch: int

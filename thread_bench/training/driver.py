@@ -83,7 +83,7 @@ def build_parser(framework: Framework) -> argparse.ArgumentParser:
         "MLflow. Every option defaults to the profile's value (an empty string also means 'from the profile'); "
         "a workload's options are refused with another workload.",
     )
-    cli.add_workload_option(parser)
+    workloads.add_option(parser)
     cli.add_profile_option(parser)
     cli.add_variant_option(parser)
     cli.add_dataclass_options(parser, TrainConfig)
@@ -107,7 +107,7 @@ def build_parser(framework: Framework) -> argparse.ArgumentParser:
 def request_from_args(args: argparse.Namespace, framework: Framework) -> TrainRequest:
     """Resolve the profile and the given options; raises ``ValueError``/``FileNotFoundError`` for bad input."""
     workload = workloads.get(args.workload) if args.workload else workloads.default_for(framework.name)
-    cli.check_workload_options(args, workload)
+    workloads.check_options(args, workload)
     return resolve_request(
         framework,
         workload,

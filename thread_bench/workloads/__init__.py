@@ -14,6 +14,8 @@ their framework.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
+from thread_bench import cli
 from thread_bench.data.prepared import DEFAULT_WORKLOAD
 
 if TYPE_CHECKING:
@@ -220,6 +223,40 @@ def default_for(framework: str) -> Workload:
     if framework in WORKLOADS[DEFAULT].models:
         return WORKLOADS[DEFAULT]
     return next(workload for workload in WORKLOADS.values() if framework in workload.models)
+
+
+def add_option(parser: argparse.ArgumentParser) -> None:
+    """``--workload``, described from the registry."""
+    described = "; ".join(f"{w.name}: {w.description}" for w in WORKLOADS.values())
+    parser.add_argument(
+        "--workload",
+        default=None,
+        help=f"what is learned: {described} (default: {DEFAULT}, or the first workload the framework has models for)",
+    )
+
+
+def options_of(workload: Workload, *, data_prefixed: bool = True) -> set[str]:
+    """The option names (destinations) of ``workload``'s data and model configs (a data config's ``seed`` is
+    ``data_seed`` in a command that also trains: ``data_prefixed``)."""
+    data = set(cli.data_options(workload.data_config).values()) if data_prefixed else _fields(workload.data_config)
+    return data | _fields(workload.model_config)
+
+
+def check_options(namespace: argparse.Namespace, workload: Workload, *, data_prefixed: bool = True) -> None:
+    """Raise ``ValueError`` naming the first option given that belongs to other workloads, not to ``workload``."""
+    own = options_of(workload, data_prefixed=data_prefixed)
+    values = vars(namespace)
+    for other in WORKLOADS.values():
+        for name in sorted(options_of(other, data_prefixed=data_prefixed) - own):
+            if values.get(name) not in (None, ""):
+                raise ValueError(
+                    f"--{name} is an option of the {other.name} workload, not of {workload.name} "
+                    f"(pass --workload {other.name}, or leave it out)"
+                )
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def get(name: str) -> Workload:

@@ -854,7 +854,8 @@ def _preview_selection(patches: Sequence[SyntheticPatch]) -> list[SyntheticPatch
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m thread_bench.data.synthetic", description="Generate the synthetic canvas corpus."
+        prog="python -m thread_bench.workloads.thread_density.synthetic",
+        description="Generate the synthetic canvas corpus.",
     )
     parser.add_argument("--preview", type=Path, help="save a figure of a few patches and their masks here")
     parser.add_argument("--out", type=Path, help="write the corpus (docs/DESIGN.md §2.1) to this directory")
