@@ -22,6 +22,8 @@ import dataclasses
 import hashlib
 import math
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -370,3 +372,39 @@ def test_a_registered_workload_s_settings_group_the_analysis(toy: Workload) -> N
     assert "filters" in knob_params()
     workloads.WORKLOADS.pop("toy")  # the fixture restores the registry
     assert "filters" not in knob_params()
+
+
+def test_a_plug_in_named_in_the_environment_is_registered_in_every_process(tmp_path: Path) -> None:
+    """``THREAD_BENCH_WORKLOADS=<module>`` registers the module's workloads in every process the suite starts (a
+    study's trainings, ``mlflow run``), not only in the one that called ``register``: here a copy of digits under
+    another name, offered by a fresh process's command line. A module that fails to import is named in the line
+    that refuses its workload."""
+    (tmp_path / "my_plugin.py").write_text(
+        "import dataclasses\n"
+        "from thread_bench import workloads\n"
+        "from thread_bench.workloads.digits import WORKLOAD\n"
+        "workloads.register(dataclasses.replace(WORKLOAD, name='digits_copy', description='a copy'))\n"
+    )
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, workloads.PLUGINS_ENV: "my_plugin", "PYTHONPATH": path}
+
+    def preprocessing(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "thread_bench.preprocessing", *argv]
+        return subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, check=False)
+
+    listed = preprocessing("--help")
+    assert listed.returncode == 0, listed.stderr
+    assert "digits_copy: a copy" in " ".join(listed.stdout.split())
+
+    environment[workloads.PLUGINS_ENV] = "no_such_plugin"
+    refused = preprocessing("--workload", "digits_copy")
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "python -m thread_bench.preprocessing: error: workload must be one of ['thread_density', 'digits'], got "
+            "'digits_copy' (plug-in 'no_such_plugin' of $THREAD_BENCH_WORKLOADS failed: ModuleNotFoundError"
+        )
+    )

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ import numpy as np
 
 from thread_bench import cli
 from thread_bench.data.prepared import DEFAULT_WORKLOAD
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from thread_bench.data.build import PrepareResult
@@ -203,6 +207,14 @@ def names() -> tuple[str, ...]:
     return tuple(WORKLOADS)
 
 
+#: Modules (comma-separated) that register more workloads when imported: a plug-in outside this package. They are
+#: imported in every process after the built-in ones, so the trainings and analyses a command starts as processes
+#: (a study's, ``mlflow run``'s) know the plug-in's workloads too.
+PLUGINS_ENV = "THREAD_BENCH_WORKLOADS"
+#: Plug-in module -> why it could not be imported (reported when a workload is asked for and not found).
+_FAILED_PLUGINS: dict[str, str] = {}
+
+
 def _register_builtin() -> None:
     from thread_bench.workloads.digits import WORKLOAD as DIGITS
     from thread_bench.workloads.thread_density import WORKLOAD as THREAD_DENSITY
@@ -211,7 +223,19 @@ def _register_builtin() -> None:
     register(DIGITS)
 
 
+def _register_plugins() -> None:
+    """Import the modules :data:`PLUGINS_ENV` names. One that fails is remembered, not raised here (this runs when
+    the package is imported, before a command can report anything in one line): :func:`get` names it."""
+    for module in filter(None, (part.strip() for part in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # any error of a user's module: the command says it in one line
+            _FAILED_PLUGINS[module] = f"{type(error).__name__}: {error}"
+            log.warning("$%s: workload plug-in %r not registered (%s)", PLUGINS_ENV, module, _FAILED_PLUGINS[module])
+
+
 _register_builtin()
+_register_plugins()
 #: What a run trains when no workload is given: the suite's original task, which is also what a prepared dataset
 #: or a run from before workloads existed holds (one name for both).
 DEFAULT = DEFAULT_WORKLOAD
@@ -261,5 +285,10 @@ def _fields(cls: type) -> set[str]:
 
 def get(name: str) -> Workload:
     if name not in WORKLOADS:
-        raise ValueError(f"workload must be one of {list(WORKLOADS)}, got {name!r}")
+        failed = "; ".join(
+            f"plug-in {module!r} of ${PLUGINS_ENV} failed: {why}" for module, why in _FAILED_PLUGINS.items()
+        )
+        raise ValueError(
+            f"workload must be one of {list(WORKLOADS)}, got {name!r}" + (f" ({failed})" if failed else "")
+        )
     return WORKLOADS[name]
