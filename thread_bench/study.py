@@ -321,9 +321,8 @@ def settings_params(request: TrainingRequest) -> dict[str, str]:
     what its framework made of them, under names of their own; the variant (in the run's key) and the commit
     fix them."""
     resolved = request.resolve()
-    data = {tracking.data_param(k): v for k, v in dataclasses.asdict(resolved.data).items() if k != "input_size"}
     params = {tracking.PARAM_PROFILE: request.profile, tracking.PARAM_WORKLOAD: request.workload}
-    params |= {**dataclasses.asdict(resolved.train), **dataclasses.asdict(resolved.model), **data}
+    params |= driver.config_params(resolved.train, resolved.model, dataclasses.asdict(resolved.data))
     if hasattr(resolved.model, tracking.PARAM_IMPLEMENTATION):
         workload = workloads.get(request.workload)
         params[tracking.PARAM_IMPLEMENTATION] = workload.implementation(request.framework, resolved.model)

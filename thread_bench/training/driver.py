@@ -272,14 +272,19 @@ def _dataset(request: TrainRequest, workload: Workload) -> PreparedDataset:
     return prepare_and_log(request.data, None, experiment, profile=request.profile, workload=workload)
 
 
-def _data_params(request: TrainRequest, dataset: PreparedDataset) -> dict[str, Any]:
-    if request.dataset_dir is not None:
-        settings = dict(dataset.manifest.get("settings", {}))
-        settings["source"] = str(request.dataset_dir)
-    else:
-        settings = dataclasses.asdict(request.data)
-    settings.pop("input_size", None)  # logged once, with the model's
-    return {tracking.data_param(name): value for name, value in settings.items()}
+def config_params(train: TrainConfig, model: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The params a training logs from its configs: every field under its own name, the data settings under
+    their param names (:func:`tracking.data_param`), ``input_size`` once (the model's). The study compares a
+    finished run's params with these."""
+    settings = {tracking.data_param(name): value for name, value in data.items() if name != "input_size"}
+    return {**dataclasses.asdict(train), **dataclasses.asdict(model), **settings}
+
+
+def _data_settings(request: TrainRequest, dataset: PreparedDataset) -> dict[str, Any]:
+    """The data settings of the run: the data config's, or a given prepared directory's (from its manifest)."""
+    if request.dataset_dir is None:
+        return dataclasses.asdict(request.data)
+    return {**dataset.manifest.get("settings", {}), "source": str(request.dataset_dir)}
 
 
 def _log_setup(
@@ -298,9 +303,7 @@ def _log_setup(
         tracking.PARAM_FRAMEWORK: trainer.FRAMEWORK,
         tracking.PARAM_PROFILE: request.profile,
         tracking.PARAM_VARIANT: request.variant,
-        **dataclasses.asdict(train),
-        **dataclasses.asdict(request.model),
-        **_data_params(request, dataset),
+        **config_params(train, request.model, _data_settings(request, dataset)),
         tracking.PARAM_DATASET_DIGEST: dataset.digest,
         tracking.PARAM_DATASET_KEY: dataset.manifest.get("key", dataset.path.name),
         tracking.PARAM_N_TRAIN: len(dataset.train),
