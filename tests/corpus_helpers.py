@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from thread_bench.workloads.thread_density import synthetic
 from thread_bench.workloads.thread_density.config import DataConfig
+from thread_bench.workloads.thread_density.prepare import _Augmentation, apply_augmentation, equalize_histogram
 
 COLUMNS = ["painting_id", "patch_id", "image", "h_mask", "v_mask", "px_per_cm", "density_h", "density_v"]
 
@@ -90,3 +93,19 @@ def grid_config(source: Path, *, subpatches_per_patch: int, input_size: int, **o
     }
     values.update(overrides)
     return DataConfig(**values)  # type: ignore[arg-type]
+
+
+def raw_patch(seed: int = 0, *, bit_depth: int = 8, size_px: int = 300) -> np.ndarray:
+    """A synthetic raw patch as a scanner stores it (8- or 16-bit), at 200 px/cm."""
+    rng = np.random.default_rng(seed)
+    canvas = synthetic.CanvasParams.random(rng)
+    imaging = dataclasses.replace(synthetic.ImagingParams.random(rng), bit_depth=bit_depth)
+    return synthetic.generate_patch(rng, canvas, imaging=imaging, size_px=size_px).image
+
+
+def training_window(patch: np.ndarray, top: int, left: int, crop_px: int = 200, size: int = 64) -> np.ndarray:
+    """What the preparation makes of the unrotated, unflipped sub-patch at ``(top, left)``."""
+    half = (crop_px - 1) / 2
+    augmentation = _Augmentation(centre_xy=(left + half, top + half), angle_deg=0.0, dihedral=0)
+    image = apply_augmentation(equalize_histogram(patch), augmentation, crop_px, nearest=False)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)

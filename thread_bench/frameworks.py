@@ -25,6 +25,7 @@ import numpy as np
 
 from thread_bench import backends, tracking
 from thread_bench.config import TrainConfig
+from thread_bench.models.pyfunc import Product
 from thread_bench.training.common import EpochCallback, TrainingData, TrainResult
 from thread_bench.training.options import FrameworkOptions, KerasOptions, TensorflowOptions, TorchOptions
 from thread_bench.workloads import Models
@@ -85,8 +86,11 @@ class Trainer(Protocol):
         """Train on ``models.loss`` with the shared protocol; the model ends with the best-validation weights."""
         ...
 
-    def log_model(self, model: Any, models: Models, config: Any, precision: str, example_images: np.ndarray) -> str:
-        """Log the model to the active MLflow run; returns its URI."""
+    def log_model(
+        self, model: Any, models: Models, config: Any, precision: str, example_images: np.ndarray, product: Product
+    ) -> str:
+        """Log the model to the active MLflow run as what a user can call (:mod:`thread_bench.models.pyfunc`);
+        returns its URI."""
         ...
 
     def load_model(self, uri: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.runs import knob_params
@@ -172,13 +173,14 @@ def test_a_run_logs_params_metrics_artifacts_and_model(
     config = json.loads((directory / "config.json").read_text())
     assert config["train"]["seed"] == 3 and config["dataset"]["digest"] == params["dataset_digest"]
 
-    size = int(params["input_size"])
-    shape = (3, 1, size, size) if framework == "torch" else (3, size, size, 1)
+    # A raw 8-bit patch of 1.5 cm at 100 px/cm (the model's windows are 1 cm): test_model_products.py has the rest.
+    patch = np.random.default_rng(0).integers(0, 256, (150, 150), dtype=np.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # loads and predicts without a warning (a GPU machine picks CUDA)
         model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-        predictions = np.asarray(model.predict(np.random.default_rng(0).random(shape, dtype=np.float32)))
-    assert predictions.shape in {(3, 1), (3,)} and np.all(np.isfinite(predictions))
+        answer = model.predict(pd.DataFrame({"image": [patch], "px_per_cm": [100.0]}))
+    assert list(answer.columns) == ["density_v", "density_h", "windows"] and answer.loc[0, "windows"] == 4
+    assert np.all(np.isfinite(answer[["density_v", "density_h"]].to_numpy()))
     assert model.metadata.signature is not None
 
 

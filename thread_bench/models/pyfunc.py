@@ -1,44 +1,78 @@
-"""How a trained PyTorch or plain-TensorFlow model (any workload's) is logged to MLflow and loaded back: a
-pyfunc model over its weights. (Keras models use MLflow's Keras flavor.)
+"""How every trained model of the suite is logged to MLflow and loaded back: one pyfunc over its weights, for
+every framework and backend, that answers a user's raw inputs (docs/DESIGN.md §8, "Models as products").
 
-Why not MLflow's ``pytorch`` flavor (MLflow 3.17): its default ``pt2`` format (``torch.export``) fixes the
-device of the weights inside the exported program, so a model exported on a CPU does not load on a GPU
-machine (MLflow's pyfunc picks CUDA when there is one and refuses: "contains weights / buffers on 'cpu'
-device, it can't be loaded on 'cuda' device" — the warning a GPU training printed when MLflow validated the
-input example) and one exported on a GPU does not load without one; its ``pickle`` format is refused at load
-time unless ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is set. A ``tf.Module`` of the low-level TensorFlow styles
-has no MLflow flavor at all.
+The logged model is the network's description (``architecture.json``: the workload, its models module, its model
+config class and values, the framework and backend it was trained on, the precision and implementation style,
+the weights' format, and the workload's serving module with the preprocessing it applies), its weights, and a
+copy of the ``thread_bench`` package (``code_paths``) that MLflow puts first on ``sys.path`` where it loads the
+model. So it loads and predicts in a process that never imported the project, outside any checkout
+(``mlflow.pyfunc.load_model``, ``mlflow models predict``, ``mlflow models serve``): the network is rebuilt by the
+models module's ``build_model`` and the weights read back, without any training state (no optimizer, no loss).
 
-So the logged model is the network's description (JSON: the workload's models module, its model config class
-and values, the precision and implementation style) plus its weights — a PyTorch state dict, read back with
-``torch.load(weights_only=True)`` (tensors only: no code runs) and mapped onto whatever device the loading
-machine has, or the workload's framework-neutral weights (``get_weights``) as a NumPy ``.npz``. The network is
-rebuilt by the models module's ``build_model``, whose package travels with the model (``code_paths``), so it
-loads where thread_bench is not installed. A PyTorch model predicts on CUDA when there is a GPU, else on the
-CPU; ``mlflow.pyfunc.load_model(uri, model_config={"device": "cpu"})`` chooses.
+The weights: a PyTorch state dict read back with ``torch.load(weights_only=True)`` (tensors only: no code runs)
+and mapped onto the loading machine's device; a Keras model's ``get_weights()`` list; or a workload's
+framework-neutral weights (``get_weights``, the low-level TensorFlow styles), the last two as NumPy ``.npz``.
+
+Why not MLflow's own flavors (MLflow 3.17): the ``pytorch`` flavor's default ``pt2`` format fixes the device of
+the weights inside the exported program (a model exported on a CPU refuses to load on a GPU machine and the other
+way round), and its ``pickle`` format is refused unless ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is set. The
+``keras`` flavor loads a model compiled, and a Keras model compiled for training names the project's loss, which a
+fresh process cannot find ("Could not locate class 'WorkloadLoss'"). A ``tf.Module`` has no flavor at all. And
+none of them would apply the workload's preprocessing.
+
+What the loader may be told (``mlflow.pyfunc.load_model(uri, model_config={...})``); a value it cannot honour is
+refused by name (``ValueError``). MLflow itself passes on only these keys and drops any other with a warning that
+names it (``Argument(s) … were ignored``), before the model sees it; :func:`load_model` refuses such a key.
+
+``device``
+    ``cpu``, or ``cuda``/``gpu`` (``cuda:1``…): where the network runs. Default: the first GPU when there is one.
+``backend``
+    Keras models only: ``tensorflow``, ``jax`` or ``torch``. Keras picks its backend once per process, at its
+    first import; default: the backend it was trained on (or ``KERAS_BACKEND`` when set), and where Keras already
+    runs, that one (a Keras model's weights are the same on every backend).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import json
+import logging
+import os
+import sys
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 
 from thread_bench import tracking
-from thread_bench.models import inputs
+from thread_bench.models import inputs, serving
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_ARTIFACT = "weights"
 ARCHITECTURE_ARTIFACT = "architecture"
-#: How the weights are stored: a PyTorch state dict, or the workload's canonical weights in a NumPy archive.
+#: How the weights are stored: a PyTorch state dict, a Keras model's weight list, or the workload's canonical
+#: weights, the last two in a NumPy archive.
 TORCH_STATE_DICT = "torch_state_dict"
+KERAS_WEIGHTS = "keras_weights_npz"
 CANONICAL_NPZ = "canonical_npz"
+_WEIGHT_FILES = {TORCH_STATE_DICT: "state_dict.pt", KERAS_WEIGHTS: "weights.npz", CANONICAL_NPZ: "weights.npz"}
+#: The keys ``model_config`` may hold at load time; the model is logged with each set to :data:`AUTO`, because
+#: MLflow passes on only the keys a model was logged with (it drops any other, with a warning naming it).
+LOADER_SETTINGS = ("device", "backend")
+#: A loader setting's value that leaves the choice to the model (see the module docstring).
+AUTO = "auto"
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 #: The "model from code" file MLflow runs to build the pyfunc at load time.
 _MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -48,45 +82,212 @@ _REGVGG_MODELS = "thread_bench.workloads.thread_density.torch_models"
 _REGVGG_CONFIG = "thread_bench.config:ModelConfig"
 
 
+@dataclass(frozen=True)
+class Product:
+    """What makes a trained network a model a user can call: its workload's serving module, the preprocessing
+    that module applies (``describe``'s answer for the training's dataset) and the epoch whose weights it holds."""
+
+    workload: str
+    #: The serving module (:mod:`thread_bench.models.serving` describes what it has).
+    serving: str
+    preprocessing: dict[str, Any]
+    #: The best epoch: the model is logged at that step, so MLflow links that epoch's metrics to it.
+    step: int
+
+
 class WorkloadPyfunc(PythonModel):
-    """``predict(images float32 in [0, 1]) -> (N, outputs)``: what the workload's model outputs (threads/cm for
-    thread density, logits for digits). The images are ``(N, 1, S, S)`` for PyTorch, ``(N, S, S, 1)`` for
-    TensorFlow. ``model`` is the framework's model."""
+    """``predict(request) -> answers``: the workload's serving (:mod:`thread_bench.models.serving`) around the
+    network. ``model`` is the framework's model; ``models`` the workload's models module."""
 
     model: Any
 
     def load_context(self, context: Any) -> None:
         architecture = json.loads(Path(context.artifacts[ARCHITECTURE_ARTIFACT]).read_text())
+        weights_format = architecture.get("weights_format", TORCH_STATE_DICT)
+        framework = architecture.get("framework") or ("torch" if weights_format == TORCH_STATE_DICT else "tensorflow")
+        settings = loader_settings(context.model_config, framework)
+        self.backend = architecture.get("backend") or framework
+        if framework == "keras":
+            self.backend = choose_keras_backend(architecture.get("backend"), settings.get("backend"))
+        self.framework = framework
+        self.device = resolve_device(framework, settings.get("device"), self.backend)
         self.models = importlib.import_module(architecture.get("models", _REGVGG_MODELS))
         module_name, class_name = architecture.get("config_class", _REGVGG_CONFIG).split(":")
         config = getattr(importlib.import_module(module_name), class_name)(**architecture["model"])
         precision = architecture.get("precision") or _precision_of(architecture["compute_dtype"])
-        model = self.models.build_model(config, precision, architecture.get("implementation"))
-        self.channels_first = architecture.get("weights_format", TORCH_STATE_DICT) == TORCH_STATE_DICT
-        if self.channels_first:
-            import torch
+        with self.device_scope():
+            model = self.models.build_model(config, precision, architecture.get("implementation"))
+            self.model = _load_weights(
+                model, self.models, context.artifacts[WEIGHTS_ARTIFACT], weights_format, self.device
+            )
+        self.channels_first = weights_format == TORCH_STATE_DICT
+        self.serving = importlib.import_module(architecture["serving"]) if "serving" in architecture else None
+        self.preprocessing = architecture.get("preprocessing", {})
 
-            device = (context.model_config or {}).get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-            state = torch.load(context.artifacts[WEIGHTS_ARTIFACT], map_location=device, weights_only=True)
-            model.load_state_dict(state)
-            model = model.to(device).eval()
-        else:
-            with np.load(context.artifacts[WEIGHTS_ARTIFACT]) as weights:
-                self.models.set_weights(model, dict(weights))
-        self.model = model
+    def device_scope(self) -> contextlib.AbstractContextManager[Any]:
+        """Where the framework places what it computes: Keras' and TensorFlow's device scopes; PyTorch's model
+        was moved to its device."""
+        if self.framework == "keras":
+            import keras
 
-    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
+            return keras.device(self.device)
+        if self.framework == "tensorflow":
+            import tensorflow as tf
+
+            return tf.device(self.device)
+        return contextlib.nullcontext()
+
+    def predict_images(self, images: np.ndarray) -> np.ndarray:
+        """The network's outputs for uint8 ``(N, S, S)`` images (the workload's ``models.predict``)."""
+        with self.device_scope():
+            return np.asarray(self.models.predict(self.model, images))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> Any:
+        if self.serving is None:
+            return self._predict_tensors(model_input)
+        return self.serving.predict(self.predict_images, model_input, self.preprocessing)
+
+    def _predict_tensors(self, model_input: Any) -> np.ndarray:
+        """Models logged before serving existed: images float32 in [0, 1], ``(N, 1, S, S)`` for PyTorch,
+        ``(N, S, S, 1)`` for TensorFlow, in; the network's outputs ``(N, outputs)`` out."""
         images = np.asarray(model_input, dtype=np.float32)
         channel_axis = 1 if self.channels_first else 3
         if images.ndim != 4 or images.shape[channel_axis] != inputs.INPUT_CHANNELS:
             expected = "(N, 1, S, S)" if self.channels_first else "(N, S, S, 1)"
             raise ValueError(f"expected images of shape {expected}, got {images.shape}")
         outputs = self.models.predict(self.model, np.take(images, 0, axis=channel_axis))
-        return outputs.reshape(len(images), -1)
+        return np.asarray(outputs).reshape(len(images), -1)
+
+
+def loader_settings(model_config: Mapping[str, Any] | None, framework: str) -> dict[str, Any]:
+    """``model_config`` checked: only :data:`LOADER_SETTINGS`, and ``backend`` only for a Keras model.
+
+    Raises:
+        ValueError: naming the key that is not a setting of this model.
+    """
+    settings = {key: value for key, value in (model_config or {}).items() if value not in (None, AUTO)}
+    unknown = sorted(set(settings) - set(LOADER_SETTINGS))
+    if unknown:
+        raise ValueError(
+            f"model_config {unknown} is not a setting of this model: expected some of {list(LOADER_SETTINGS)}"
+        )
+    if settings.get("backend") is not None and framework != "keras":
+        raise ValueError(f"model_config backend={settings['backend']!r}: only a Keras model has a backend to choose")
+    return settings
+
+
+def choose_keras_backend(recorded: str | None, requested: str | None) -> str:
+    """The backend a Keras model runs on here (see the module docstring); imports Keras on it when it is not
+    imported yet.
+
+    Raises:
+        ValueError: an unknown backend, or one other than the one Keras already runs on in this process.
+    """
+    if requested is not None and requested not in KERAS_BACKENDS:
+        raise ValueError(f"model_config backend={requested!r}: expected one of {list(KERAS_BACKENDS)}")
+    if "keras" in sys.modules:
+        import keras
+
+        current = str(keras.backend.backend())
+        if requested is not None and requested != current:
+            raise ValueError(
+                f"model_config backend={requested!r}: Keras already runs on {current!r} in this process (it picks "
+                "its backend at its first import); load the model in a fresh process"
+            )
+        return current
+    chosen = requested or os.environ.get("KERAS_BACKEND") or recorded or "tensorflow"
+    if requested is None and not os.environ.get("KERAS_BACKEND") and importlib.util.find_spec(chosen) is None:
+        available = [name for name in KERAS_BACKENDS if importlib.util.find_spec(name) is not None]
+        if not available:
+            raise ValueError(f"Keras needs one of {list(KERAS_BACKENDS)} installed; none is")
+        log.warning("the model was trained on %s, which is not installed here: running it on %s", chosen, available[0])
+        chosen = available[0]
+    previous = os.environ.get("KERAS_BACKEND")
+    os.environ["KERAS_BACKEND"] = chosen
+    try:
+        importlib.import_module("keras")  # Keras reads the variable now, once; the process's own is put back
+    finally:
+        if previous is None:
+            del os.environ["KERAS_BACKEND"]
+        else:
+            os.environ["KERAS_BACKEND"] = previous
+    return chosen
+
+
+def resolve_device(framework: str, requested: str | None, backend: str | None = None) -> Any:
+    """The device the network runs on, in the framework's spelling; the first GPU when there is one unless
+    ``requested`` (``cpu``, ``cuda``, ``gpu``, ``cuda:1``…) says otherwise.
+
+    Raises:
+        ValueError: an unknown device, or a GPU where the framework sees none.
+    """
+    kind, _, index = (requested or "").lower().partition(":")
+    if requested is not None and (kind not in ("cpu", "cuda", "gpu") or (index and not index.isdigit())):
+        raise ValueError(f"model_config device={requested!r}: expected 'cpu', 'cuda' or 'gpu' (optionally ':<index>')")
+    number = int(index or 0)
+    has_gpu = _gpu_count(backend if framework == "keras" and backend else framework) > number
+    if kind in ("cuda", "gpu") and not has_gpu:
+        raise ValueError(f"model_config device={requested!r}: {framework} sees no such GPU on this machine")
+    gpu = kind in ("cuda", "gpu") or (requested is None and has_gpu)
+    if framework == "torch":
+        import torch
+
+        return torch.device(f"cuda:{number}" if gpu else "cpu")
+    if framework == "tensorflow":
+        return f"/GPU:{number}" if gpu else "/CPU:0"
+    # Keras' spelling; "cpu", not "cpu:0": Keras 3.15 on torch fails to build a Dropout layer under "cpu:0".
+    return f"gpu:{number}" if gpu else "cpu"
+
+
+def _gpu_count(library: str) -> int:
+    """GPUs that ``library`` (``torch``, ``tensorflow``, ``jax``) sees."""
+    if library == "torch":
+        import torch
+
+        return int(torch.cuda.device_count())
+    if library == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    import jax
+
+    try:
+        return len(jax.devices("gpu"))
+    except RuntimeError:  # no GPU platform
+        return 0
 
 
 def _precision_of(compute_dtype: str) -> str:
     return "bf16" if compute_dtype == "bfloat16" else "fp32"
+
+
+def _load_weights(model: Any, models: Any, path: str, weights_format: str, device: Any) -> Any:
+    if weights_format == TORCH_STATE_DICT:
+        import torch
+
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        return model.to(device).eval()
+    with np.load(path) as archive:
+        weights = {name: archive[name] for name in archive.files}
+    if weights_format == KERAS_WEIGHTS:
+        model.set_weights([weights[name] for name in sorted(weights)])
+    else:
+        models.set_weights(model, weights)
+    return model
+
+
+def _save_weights(model: Any, models: Any, path: Path, weights_format: str) -> None:
+    if weights_format == TORCH_STATE_DICT:
+        import torch
+
+        torch.save({name: value.detach().cpu() for name, value in model.state_dict().items()}, path)
+    elif weights_format == KERAS_WEIGHTS:
+        arrays: dict[str, Any] = {f"w{index:04d}": np.asarray(value) for index, value in enumerate(model.get_weights())}
+        np.savez(path, **arrays)
+    elif weights_format == CANONICAL_NPZ:
+        np.savez(path, **models.get_weights(model))
+    else:
+        raise ValueError(f"weights_format must be one of {list(_WEIGHT_FILES)}, got {weights_format!r}")
 
 
 def log_model(
@@ -95,64 +296,83 @@ def log_model(
     config: Any,
     precision: str,
     example_images: np.ndarray,
+    product: Product,
     *,
+    framework: str,
+    backend: str,
     weights_format: str,
     requirements: list[str],
 ) -> str:
-    """Log ``model`` (its weights as they are now) under the active run; returns the model URI.
+    """Log ``model`` (its weights as they are now) under the active run, at ``product.step``; returns its URI.
 
     Args:
         models: the workload's models module (``build_model``, ``predict``; ``get_weights``/``set_weights`` for
             :data:`CANONICAL_NPZ`), by which it is rebuilt.
         config: the model config it was built from (a dataclass, with its implementation style resolved where it
             has one), and ``precision`` the precision.
-        example_images: a few ``(N, S, S)`` images for the signature and input example (float32 in [0, 1]).
-        weights_format: :data:`TORCH_STATE_DICT` (a PyTorch module) or :data:`CANONICAL_NPZ`.
+        example_images: a few prepared uint8 ``(N, S, S)`` images, from which the serving makes the input example.
+        framework, backend: what it was trained with (a Keras model is rebuilt on that backend by default).
+        weights_format: :data:`TORCH_STATE_DICT`, :data:`KERAS_WEIGHTS` or :data:`CANONICAL_NPZ`.
         requirements: the pip requirements of the framework.
     """
-    x = inputs.as_model_input(example_images, config.input_size)
-    x = x[:, np.newaxis] if weights_format == TORCH_STATE_DICT else x[..., np.newaxis]
-    y = models.predict(model, example_images).reshape(len(example_images), -1)
+    module = importlib.import_module(product.serving)
+    example = module.input_example(example_images, product.preprocessing)
+    signature = ModelSignature(
+        inputs=module.input_schema(product.preprocessing), outputs=module.output_schema(product.preprocessing)
+    )
     with tempfile.TemporaryDirectory(prefix="thread-bench-model-") as directory:
-        weights = Path(directory) / ("state_dict.pt" if weights_format == TORCH_STATE_DICT else "weights.npz")
+        weights = Path(directory) / _WEIGHT_FILES[weights_format]
         _save_weights(model, models, weights, weights_format)
         architecture = Path(directory) / "architecture.json"
         description = {
+            "workload": product.workload,
+            "framework": framework,
+            "backend": backend,
             "models": models.__name__,
             "config_class": f"{type(config).__module__}:{type(config).__qualname__}",
             "precision": precision,
             "implementation": getattr(config, "implementation", None),
             "weights_format": weights_format,
+            "serving": product.serving,
+            "preprocessing": product.preprocessing,
+            "step": product.step,
         }
-        architecture.write_text(json.dumps({**description, "model": dataclasses.asdict(config)}))
+        architecture.write_text(json.dumps({**description, "model": dataclasses.asdict(config)}, indent=1))
         info = mlflow.pyfunc.log_model(
             name=tracking.ARTIFACT_MODEL,
             python_model=str(_MODEL_CODE),
             artifacts={WEIGHTS_ARTIFACT: str(weights), ARCHITECTURE_ARTIFACT: str(architecture)},
             code_paths=[str(_PACKAGE)],
-            signature=mlflow.models.infer_signature(x, y),
-            input_example=x,
-            pip_requirements=[*requirements, f"numpy=={np.__version__}"],
+            signature=signature,
+            input_example=example,
+            pip_requirements=[*requirements, *serving.pinned(("numpy", "pandas", *module.REQUIREMENTS))],
+            model_config=dict.fromkeys(LOADER_SETTINGS, AUTO),
+            metadata={"thread_bench": {key: description[key] for key in ("workload", "framework", "backend", "step")}},
+            step=product.step,
         )
     return str(info.model_uri)
 
 
-def _save_weights(model: Any, models: Any, path: Path, weights_format: str) -> None:
-    if weights_format == TORCH_STATE_DICT:
-        import torch
+def unwrap(uri: str, model_config: dict[str, Any] | None = None) -> WorkloadPyfunc:
+    """The pyfunc of a model logged by :func:`log_model` (or by an earlier version of it).
 
-        torch.save({name: value.detach().cpu() for name, value in model.state_dict().items()}, path)
-    elif weights_format == CANONICAL_NPZ:
-        np.savez(path, **models.get_weights(model))
-    else:
-        raise ValueError(f"weights_format must be {TORCH_STATE_DICT!r} or {CANONICAL_NPZ!r}, got {weights_format!r}")
-
-
-def load_model(uri: str, device: str | None = None) -> Any:
-    """The framework model of a model logged by :func:`log_model` (a PyTorch one on ``device``, default: CUDA
-    if present)."""
-    loaded = mlflow.pyfunc.load_model(uri, model_config={"device": device} if device else None)
+    Raises:
+        ValueError: the model is not one thread_bench logged as pyfunc.
+    """
+    loader_settings(model_config, "keras")  # what MLflow would drop with a warning is refused here
+    loaded = mlflow.pyfunc.load_model(uri, model_config=model_config)
     wrapped = loaded.unwrap_python_model()
     if not isinstance(wrapped, WorkloadPyfunc):
         raise ValueError(f"{uri} is not a model thread_bench logged as pyfunc (found {type(wrapped).__name__})")
-    return wrapped.model
+    return wrapped
+
+
+def load_model(uri: str, device: str | None = None) -> Any:
+    """The framework model of a model logged by :func:`log_model` (on ``device``, default: a GPU if present)."""
+    return unwrap(uri, {"device": device} if device else None).model
+
+
+def is_pyfunc(uri: str) -> bool:
+    """Whether ``uri`` is a model logged by :func:`log_model` (not by an MLflow framework flavor)."""
+    flavors = mlflow.models.get_model_info(uri).flavors
+    return "python_function" in flavors and len(flavors) == 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import logging
 import sys
 import tempfile
@@ -42,6 +43,7 @@ from thread_bench import cli, frameworks, lifecycle, store, tracking, workloads
 from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, TrainConfig, resolve
 from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.frameworks import Framework, Trainer
+from thread_bench.models import pyfunc
 from thread_bench.preparation import prepare_and_log
 from thread_bench.training.common import EpochRecord, TrainingData, TrainResult, seed_host
 from thread_bench.training.options import FrameworkOptions
@@ -230,6 +232,9 @@ def run(request: TrainRequest, trainer: Trainer, knobs: dict[str, Any] | None = 
             knobs[tracking.PARAM_IMPLEMENTATION] = implementation
             resolved_model = dataclasses.replace(request.model, implementation=implementation)
         environment = trainer.environment()
+        # What the model will need to answer a user's raw inputs: known before the work, so a failure is early.
+        serving = importlib.import_module(workload.serving)
+        preprocessing = serving.describe(dataset, request.data if request.dataset_dir is None else None, None)
         _log_setup(request, train, trainer, dataset, knobs, environment)
         print(
             f"{trainer.FRAMEWORK} ({knobs[tracking.PARAM_BACKEND]}, {train.precision}, variant "
@@ -244,7 +249,11 @@ def run(request: TrainRequest, trainer: Trainer, knobs: dict[str, Any] | None = 
         result = trainer.fit(model, data, train, request.options, models=models, on_epoch_end=_report_epoch)
         _add_validation_scores(result, workload, models, model, data, check=train.input_pipeline != "staged")
         _log_result(result)
-        trainer.log_model(model, models, resolved_model, train.precision, data.val.images[:_EXAMPLE_IMAGES])
+        product = pyfunc.Product(workload.name, workload.serving, preprocessing, step=result.best_epoch)
+        uri = trainer.log_model(
+            model, models, resolved_model, train.precision, data.val.images[:_EXAMPLE_IMAGES], product
+        )
+        _link_model_metrics(result, uri)
     _print_summary(result, workload, run_id)
     return run_id
 
@@ -396,6 +405,18 @@ def _log_result(result: TrainResult) -> None:
         history = Path(directory) / tracking.ARTIFACT_HISTORY
         result.write_history_csv(history)
         mlflow.log_artifact(str(history))
+
+
+def _link_model_metrics(result: TrainResult, uri: str) -> None:
+    """Give the logged model (the best epoch's weights) the scores it has: MLflow links the run's metrics at the
+    model's step (the best epoch: its ``val_loss``, its time) to it; the summary (``best_val_loss``, the
+    validation scores of the restored model) is logged at the last epoch's step, so where the best epoch is an
+    earlier one, the scores that describe the model are linked to it explicitly."""
+    if result.best_epoch == result.history[-1].epoch or not uri.startswith("models:/"):
+        return
+    metrics = result.summary_metrics()
+    scores = {key: metrics[key] for key in (tracking.BEST_VAL_LOSS, tracking.BEST_EPOCH, *result.extra)}
+    mlflow.log_metrics(scores, step=result.best_epoch, model_id=uri.removeprefix("models:/"))
 
 
 def _print_summary(result: TrainResult, workload: Workload, run_id: str) -> None:

@@ -13,13 +13,12 @@ import importlib
 from typing import Any
 
 import keras
-import mlflow
 import numpy as np
 
 from thread_bench import backends, tracking
 from thread_bench.config import TrainConfig
 from thread_bench.measure import environment_info
-from thread_bench.models import inputs
+from thread_bench.models import inputs, pyfunc
 from thread_bench.training.common import (
     ArraySplit,
     BatchSampler,
@@ -277,30 +276,36 @@ def device() -> str:
 
 
 def load_model(uri: str) -> keras.Model:
-    """A logged model, uncompiled: prediction needs no loss or optimizer, and not compiling spares resolving
-    the training's custom loss function by name."""
+    """A logged model: a pyfunc over its weights (:mod:`thread_bench.models.pyfunc`), or, logged before version 2
+    of the suite, MLflow's Keras flavor, loaded uncompiled (prediction needs no loss or optimizer, and not
+    compiling spares resolving the training's custom loss function by name)."""
     import mlflow.keras
 
+    if pyfunc.is_pyfunc(uri):
+        return pyfunc.load_model(uri)
     return mlflow.keras.load_model(uri, load_model_kwargs={"compile": False})
 
 
-def log_model(model: keras.Model, models: Models, config: Any, precision: str, example_images: np.ndarray) -> str:
-    """Log ``model`` as an MLflow Keras model with a signature; returns its model URI.
-
-    The logged model is an uncompiled copy (same weights), so loading it needs neither this package's
-    loss function nor an optimizer. MLflow 3.17 fails on ``input_example`` for Keras: signature only.
+def log_model(
+    model: keras.Model, models: Models, config: Any, precision: str, example_images: np.ndarray, product: pyfunc.Product
+) -> str:
+    """Log ``model`` as a pyfunc over its weights (``get_weights``), rebuilt by ``models.build_model`` at load
+    time on the backend it was trained on (:mod:`thread_bench.models.pyfunc`): no optimizer, no loss, nothing a
+    fresh process cannot find. Returns its model URI.
 
     Args:
-        models, config, precision: unused (Keras saves the architecture itself); the twins' parameters.
-        example_images: a few ``(N, S, S)`` images; the signature is ``(N, S, S, 1)`` float32 in [0, 1].
+        example_images: a few prepared uint8 ``(N, S, S)`` images, for the input example.
+        product: the workload's serving, its preprocessing and the best epoch (the model's step).
     """
-    inference = keras.models.clone_model(model)
-    inference.set_weights(model.get_weights())
-    x = inputs.as_model_input(example_images, example_images.shape[1])[..., np.newaxis]
-    y = np.asarray(inference.predict(x, verbose=0), dtype=np.float32)
-    signature = mlflow.models.infer_signature(x, y)
-    requirements = [*pinned_requirements(versions()), f"numpy=={np.__version__}"]
-    info = mlflow.keras.log_model(
-        inference, name=tracking.ARTIFACT_MODEL, signature=signature, pip_requirements=requirements
+    return pyfunc.log_model(
+        model,
+        models,
+        config,
+        precision,
+        example_images,
+        product,
+        framework=FRAMEWORK,
+        backend=backend(),
+        weights_format=pyfunc.KERAS_WEIGHTS,
+        requirements=pinned_requirements(versions()),
     )
-    return str(info.model_uri)

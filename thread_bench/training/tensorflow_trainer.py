@@ -196,12 +196,15 @@ def load_model(uri: str) -> Any:
     return pyfunc.load_model(uri)
 
 
-def log_model(model: Any, models: Models, config: Any, precision: str, example_images: np.ndarray) -> str:
+def log_model(
+    model: Any, models: Models, config: Any, precision: str, example_images: np.ndarray, product: pyfunc.Product
+) -> str:
     """Log ``model`` as a pyfunc over its framework-neutral weights (``models.get_weights``), rebuilt by
-    ``models.build_model`` at load time; returns its model URI.
+    ``models.build_model`` at load time (:mod:`thread_bench.models.pyfunc`); returns its model URI.
 
     Args:
-        example_images: a few ``(N, S, S)`` images; the signature is ``(N, S, S, 1)`` float32 in [0, 1].
+        example_images: a few prepared uint8 ``(N, S, S)`` images, for the input example.
+        product: the workload's serving, its preprocessing and the best epoch (the model's step).
     """
     return pyfunc.log_model(
         model,
@@ -209,6 +212,9 @@ def log_model(model: Any, models: Models, config: Any, precision: str, example_i
         config,
         precision,
         example_images,
+        product,
+        framework=FRAMEWORK,
+        backend=BACKEND,
         weights_format=pyfunc.CANONICAL_NPZ,
         requirements=pinned_requirements(versions()),
     )

@@ -237,8 +237,9 @@ def device() -> str:
 def load_model(uri: str) -> nn.Module:
     """A logged model on this process's device (CUDA when there is one).
 
-    Models logged by this version are pyfunc models over their weights (:mod:`thread_bench.models.pyfunc`);
-    runs logged before used MLflow's ``pytorch`` flavor (``pt2``), still readable.
+    Models logged since version 2 of the suite are pyfunc models over their weights
+    (:mod:`thread_bench.models.pyfunc`); runs logged before used MLflow's ``pytorch`` flavor (``pt2``), still
+    readable.
     """
     import mlflow.pytorch
 
@@ -247,14 +248,16 @@ def load_model(uri: str) -> nn.Module:
     return mlflow.pytorch.load_model(uri).to(_device())
 
 
-def log_model(model: nn.Module, models: Models, config: Any, precision: str, example_images: np.ndarray) -> str:
-    """Log ``model`` to MLflow with a signature (see :mod:`thread_bench.models.pyfunc` for the format
-    and why); returns its model URI.
+def log_model(
+    model: nn.Module, models: Models, config: Any, precision: str, example_images: np.ndarray, product: pyfunc.Product
+) -> str:
+    """Log ``model`` as a pyfunc over its state dict (:mod:`thread_bench.models.pyfunc` says why and what it
+    answers); returns its model URI.
 
     Args:
         models: the workload's PyTorch models module, which rebuilds the network from ``config`` at load time.
-        example_images: a few ``(N, S, S)`` images; the signature and input example are
-            ``(N, 1, S, S)`` float32 in [0, 1].
+        example_images: a few prepared uint8 ``(N, S, S)`` images, for the input example.
+        product: the workload's serving, its preprocessing and the best epoch (the model's step).
     """
     return pyfunc.log_model(
         model,
@@ -262,6 +265,9 @@ def log_model(model: nn.Module, models: Models, config: Any, precision: str, exa
         config,
         precision,
         example_images,
+        product,
+        framework=FRAMEWORK,
+        backend=BACKEND,
         weights_format=pyfunc.TORCH_STATE_DICT,
         requirements=pinned_requirements(versions()),
     )

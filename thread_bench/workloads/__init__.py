@@ -136,6 +136,9 @@ class Workload:
     baseline: Callable[[Any, Any, str | Path | None], Baseline] | None = None
     #: A file a ``source`` directory must hold to be this workload's (``None``: any directory).
     source_marker: str | None = None
+    #: The module through which its logged models answer a user (:mod:`thread_bench.models.serving` says what it
+    #: has; that module itself is the generic one: gray-level images of the model's side in, raw outputs out).
+    serving: str = "thread_bench.models.serving"
 
     @property
     def frameworks(self) -> tuple[str, ...]:

