@@ -1,11 +1,12 @@
 """The ``analysis`` entry point: best run per framework -> test split -> evaluation runs -> report.
 
-python -m analysis [--experiment NAME] [--study ID] [--filter "params.profile = 'laptop'"] [--out DIR]
+python -m analysis [--experiment NAME] [--study ID] [--filter "params.profile = 'laptop'"] [--out DIR] [--promote true]
 
 Selects the FINISHED training runs of an experiment (and study), groups them by framework (and by any
 knob that differs within a framework), evaluates the best run of each group on the test split of the
 prepared dataset they all trained on, logs one evaluation run per selected model and an analysis run that
-holds the report (table, statistics, figures) as artifacts.
+holds the report (table, statistics, figures) as artifacts. The evaluated models are registered as versions of
+the experiment's registered model, with ``@champion`` on the best (:mod:`analysis.registry`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from analysis import evaluate, report, runs
+from analysis import evaluate, registry, report, runs
 from thread_bench import cli, store, tracking, workloads
 from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.data.prepared import PreparedDataset
@@ -50,6 +51,9 @@ class AnalysisSettings:
     fft_baseline: bool = True
     #: Seeds the bootstrap.
     seed: int = 0
+    #: Move an alias (``@champion``, ``best-<framework>``) held by a version trained on another dataset, whose
+    #: validation loss does not compare (analysis.registry); without it such an alias stays.
+    promote: bool = False
 
     def __post_init__(self) -> None:
         workloads.get(self.workload)  # ValueError naming the choices
@@ -76,6 +80,8 @@ class AnalysisResult:
     report: report.Report
     #: group -> evaluation run id.
     evaluation_run_ids: dict[str, str]
+    #: The registered versions and what became of each alias (or why nothing was registered).
+    registration: registry.Registration
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         ValueError: no matching runs, runs on different datasets, a group without ``best_val_loss``.
         FileNotFoundError: the prepared dataset cannot be found or rebuilt.
     """
+    tracking.registered_model_name(settings.experiment_name)  # a name no model can have: one line, before any work
     chosen = _select(settings)
     tags = {tracking.TAG_ROLE: tracking.ROLE_ANALYSIS, tracking.TAG_DATASET_DIGEST: chosen.digest}
     if settings.study:
@@ -107,12 +114,17 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         chosen.experiment, run_name=name, tags=tags, launch_link_tag=tracking.TAG_ANALYSIS_RUN_ID
     ) as active:
         tracking.log_params(_analysis_params(settings, chosen.experiment, chosen.digest))
-        evaluations, evaluation_run_ids = _evaluate_best(chosen.best, chosen.dataset, chosen.experiment, settings)
+        evaluations, evaluation_run_ids, candidates = _evaluate_best(
+            chosen.best, chosen.dataset, chosen.experiment, settings
+        )
+        registration = registry.try_register_best(candidates, experiment=chosen.experiment, promote=settings.promote)
+        mlflow.set_tags(registration.run_tags())
         first = chosen.best.iloc[0].to_dict()
         workload = workloads.get(settings.workload)
         wanted = settings.fft_baseline and workload.baseline is not None
         baseline = _baseline(first, chosen.dataset, settings) if wanted else None
         context = _context(settings, chosen.experiment, chosen.runs, chosen.dataset, active.info.run_id)
+        context["champion"] = registration.summary()
         built = report.build_report(
             chosen.runs, chosen.history, evaluations, baseline, context, seed=settings.seed, workload=workload
         )
@@ -121,7 +133,9 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         mlflow.log_metrics(_analysis_metrics(len(chosen.runs), len(chosen.best), baseline))
         mlflow.log_artifacts(str(out), artifact_path=tracking.ARTIFACT_REPORT)
         run_id = active.info.run_id
-    return AnalysisResult(run_id=run_id, out=out, report=built, evaluation_run_ids=evaluation_run_ids)
+    return AnalysisResult(
+        run_id=run_id, out=out, report=built, evaluation_run_ids=evaluation_run_ids, registration=registration
+    )
 
 
 def _select(settings: AnalysisSettings) -> _Selection:
@@ -157,6 +171,7 @@ def _analysis_params(settings: AnalysisSettings, experiment: str, digest: str) -
         tracking.PARAM_FFT_BASELINE: settings.fft_baseline,
         tracking.PARAM_BOOTSTRAP_SEED: settings.seed,
         tracking.PARAM_DATASET_DIGEST: digest,
+        tracking.PARAM_PROMOTE: settings.promote,
     }
 
 
@@ -167,8 +182,10 @@ def _analysis_metrics(n_training_runs: int, n_groups: int, baseline: Baseline | 
 
 def _evaluate_best(
     best: pd.DataFrame, dataset: PreparedDataset, experiment: str, settings: AnalysisSettings
-) -> tuple[pd.DataFrame, dict[str, str]]:
-    rows, run_ids = [], {}
+) -> tuple[pd.DataFrame, dict[str, str], list[registry.Candidate]]:
+    """Evaluate each group's best run and log its evaluation run: the evaluations (one row per group), the
+    evaluation runs by group, and the models as candidates for the registry."""
+    rows, run_ids, candidates = [], {}, []
     for source in best.to_dict("records"):
         evaluation, uri = evaluate.evaluate_run(
             source, dataset, repeats=settings.repeats, batch_size=settings.batch_size
@@ -193,6 +210,7 @@ def _evaluate_best(
             run_id,
         )
         run_ids[str(source["group"])] = run_id
+        candidates.append(registry.Candidate.of(source, evaluation, model_uri=uri, evaluation_run_id=run_id))
         rows.append(
             {
                 "group": source["group"],
@@ -207,7 +225,7 @@ def _evaluate_best(
                 **_confusion(evaluation),
             }
         )
-    return pd.DataFrame(rows), run_ids
+    return pd.DataFrame(rows), run_ids, candidates
 
 
 def _confusion(evaluation: evaluate.Evaluation) -> dict[str, Any]:
@@ -254,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
         description="Compare the frameworks: pick the best FINISHED training run of each framework (by "
-        "best_val_loss), evaluate it on the test split, log evaluation runs and write the report.",
+        "best_val_loss), evaluate it on the test split, log evaluation runs, register the evaluated models "
+        "(@champion on the best) and write the report.",
     )
     cli.add_experiment_option(parser)
     parser.add_argument("--study", default=None, help="only runs tagged with this study id")
@@ -268,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         "batch_size": "prediction batch size",
         "fft_baseline": "also score the FFT thread counter on the test split (true/false)",
         "seed": "seed of the bootstrap",
+        "promote": "move the @champion and best-<framework> aliases even when their version was trained on another "
+        "dataset, whose validation loss does not compare (true/false)",
     }
     cli.add_dataclass_options(parser, AnalysisSettings, include=helps, helps=helps)
     cli.add_verbose_option(parser)
@@ -293,5 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result is None:
         return status
     print(report.table_markdown(result.report.table))
-    print(f"\nreport: {result.out / 'report.md'} (analysis run {result.run_id})")
+    print()
+    for line in result.registration.lines():  # one per alias; none when the store refused (a warning said so)
+        print(line)
+    if result.registration.champion is not None:
+        print(f"champion: {result.registration.summary()}")
+    print(f"report: {result.out / 'report.md'} (analysis run {result.run_id})")
     return 0

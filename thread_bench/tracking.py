@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -201,6 +202,24 @@ PARAM_BOOTSTRAP_SEED = "bootstrap_seed"
 N_TRAINING_RUNS = "n_training_runs"
 N_GROUPS = "n_groups"
 ARTIFACT_REPORT = "report"
+#: Whether the analysis may move an alias held by a version trained on another dataset (analysis.registry).
+PARAM_PROMOTE = "promote"
+#: On the analysis run: the registered model it registered into, the version ``@champion`` points to after it,
+#: and the URI that loads that model (``models:/<name>@champion``); absent when the store refused registration.
+TAG_REGISTERED_MODEL = "thread_bench.registered_model"
+TAG_CHAMPION_VERSION = "thread_bench.champion_version"
+TAG_CHAMPION_URI = "thread_bench.champion_uri"
+
+# The model registry (analysis.registry, docs/DESIGN.md §5): the analysis registers each group's best model as a
+# version of one registered model per experiment (:func:`registered_model_name`) and points aliases at the best
+# by ``best_val_loss``, the criterion it selects runs by. A version's tags are its evaluation run's params and
+# metrics under their own names (``framework``, ``backend``, ``group``, ``seed``, ``source_run_id``,
+# ``dataset_digest``, ``best_val_loss``, ``test_loss`` and the workload's test metrics), and this one:
+VERSION_TAG_EVALUATION_RUN_ID = "evaluation_run_id"
+#: The overall best version: ``models:/<name>@champion``.
+ALIAS_CHAMPION = "champion"
+#: Each framework's best version (:func:`best_alias`): ``best-torch``, ``best-keras``, ``best-tensorflow``.
+ALIAS_BEST_TEMPLATE = "best-{framework}"
 
 # Study runs: params (also ``study``, ``precision``, ``backend``, ``profile``, ``data_seed``, ``epochs``) and
 # what became of the trainings.
@@ -237,6 +256,42 @@ def data_param(field: str) -> str:
     """The param (and command-line option) of a DataConfig field: its own name, but ``data_seed`` for ``seed``,
     which a training's own seed takes."""
     return PARAM_DATA_SEED if field == "seed" else field
+
+
+#: What a registered model's name cannot hold: MLflow refuses ``/`` and ``:`` (they would be read as a version or
+#: stage in ``models:/<name>/<version>``), and a ``?`` would end the path of a ``models:/<name>@<alias>`` URI.
+_MODEL_NAME_SEPARATORS = re.compile(r"[/:?]+")
+#: What an alias cannot hold: MLflow allows letters, digits, ``_`` and ``-`` (``mlflow.utils.validation``; it also
+#: refuses ``latest`` and ``v<digits>``, which name versions and cannot begin with ``best-``).
+_NOT_IN_ALIAS = re.compile(r"[^\w-]+")
+
+
+def registered_model_name(experiment: str) -> str:
+    """The registered model the analyses of ``experiment`` register into: the experiment's own name, so that
+    ``models:/thread-density@champion`` is the best thread-density model. With ``/``, ``:`` or ``?`` (which a
+    model name cannot hold) replaced by ``-``, and ``-`` and blanks at either end dropped.
+
+    One per experiment, because an experiment is one comparison: its runs are what an analysis compares, and a
+    smoke or test experiment's models never compete with the real ones.
+
+    Raises:
+        ValueError: nothing usable is left of the name (``/``, ``.``).
+    """
+    name = _MODEL_NAME_SEPARATORS.sub("-", experiment).strip().strip("-").strip()
+    if name in ("", ".", ".."):
+        raise ValueError(f"experiment {experiment!r}: no registered model name can be made of it; use another name")
+    return name
+
+
+def best_alias(framework: str) -> str:
+    """The alias of a framework's best version: ``best-torch``, with any character an alias cannot hold made ``-``
+    (a registered framework's name is an identifier; a plug-in's need not be)."""
+    return ALIAS_BEST_TEMPLATE.format(framework=_NOT_IN_ALIAS.sub("-", framework))
+
+
+def alias_uri(name: str, alias: str = ALIAS_CHAMPION) -> str:
+    """The URI that loads the version ``alias`` points to: ``models:/<name>@champion``."""
+    return f"models:/{name}@{alias}"
 
 
 def experiment_name(given: str | None, default: str = DEFAULT_EXPERIMENT) -> str:
