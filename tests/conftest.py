@@ -9,12 +9,29 @@ concurrent processes on one store). Helper modules stay here, next to this file,
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pytest
+
+
+@contextlib.contextmanager
+def private_store(directory: Path) -> Iterator[str]:
+    """An MLflow store of its own (SQLite + artifacts in ``directory``, also the working directory) for a module's
+    fixture (creating a SQLite schema takes seconds, not worth repeating per test); nothing of the environment's
+    MLflow run or experiment leaks in."""
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+            patch.delenv(name, raising=False)
+        mlflow.set_tracking_uri(uri)
+        yield uri
+        mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture

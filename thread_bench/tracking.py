@@ -177,6 +177,11 @@ ARTIFACT_HISTORY = "history.csv"
 ARTIFACT_CONFIG = "config.json"
 ARTIFACT_MODEL = "model"
 
+# A logged model's loader settings (``model_config``, thread_bench.models.pyfunc), which MLflow also logs as params
+# of the training run with their default, ``auto``.
+PARAM_MODEL_DEVICE = "device"
+PARAM_MODEL_KERAS_BACKEND = "keras_backend"
+
 # Evaluation runs: params (also ``framework``, ``backend``, ``seed``, ``dataset_digest``, ``n_test``,
 # ``batch_size``), metrics (also ``best_val_loss``, the source run's) and the predictions artifact.
 PARAM_GROUP = "group"

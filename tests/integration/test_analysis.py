@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from analysis import cli as analysis_cli
 from analysis import evaluate, plots, report, runs, stats
-from conftest import names_not_in_tracking, tracking_names
+from conftest import names_not_in_tracking, private_store, tracking_names
 from thread_bench import tracking, workloads
 from thread_bench.config import resolve
 from thread_bench.data.prepared import PreparedDataset
@@ -35,16 +35,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplo
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One private store for the module (creating an MLflow SQLite schema takes seconds)."""
-    directory = tmp_path_factory.mktemp("analysis-store")
-    uri = f"sqlite:///{directory / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(directory)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
-        patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-        mlflow.set_tracking_uri(uri)
+    with private_store(tmp_path_factory.mktemp("analysis-store")) as uri:
         yield uri
-        mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture

@@ -49,9 +49,10 @@ RTOL, ATOL = 1e-5, 1e-6
 #: ``clone_model`` compiles the clone from the original's compile config, so the file holds the training loss
 #: (and Adam's state). Keras looks the loss up only by its registered name ``thread_bench>WorkloadLoss``, which
 #: importing ``thread_bench.training.keras_trainer`` registers; rebuilding it then imports its ``models`` module,
-#: ``thread_bench.workloads.thread_density.keras_models``, by name. Issue 20's fix will spare models logged after
-#: it this import; this fixture keeps the compiled loss in its file, so drop the entry only once it loads without
-#: it. (Loaded uncompiled, as ``keras_trainer.load_model`` does, it needs nothing of thread_bench: checked too.)
+#: ``thread_bench.workloads.thread_density.keras_models``, by name. Models logged since are pyfuncs over their
+#: weights without training state and need no such import (tests/system/test_model_products.py); this fixture
+#: keeps the compiled loss in its file, so it keeps the entry. (Loaded uncompiled, as ``keras_trainer.load_model``
+#: does, it needs nothing of thread_bench: checked too.)
 IMPORT_FIRST: dict[str, list[str]] = {"thread_density_keras": ["thread_bench.training.keras_trainer"]}
 
 #: The child: argv[1] is a JSON request; the last line of stdout is ``RESULT <json>``.

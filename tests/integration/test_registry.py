@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from analysis import cli as analysis_cli
 from analysis import evaluate, registry
-from conftest import make_fake_prepared, names_not_in_tracking
+from conftest import make_fake_prepared, names_not_in_tracking, private_store
 from registry_helpers import log_constant_model
 from thread_bench import tracking
 from thread_bench.data.prepared import load_prepared
@@ -57,17 +57,8 @@ LOSSES = {("keras", 0): 0.05, ("torch", 0): 0.04, ("torch", 1): 0.03, ("keras", 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One private store for the module (creating an MLflow SQLite schema takes seconds)."""
-    directory = tmp_path_factory.mktemp("registry-store")
-    uri = f"sqlite:///{directory / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(directory)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.delenv("MLFLOW_RUN_ID", raising=False)
-        patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-        mlflow.set_tracking_uri(uri)
+    with private_store(tmp_path_factory.mktemp("registry-store")) as uri:
         yield uri
-        mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import free_port
+from conftest import free_port, private_store
 from thread_bench import tracking
 from thread_bench.models import pyfunc
 from thread_bench.workloads.thread_density import synthetic
@@ -93,15 +93,9 @@ def products(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Products]:
     from thread_bench import keras_train, tensorflow_train, torch_train
 
     directory = tmp_path_factory.mktemp("products")
-    store = f"sqlite:///{directory / 'mlflow.db'}"
     data = directory / "data"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(directory)
-        patch.setenv("MLFLOW_TRACKING_URI", store)
+    with private_store(directory) as store, pytest.MonkeyPatch.context() as patch:
         patch.setenv("THREAD_BENCH_DATA", str(data))
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
-            patch.delenv(name, raising=False)
-        mlflow.set_tracking_uri(store)
         assert torch_train.main(SMOKE) == 0
         assert keras_train.main(SMOKE) == 0
         # Digits in plain TensorFlow, the one framework thread density lacks (tests/integration/test_digits_workload.py
@@ -119,7 +113,6 @@ def products(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Products]:
             uris[name], runs[name] = f"models:/{model.model_id}", run
         assert len(uris) == 5, sorted(uris)
         yield Products(store, directory, uris, runs)
-        mlflow.set_tracking_uri(None)
 
 
 def thread_density_request(seed: int = 5, *, bit_depth: int = 16, size_px: int = 260) -> pd.DataFrame:
@@ -267,10 +260,12 @@ def test_the_loader_s_settings_are_honoured_or_refused_by_name(products: Product
         mlflow.pyfunc.load_model(torch_uri, model_config={"device": "cuda"})
     with pytest.raises(ValueError, match=r"model_config device='tpu': expected 'cpu', 'cuda' or 'gpu'"):
         mlflow.pyfunc.load_model(torch_uri, model_config={"device": "tpu"})
-    with pytest.raises(ValueError, match=r"backend='jax': only a Keras model has a backend"):
-        mlflow.pyfunc.load_model(torch_uri, model_config={"backend": "jax"})
-    with pytest.raises(ValueError, match=r"backend='jax': Keras already runs on 'tensorflow' in this process"):
-        mlflow.pyfunc.load_model(keras_uri, model_config={"backend": "jax"})
+    with pytest.raises(ValueError, match=r"keras_backend='jax': this is a torch model, not a Keras one"):
+        mlflow.pyfunc.load_model(torch_uri, model_config={"keras_backend": "jax"})
+    with pytest.raises(ValueError, match=r"keras_backend='jax': Keras already runs on 'tensorflow' in this process"):
+        mlflow.pyfunc.load_model(keras_uri, model_config={"keras_backend": "jax"})
+    with pytest.raises(ValueError, match=r"keras_backend='theano': expected one of"):
+        mlflow.pyfunc.load_model(keras_uri, model_config={"keras_backend": "theano"})
     with pytest.raises(ValueError, match=r"model_config \['devise'\] is not a setting of this model"):
         pyfunc.unwrap(torch_uri, {"devise": "cpu"})  # MLflow alone would drop it with a warning
 
@@ -291,10 +286,17 @@ def test_mlflow_models_predict_answers_a_raw_16_bit_patch(products: Products, tm
         assert_same_answers(answer, answers_here(products, name), rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["thread_density-torch-torch", "thread_density-keras-tensorflow"])
-def test_mlflow_models_serve_answers_over_http(products: Products, name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "alias"), [("thread_density-torch-torch", "champion"), ("thread_density-keras-tensorflow", "best-keras")]
+)
+def test_mlflow_models_serve_answers_over_http(products: Products, name: str, alias: str, tmp_path: Path) -> None:
+    """Served by its registered alias, as the analysis registers them (tests/integration/test_registry.py)."""
+    client = mlflow.MlflowClient()
+    registered = f"products-{alias}"
+    version = mlflow.register_model(products.uris[name], registered).version
+    client.set_registered_model_alias(registered, alias, version)
     port = free_port()
-    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", products.uris[name]]
+    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", f"models:/{registered}@{alias}"]
     command += ["-h", "127.0.0.1", "-p", str(port), "--env-manager", "local", "-w", "1"]
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(command, cwd=tmp_path, env=fresh_environment(products.store), stdout=log, stderr=log)

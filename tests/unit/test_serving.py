@@ -83,8 +83,14 @@ def test_sixteen_bit_and_eight_bit_patches_are_one_image() -> None:
     ("request_", "message"),
     [
         ({"image": [np.zeros((150, 150), np.uint8)], "px_per_cm": [200.0]}, r"150x150 px .* smaller than one window"),
-        ({"image": [np.zeros((200, 200), np.uint8)], "px_per_cm": [0.0]}, r"row 0: px_per_cm must be a positive"),
-        ({"image": [np.zeros((200, 200), np.uint8)], "px_per_cm": ["x"]}, r"row 0: px_per_cm must be a number"),
+        (
+            {"image": [np.zeros((200, 200), np.uint8)], "px_per_cm": [0.0]},
+            r"row 0: px_per_cm must be a positive finite number, got 0.0",
+        ),
+        (
+            {"image": [np.zeros((200, 200), np.uint8)], "px_per_cm": ["x"]},
+            r"row 0: px_per_cm must be a positive finite number, got 'x'",
+        ),
         ({"image": [np.full((200, 200), -1)], "px_per_cm": [200.0]}, r"row 0: gray levels must lie in 0-65535"),
         ({"image": [np.full((200, 200), 0.5)], "px_per_cm": [200.0]}, r"row 0: gray levels must be integers"),
         ({"image": [np.zeros((200, 200, 3), np.uint8)], "px_per_cm": [200.0]}, r"row 0: an image must be a 2-D"),

@@ -26,7 +26,7 @@ names it (``Argument(s) … were ignored``), before the model sees it; :func:`lo
 
 ``device``
     ``cpu``, or ``cuda``/``gpu`` (``cuda:1``…): where the network runs. Default: the first GPU when there is one.
-``backend``
+``keras_backend``
     Keras models only: ``tensorflow``, ``jax`` or ``torch``. Keras picks its backend once per process, at its
     first import; default: the backend it was trained on (or ``KERAS_BACKEND`` when set), and where Keras already
     runs, that one (a Keras model's weights are the same on every backend).
@@ -69,7 +69,7 @@ CANONICAL_NPZ = "canonical_npz"
 _WEIGHT_FILES = {TORCH_STATE_DICT: "state_dict.pt", KERAS_WEIGHTS: "weights.npz", CANONICAL_NPZ: "weights.npz"}
 #: The keys ``model_config`` may hold at load time; the model is logged with each set to :data:`AUTO`, because
 #: MLflow passes on only the keys a model was logged with (it drops any other, with a warning naming it).
-LOADER_SETTINGS = ("device", "backend")
+LOADER_SETTINGS = (tracking.PARAM_MODEL_DEVICE, tracking.PARAM_MODEL_KERAS_BACKEND)
 #: A loader setting's value that leaves the choice to the model (see the module docstring).
 AUTO = "auto"
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")
@@ -108,9 +108,11 @@ class WorkloadPyfunc(PythonModel):
         settings = loader_settings(context.model_config, framework)
         self.backend = architecture.get("backend") or framework
         if framework == "keras":
-            self.backend = choose_keras_backend(architecture.get("backend"), settings.get("backend"))
+            self.backend = choose_keras_backend(
+                architecture.get("backend"), settings.get(tracking.PARAM_MODEL_KERAS_BACKEND)
+            )
         self.framework = framework
-        self.device = resolve_device(framework, settings.get("device"), self.backend)
+        self.device = resolve_device(framework, settings.get(tracking.PARAM_MODEL_DEVICE), self.backend)
         self.models = importlib.import_module(architecture.get("models", _REGVGG_MODELS))
         module_name, class_name = architecture.get("config_class", _REGVGG_CONFIG).split(":")
         config = getattr(importlib.import_module(module_name), class_name)(**architecture["model"])
@@ -160,7 +162,7 @@ class WorkloadPyfunc(PythonModel):
 
 
 def loader_settings(model_config: Mapping[str, Any] | None, framework: str) -> dict[str, Any]:
-    """``model_config`` checked: only :data:`LOADER_SETTINGS`, and ``backend`` only for a Keras model.
+    """``model_config`` checked: only :data:`LOADER_SETTINGS`, and ``keras_backend`` only for a Keras model.
 
     Raises:
         ValueError: naming the key that is not a setting of this model.
@@ -171,8 +173,9 @@ def loader_settings(model_config: Mapping[str, Any] | None, framework: str) -> d
         raise ValueError(
             f"model_config {unknown} is not a setting of this model: expected some of {list(LOADER_SETTINGS)}"
         )
-    if settings.get("backend") is not None and framework != "keras":
-        raise ValueError(f"model_config backend={settings['backend']!r}: only a Keras model has a backend to choose")
+    keras_backend = settings.get(tracking.PARAM_MODEL_KERAS_BACKEND)
+    if keras_backend is not None and framework != "keras":
+        raise ValueError(f"model_config keras_backend={keras_backend!r}: this is a {framework} model, not a Keras one")
     return settings
 
 
@@ -184,15 +187,15 @@ def choose_keras_backend(recorded: str | None, requested: str | None) -> str:
         ValueError: an unknown backend, or one other than the one Keras already runs on in this process.
     """
     if requested is not None and requested not in KERAS_BACKENDS:
-        raise ValueError(f"model_config backend={requested!r}: expected one of {list(KERAS_BACKENDS)}")
+        raise ValueError(f"model_config keras_backend={requested!r}: expected one of {list(KERAS_BACKENDS)}")
     if "keras" in sys.modules:
         import keras
 
         current = str(keras.backend.backend())
         if requested is not None and requested != current:
             raise ValueError(
-                f"model_config backend={requested!r}: Keras already runs on {current!r} in this process (it picks "
-                "its backend at its first import); load the model in a fresh process"
+                f"model_config keras_backend={requested!r}: Keras already runs on {current!r} in this process (it "
+                "picks its backend at its first import); load the model in a fresh process"
             )
         return current
     chosen = requested or os.environ.get("KERAS_BACKEND") or recorded or "tensorflow"
@@ -346,6 +349,8 @@ def log_model(
             signature=signature,
             input_example=example,
             pip_requirements=[*requirements, *serving.pinned(("numpy", "pandas", *module.REQUIREMENTS))],
+            # Both keys for every framework: a keras_backend given for another model reaches it and is refused by
+            # name. MLflow also logs them as params of the run (device=auto, keras_backend=auto: how it loads).
             model_config=dict.fromkeys(LOADER_SETTINGS, AUTO),
             metadata={"thread_bench": {key: description[key] for key in ("workload", "framework", "backend", "step")}},
             step=product.step,
@@ -369,7 +374,7 @@ def unwrap(uri: str, model_config: dict[str, Any] | None = None) -> WorkloadPyfu
 
 def load_model(uri: str, device: str | None = None) -> Any:
     """The framework model of a model logged by :func:`log_model` (on ``device``, default: a GPU if present)."""
-    return unwrap(uri, {"device": device} if device else None).model
+    return unwrap(uri, {tracking.PARAM_MODEL_DEVICE: device} if device else None).model
 
 
 def is_pyfunc(uri: str) -> bool:

@@ -110,7 +110,7 @@ def _check_masks(h_mask: np.ndarray, v_mask: np.ndarray) -> tuple[np.ndarray, np
     return h, v
 
 
-def _check_px_per_cm(px_per_cm: float) -> float:
+def check_px_per_cm(px_per_cm: float) -> float:
     try:
         value = float(px_per_cm)
     except (TypeError, ValueError):
@@ -186,7 +186,7 @@ def count_threads(h_mask: np.ndarray, v_mask: np.ndarray, px_per_cm: float) -> T
         ValueError: invalid input (see :func:`crossing_points`; ``px_per_cm`` not positive and finite).
         CountingError: too few crossing points, or too few neighbours in a direction, to count.
     """
-    resolution = _check_px_per_cm(px_per_cm)
+    resolution = check_px_per_cm(px_per_cm)
     h, v = _check_masks(h_mask, v_mask)
     points = _crossing_points(h, v)
     if len(points) < MIN_CROSSING_POINTS:
@@ -280,7 +280,7 @@ def fft_count(image: np.ndarray, px_per_cm: float) -> ThreadDensity:
         ValueError: image not 2-D, too small, not finite, or constant; ``px_per_cm`` invalid.
         CountingError: no frequency of the band fits in the image.
     """
-    resolution = _check_px_per_cm(px_per_cm)
+    resolution = check_px_per_cm(px_per_cm)
     array = np.asarray(image)
     if array.ndim != 2:
         raise ValueError(f"image must be a 2-D grayscale array, got shape {array.shape}")

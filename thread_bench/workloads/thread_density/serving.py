@@ -34,6 +34,7 @@ import pandas as pd
 from mlflow.types.schema import ColSpec, DataType, Schema
 
 from thread_bench.models.serving import IMAGE, IMAGE_TYPE, PredictImages, gray_levels, request_frame
+from thread_bench.workloads.thread_density.counting import check_px_per_cm
 from thread_bench.workloads.thread_density.prepare import equalize_histogram
 
 PX_PER_CM = "px_per_cm"
@@ -137,12 +138,9 @@ def predict(predict_images: PredictImages, model_input: Any, description: Mappin
 
 def _resolution(value: Any, row: int) -> float:
     try:
-        resolution = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"row {row}: px_per_cm must be a number, got {value!r}") from None
-    if not (math.isfinite(resolution) and resolution > 0):
-        raise ValueError(f"row {row}: px_per_cm must be a positive number, got {value!r}")
-    return resolution
+        return check_px_per_cm(value)
+    except ValueError as error:
+        raise ValueError(f"row {row}: {error}") from None
 
 
 def patch_windows(image: np.ndarray, px_per_cm: float, description: Mapping[str, Any]) -> tuple[np.ndarray, float]:
