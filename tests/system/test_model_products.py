@@ -1,4 +1,4 @@
-"""Every logged model is a product (docs/DESIGN.md §8): it loads and answers in a fresh process that never imported
+"""Every logged model is a product (docs/DESIGN.md §9): it loads and answers in a fresh process that never imported
 the project, outside the checkout, whatever its framework and backend; through ``mlflow models predict`` and
 ``mlflow models serve`` too; it takes raw radiograph patches and applies the training's preprocessing itself; it
 is the best epoch's, with that step; and the loader's settings are honoured or refused by name.

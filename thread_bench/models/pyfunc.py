@@ -1,5 +1,5 @@
 """How every trained model of the suite is logged to MLflow and loaded back: one pyfunc over its weights, for
-every framework and backend, that answers a user's raw inputs (docs/DESIGN.md §8, "Models as products").
+every framework and backend, that answers a user's raw inputs (docs/DESIGN.md §9).
 
 The logged model is the network's description (``architecture.json``: the workload, its models module, its model
 config class and values, the framework and backend it was trained on, the precision and implementation style,

@@ -1,5 +1,5 @@
 """What a logged model answers, whatever its framework: a workload's *serving* turns a user's inputs into the
-images its models take and their outputs into answers (docs/DESIGN.md §8, "Models as products").
+images its models take and their outputs into answers (docs/DESIGN.md §9).
 
 A workload names its serving module (``Workload.serving``); a workload without one is served by this module's
 generic functions: gray-level images of the model's side in, the model's raw outputs out. A serving module has:
