@@ -7,7 +7,11 @@ modules by the paths they had then: the pyfunc models' ``pyfunc_model.py`` impor
 and their ``artifacts/architecture.json`` names the models module (``"models"``) and the model config class
 (``"config_class"``, e.g. ``thread_bench.config:ModelConfig``) that rebuild the network; the Keras model's
 compile config names its training loss (see :data:`IMPORT_FIRST`). A move of a module must keep those names
-working.
+working. Two formats are kept: format 1, the models of commit f1a33e2 (image tensors in, the network's outputs out;
+Keras through MLflow's Keras flavor), and format 2 (``*_v2``), every framework's model one pyfunc that answers a
+request table and applies its workload's preprocessing (``thread_bench.models.pyfunc`` since issue 20): a raw
+16-bit patch with its ``px_per_cm``, or digits as MNIST stores them; its answer is compared as numbers, column by
+column.
 
 The fixtures deliberately lack the ``code/`` folder MLflow logged with the pyfunc models (their copy of the whole
 package, which MLflow would put first on ``sys.path``): the names must be resolved by the thread_bench of this
@@ -62,7 +66,8 @@ import mlflow
 import numpy as np
 
 request = json.loads(sys.argv[1])
-inputs = np.load(request["expected"])["inputs"]
+stored = np.load(request["expected"])
+inputs = stored["inputs"] if "inputs" in stored.files else None
 result = {}
 if request["keras"]:
     import mlflow.keras
@@ -73,7 +78,19 @@ for name in request["import_first"]:
     importlib.import_module(name)
 result["imported_before_load"] = sorted(m for m in sys.modules if m.partition(".")[0] == "thread_bench")
 model = mlflow.pyfunc.load_model(request["model"])
-result["outputs"] = np.asarray(model.predict(inputs), dtype=np.float32).tolist()
+if inputs is not None:  # format 1: image tensors in, the network's outputs out
+    result["outputs"] = np.asarray(model.predict(inputs), dtype=np.float32).tolist()
+else:  # format 2: a request table in, an answer table out (flattened as make_legacy_models.answer_rows does)
+    import pandas as pd
+
+    columns = {"image": list(stored["images"])}
+    if "px_per_cm" in stored.files:
+        columns["px_per_cm"] = stored["px_per_cm"].astype(np.float64)
+    answer = model.predict(pd.DataFrame(columns))
+    result["outputs"] = [
+        np.concatenate([np.ravel(np.asarray(value, np.float64)) for value in row]).tolist()
+        for row in answer.itertuples(index=False)
+    ]
 import thread_bench
 
 result["thread_bench"] = thread_bench.__file__
@@ -99,7 +116,9 @@ def _load_in_fresh_process(name: str, tmp_path: Path) -> dict[str, Any]:
     request = {
         "model": str(fixture / "model"),
         "expected": str(fixture / "expected.npz"),
-        "keras": MANIFEST["fixtures"][name]["framework"] == "keras",
+        # Format 1's Keras model is MLflow's Keras flavor, also loaded as such; format 2's is a pyfunc like the rest.
+        "keras": MANIFEST["fixtures"][name]["framework"] == "keras"
+        and MANIFEST["fixtures"][name].get("format", 1) == 1,
         "import_first": IMPORT_FIRST.get(name, []),
     }
     done = subprocess.run(

@@ -159,10 +159,15 @@ def test_process_identity_tells_a_reused_pid_apart() -> None:
 
 def test_a_child_is_stopped_by_an_interrupt_raised_without_a_signal(tmp_path: Path) -> None:
     """Ray cancels the task running a training by PyErr_SetInterrupt (no signal wakes a blocking wait): the
-    wait must still see it, stop the child (SIGTERM) and let the interrupt go on."""
+    wait must still see it, stop the child (SIGTERM) and let the interrupt go on.
+
+    Python's own SIGINT handler is put in place first: a process started in the background of a shell without job
+    control (``cmd &`` in a script) inherits SIGINT ignored, and then ``interrupt_main`` does nothing at all."""
     import _thread
+    import signal
     import threading
 
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     marker = tmp_path / "stopped"
     child = (
         "import signal, sys, time\n"
@@ -170,8 +175,11 @@ def test_a_child_is_stopped_by_an_interrupt_raised_without_a_signal(tmp_path: Pa
         "time.sleep(600)\n"
     )
     timer = threading.Timer(0.5, _thread.interrupt_main)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        lifecycle.run_child([sys.executable, "-c", child], dict(os.environ), grace_s=5)
-    timer.join()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            lifecycle.run_child([sys.executable, "-c", child], dict(os.environ), grace_s=5)
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert marker.exists()  # ended by the SIGTERM run_child sent, not by its sleep running out
