@@ -341,14 +341,7 @@ def _find_version(client: MlflowClient, name: str, candidate: Candidate) -> Mode
     URI (older stores) is stored resolved to the run's artifact location, and there the run tells: a training
     run logs one model (``evaluate.model_uri`` refuses a run with several)."""
     query = f"name = {tracking.quote(name)} and run_id = {tracking.quote(candidate.source_run_id)}"
-    found: list[ModelVersion] = []
-    token = None
-    while True:
-        page = client.search_model_versions(query, page_token=token)
-        found.extend(page)
-        token = page.token
-        if not token:
-            break
+    found: list[ModelVersion] = tracking.all_pages(lambda token: client.search_model_versions(query, page_token=token))
     by_run = not candidate.model_uri.startswith("models:/")
     same = [version for version in found if by_run or version.source == candidate.model_uri]
     return min(same, key=lambda version: int(version.version), default=None)

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -384,20 +384,28 @@ def training_filter(study: str | None = None, extra: str | None = None, *, finis
     return " and ".join(clauses)
 
 
+def all_pages(search: Callable[[str | None], Any]) -> list[Any]:
+    """Every result of an MLflow search that answers page by page: ``search(page_token)`` returns one page (a
+    ``PagedList`` with the next page's ``token``, ``None`` after the last)."""
+    found: list[Any] = []
+    token = None
+    while True:
+        page = search(token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
+
+
 def running_runs(experiment_ids: list[str], extra_filter: str | None = None) -> list[Run]:
     """Every RUNNING run of the experiments (and ``extra_filter``), oldest first."""
     clauses = ["attributes.status = 'RUNNING'", *([extra_filter] if extra_filter else [])]
     client = mlflow.MlflowClient()
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(
+    return all_pages(
+        lambda token: client.search_runs(
             experiment_ids, " and ".join(clauses), order_by=["attributes.start_time ASC"], page_token=token
         )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    )
 
 
 def reconcile_runs(experiment_ids: list[str], extra_filter: str | None = None) -> list[str]:

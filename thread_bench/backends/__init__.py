@@ -53,6 +53,10 @@ class Backend(Protocol):
 
     def gpu_available(self) -> bool: ...
 
+    def gpu_count(self) -> int:
+        """The GPUs the backend sees (``0`` on a CPU)."""
+        ...
+
     def gpu_name(self) -> str | None:
         """The first GPU's name; ``None`` on a CPU."""
         ...

@@ -54,6 +54,12 @@ def gpu_available() -> bool:
     return _gpu() is not None
 
 
+def gpu_count() -> int:
+    import jax
+
+    return sum(device.platform == "gpu" for device in jax.devices())
+
+
 def gpu_name() -> str | None:
     gpu = _gpu()
     return None if gpu is None else str(gpu.device_kind)

@@ -47,6 +47,10 @@ def gpu_available() -> bool:
     return bool(_gpus())
 
 
+def gpu_count() -> int:
+    return len(_gpus())
+
+
 def _details() -> dict[str, Any] | None:
     import tensorflow as tf
 

@@ -39,6 +39,12 @@ def gpu_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def gpu_count() -> int:
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
 def gpu_name() -> str | None:
     import torch
 

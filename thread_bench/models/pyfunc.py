@@ -54,7 +54,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 
-from thread_bench import tracking
+from thread_bench import backends, tracking
 from thread_bench.models import inputs, serving
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ def choose_keras_backend(recorded: str | None, requested: str | None) -> str:
     return chosen
 
 
-def resolve_device(framework: str, requested: str | None, backend: str | None = None) -> Any:
+def resolve_device(framework: str, requested: str | None, backend: str) -> Any:
     """The device the network runs on, in the framework's spelling; the first GPU when there is one unless
     ``requested`` (``cpu``, ``cuda``, ``gpu``, ``cuda:1``…) says otherwise.
 
@@ -228,7 +228,7 @@ def resolve_device(framework: str, requested: str | None, backend: str | None = 
     if requested is not None and (kind not in ("cpu", "cuda", "gpu") or (index and not index.isdigit())):
         raise ValueError(f"model_config device={requested!r}: expected 'cpu', 'cuda' or 'gpu' (optionally ':<index>')")
     number = int(index or 0)
-    has_gpu = _gpu_count(backend if framework == "keras" and backend else framework) > number
+    has_gpu = backends.get(backend).gpu_count() > number
     if kind in ("cuda", "gpu") and not has_gpu:
         raise ValueError(f"model_config device={requested!r}: {framework} sees no such GPU on this machine")
     gpu = kind in ("cuda", "gpu") or (requested is None and has_gpu)
@@ -240,24 +240,6 @@ def resolve_device(framework: str, requested: str | None, backend: str | None = 
         return f"/GPU:{number}" if gpu else "/CPU:0"
     # Keras' spelling; "cpu", not "cpu:0": Keras 3.15 on torch fails to build a Dropout layer under "cpu:0".
     return f"gpu:{number}" if gpu else "cpu"
-
-
-def _gpu_count(library: str) -> int:
-    """GPUs that ``library`` (``torch``, ``tensorflow``, ``jax``) sees."""
-    if library == "torch":
-        import torch
-
-        return int(torch.cuda.device_count())
-    if library == "tensorflow":
-        import tensorflow as tf
-
-        return len(tf.config.list_physical_devices("GPU"))
-    import jax
-
-    try:
-        return len(jax.devices("gpu"))
-    except RuntimeError:  # no GPU platform
-        return 0
 
 
 def _precision_of(compute_dtype: str) -> str:

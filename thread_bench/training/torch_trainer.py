@@ -243,7 +243,7 @@ def load_model(uri: str) -> nn.Module:
     """
     import mlflow.pytorch
 
-    if "pytorch" not in mlflow.models.get_model_info(uri).flavors:
+    if pyfunc.is_pyfunc(uri):
         return pyfunc.load_model(uri, device())
     return mlflow.pytorch.load_model(uri).to(_device())
 

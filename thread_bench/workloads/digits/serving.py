@@ -10,7 +10,15 @@ import numpy as np
 import pandas as pd
 from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
-from thread_bench.models.serving import IMAGE, IMAGE_TYPE, PredictImages, fixed_size_images, request_frame
+# The request is the generic one: a column of gray-level images of the model's side.
+from thread_bench.models.serving import (  # noqa: F401 (input_example, input_schema: this module's, re-exported)
+    IMAGE,
+    PredictImages,
+    fixed_size_images,
+    input_example,
+    input_schema,
+    request_frame,
+)
 from thread_bench.workloads.digits.config import IMAGE_SIZE
 
 DIGIT = "digit"
@@ -27,18 +35,10 @@ def describe(dataset: Any, data_config: Any, data_root: Any) -> dict[str, Any]:
     }
 
 
-def input_schema(description: Mapping[str, Any]) -> Schema:
-    return Schema([ColSpec(IMAGE_TYPE, IMAGE)])
-
-
 def output_schema(description: Mapping[str, Any]) -> Schema:
     return Schema(
         [ColSpec(DataType.long, DIGIT), ColSpec(DataType.double, PROBABILITY), ColSpec(Array(DataType.double), LOGITS)]
     )
-
-
-def input_example(images: np.ndarray, description: Mapping[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame({IMAGE: [image.tolist() for image in images]})
 
 
 def predict(predict_images: PredictImages, model_input: Any, description: Mapping[str, Any]) -> pd.DataFrame:
