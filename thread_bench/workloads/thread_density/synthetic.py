@@ -427,11 +427,15 @@ def _attenuation(
     return attenuation
 
 
-def _smooth_field(rng: np.random.Generator, size_px: int, *, correlation_px: float) -> np.ndarray:
-    """Zero-mean, unit-std smooth 2-D noise (float32): a coarse random grid upsampled bicubically."""
-    cells = max(2, math.ceil(size_px / max(correlation_px, 1.0))) + 2
-    coarse = rng.standard_normal((cells, cells)).astype(np.float32)
-    fine = cv2.resize(coarse, (size_px, size_px), interpolation=cv2.INTER_CUBIC)
+def _smooth_field(rng: np.random.Generator, shape: int | tuple[int, int], *, correlation_px: float) -> np.ndarray:
+    """Zero-mean, unit-std smooth 2-D noise (float32): a coarse random grid upsampled bicubically.
+
+    ``shape`` is the side of a square or (rows, columns).
+    """
+    rows, columns = (shape, shape) if isinstance(shape, int) else shape
+    cells = [max(2, math.ceil(n / max(correlation_px, 1.0))) + 2 for n in (rows, columns)]
+    coarse = rng.standard_normal((cells[0], cells[1])).astype(np.float32)
+    fine = cv2.resize(coarse, (columns, rows), interpolation=cv2.INTER_CUBIC)
     fine -= fine.mean()
     std = float(fine.std())
     return fine / np.float32(std) if std > 0 else fine
@@ -488,17 +492,38 @@ def _ground_thickness(rng: np.random.Generator, canvas: CanvasParams, warp: _Fam
         # Thread-to-thread variation of width (duty cycle) and of yarn thickness.
         widths = np.clip(duty + canvas.duty_cycle_jitter * rng.standard_normal(n_threads), 0.2, 0.95)
         thickness = np.clip(1.0 + 0.1 * rng.standard_normal(n_threads), 0.7, 1.3)
-        local = family.index - first
-        inverse_half_width = (2.0 / widths[local]).astype(np.float32)
-        profile = np.sqrt(np.clip(1.0 - (family.offset * inverse_half_width) ** 2, 0.0, None))
-        # Plain weave: warp k is over weft n where k + n is even. Along warp k the height follows
-        # (-1)^k cos(pi phi_weft) = (-1)^(k + n) cos(pi (phi_weft - n)); the weft has the opposite sign.
-        parity = (1 - 2 * ((family.index + other.index) & 1)).astype(np.float32)
-        undulation = np.float32(sign) * parity * np.cos(np.float32(np.pi) * other.offset)
-        heights.append(thickness[local].astype(np.float32) * profile * (1.0 + canvas.weave_amplitude * undulation))
-    surface = np.maximum(heights[0], heights[1])
-    top = 1.3 * (1.0 + canvas.weave_amplitude)
-    return 1.0 - surface / top
+        heights.append(_thread_height(family, other, widths, thickness, first, canvas.weave_amplitude, sign))
+    return _ground_from_heights(heights[0], heights[1], canvas.weave_amplitude)
+
+
+def _thread_height(
+    family: _Family,
+    other: _Family,
+    widths: np.ndarray,
+    thickness: np.ndarray,
+    first: int,
+    weave_amplitude: float,
+    sign: float,
+) -> np.ndarray:
+    """Height of ``family``'s threads (elliptic cross-sections, woven with ``other``); thread ``first + i``
+    has relative width ``widths[i]`` and yarn thickness ``thickness[i]``."""
+    local = family.index - first
+    inverse_half_width = (2.0 / widths[local]).astype(np.float32)
+    profile = np.sqrt(np.clip(1.0 - (family.offset * inverse_half_width) ** 2, 0.0, None))
+    # Plain weave: warp k is over weft n where k + n is even. Along warp k the height follows
+    # (-1)^k cos(pi phi_weft) = (-1)^(k + n) cos(pi (phi_weft - n)); the weft has the opposite sign.
+    parity = (1 - 2 * ((family.index + other.index) & 1)).astype(np.float32)
+    undulation = np.float32(sign) * parity * np.cos(np.float32(np.pi) * other.offset)
+    height: np.ndarray = thickness[local].astype(np.float32) * profile * (1.0 + weave_amplitude * undulation)
+    return height
+
+
+def _ground_from_heights(warp_height: np.ndarray, weft_height: np.ndarray, weave_amplitude: float) -> np.ndarray:
+    """Relative ground thickness: the ground fills up to a common level above the higher of the two families."""
+    surface = np.maximum(warp_height, weft_height)
+    top = 1.3 * (1.0 + weave_amplitude)
+    ground: np.ndarray = 1.0 - surface / top
+    return ground
 
 
 def _cusping(
@@ -589,9 +614,11 @@ def _paint(rng: np.random.Generator, size_px: int, artefacts: ArtefactParams, pr
     return paint
 
 
-def _nail(rng: np.random.Generator, size_px: int, centre: tuple[float, float], px_per_cm: float) -> np.ndarray:
-    """An iron nail head: a nearly opaque disc with a rust halo."""
-    layer: np.ndarray = np.zeros((size_px, size_px), np.float32)
+def _nail(
+    rng: np.random.Generator, shape: int | tuple[int, int], centre: tuple[float, float], px_per_cm: float
+) -> np.ndarray:
+    """An iron nail head: a nearly opaque disc with a rust halo; ``centre`` is (row, column) in ``shape``."""
+    layer: np.ndarray = np.zeros((shape, shape) if isinstance(shape, int) else shape, np.float32)
     radius = round(rng.uniform(0.05, 0.12) * px_per_cm)
     point = (round(centre[1]), round(centre[0]))
     cv2.circle(layer, point, int(radius * rng.uniform(1.3, 1.8)), color=0.6, thickness=-1, lineType=cv2.LINE_AA)
@@ -611,15 +638,36 @@ def _stretcher_bar(
     direction = rng.choice([-1.0, 1.0])
     # The bar lies a few mm behind the canvas, so its edge is blurred (geometric unsharpness).
     edge_width_px = rng.uniform(0.03, 0.12) * px_per_cm
+    grain_period_px = rng.uniform(0.1, 0.4) * px_per_cm
+    strength = rng.uniform(0.4, 1.2)
     band = 0.5 * (1.0 + np.tanh(direction * (across - edge) / edge_width_px))
-    # Wood grain: stripes along the bar, a little wavy (growth rings 1-4 mm apart).
-    grain_period = rng.uniform(0.1, 0.4) * px_per_cm
-    grain = np.sin(2 * np.pi * (across + 3.0 * np.sin(along / (0.4 * px_per_cm))) / grain_period)
-    return (rng.uniform(0.4, 1.2) * band * (1.0 + 0.08 * grain)).astype(np.float32)
+    return _wood(band, across, along, grain_period_px, strength, px_per_cm)
+
+
+def _wood(
+    band: np.ndarray,
+    across: np.ndarray,
+    along: np.ndarray,
+    grain_period_px: float,
+    strength: float,
+    px_per_cm: float,
+) -> np.ndarray:
+    """Attenuation of wood covering ``band`` (0-1): ``strength`` with grain, stripes along the wood a little
+    wavy (growth rings ``grain_period_px`` apart)."""
+    grain = np.sin(2 * np.pi * (across + 3.0 * np.sin(along / (0.4 * px_per_cm))) / grain_period_px)
+    return (strength * band * (1.0 + 0.08 * grain)).astype(np.float32)
 
 
 def _image(rng: np.random.Generator, attenuation: np.ndarray, imaging: ImagingParams) -> np.ndarray:
     """Attenuation -> blurred, noisy transmission -> windowed, gamma-corrected, quantised image."""
+    shown = _exposure(rng, attenuation, imaging)
+    # Quantiles of every other pixel in each direction: the same window to ~0.1 %, a quarter of the work.
+    low, high = _window(shown[::2, ::2], imaging)
+    return _quantise(shown, low, high, imaging)
+
+
+def _exposure(rng: np.random.Generator, attenuation: np.ndarray, imaging: ImagingParams) -> np.ndarray:
+    """Attenuation -> blurred, noisy transmission -> the measured attenuation (float32)."""
     transmitted = np.exp(-attenuation.astype(np.float32))
     if imaging.blur_sigma_px > 0:
         transmitted = cv2.GaussianBlur(transmitted, (0, 0), sigmaX=imaging.blur_sigma_px)
@@ -630,14 +678,22 @@ def _image(rng: np.random.Generator, attenuation: np.ndarray, imaging: ImagingPa
     read = np.float32(imaging.read_noise) * rng.standard_normal(transmitted.shape, dtype=np.float32)
     measured = transmitted + shot + read
     # Back to attenuation (what a positive radiograph shows bright); clamp where no photon arrived.
-    shown = -np.log(np.maximum(measured, np.float32(0.5) / photons))
+    shown: np.ndarray = -np.log(np.maximum(measured, np.float32(0.5) / photons))
+    return shown
+
+
+def _window(sample: np.ndarray, imaging: ImagingParams) -> tuple[float, float]:
+    """The display window: the attenuations at ``imaging.window_quantiles`` of ``sample``."""
     low_q, high_q = imaging.window_quantiles
-    # Quantiles of every other pixel in each direction: the same window to ~0.1 %, a quarter of the work.
-    flat = shown[::2, ::2].ravel()
+    flat = sample.ravel()
     n = flat.size
     ranks = (round(low_q * (n - 1)), round(high_q * (n - 1)))
     partitioned = np.partition(flat, ranks)
-    low, high = float(partitioned[ranks[0]]), float(partitioned[ranks[1]])
+    return float(partitioned[ranks[0]]), float(partitioned[ranks[1]])
+
+
+def _quantise(shown: np.ndarray, low: float, high: float, imaging: ImagingParams) -> np.ndarray:
+    """Window ``[low, high]`` -> gamma -> output levels -> uint8 or uint16."""
     scaled = np.clip((shown - np.float32(low)) / np.float32(max(high - low, 1e-9)), 0.0, 1.0)
     scaled **= np.float32(imaging.gamma)
     levels = imaging.black_level + (imaging.white_level - imaging.black_level) * scaled
