@@ -37,6 +37,7 @@ import math
 import os
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -343,6 +344,10 @@ class WholeCanvas:
     #: Per column, the bolt position (cm) of the warp at the canvas' mid-height before tilt and waviness;
     #: NaN in the margin. Right of a seam it is the other piece's position.
     bolt_x_cm: np.ndarray
+    #: With ``render_canvas(..., with_phases=True)``: float32 phases (threads) of each family, NaN outside
+    #: the canvas; a piece right of a seam has its own phase.
+    phase_v: np.ndarray | None = None
+    phase_h: np.ndarray | None = None
 
     @property
     def canvas_mask(self) -> np.ndarray:
@@ -368,8 +373,12 @@ class _Piece:
     weft_threads: tuple[np.ndarray, np.ndarray]
 
 
-def render_canvas(spec: CanvasSpec) -> WholeCanvas:
-    """Render ``spec``: the same spec gives identical arrays."""
+def render_canvas(spec: CanvasSpec, *, with_phases: bool = False) -> WholeCanvas:
+    """Render ``spec``: the same spec gives identical arrays.
+
+    ``with_phases`` also keeps each family's phase (threads; centre lines at integers): for checking the
+    truth, or drawing centre lines.
+    """
     streams = np.random.SeedSequence([spec.seed, 0xCA9]).spawn(8)
     bolt_rng, layout_rng, weft_rng, wave_rng, edge_rng, paint_rng, imaging_rng, cloth_rng = (
         np.random.default_rng(s) for s in streams
@@ -414,6 +423,8 @@ def render_canvas(spec: CanvasSpec) -> WholeCanvas:
     attenuation = np.zeros((rows, columns), np.float32)
     density_v = np.full((rows, columns), np.nan, np.float32)
     density_h = np.full((rows, columns), np.nan, np.float32)
+    phase_v = np.full((rows, columns), np.nan, np.float32) if with_phases else None
+    phase_h = np.full((rows, columns), np.nan, np.float32) if with_phases else None
     for row0 in range(0, height_px, STRIP_ROWS):
         row1 = min(height_px, row0 + STRIP_ROWS)
         y = (np.arange(row0, row1, dtype=np.float32) + np.float32(0.5))[:, None]
@@ -440,6 +451,9 @@ def render_canvas(spec: CanvasSpec) -> WholeCanvas:
             attenuation[out_rows, out_cols] = np.float32(opacity) * (np.float32(CLOTH_ATTENUATION) + ground)
             density_v[out_rows, out_cols] = warp.frequency * np.float32(ppc)
             density_h[out_rows, out_cols] = weft.frequency * np.float32(ppc)
+            if phase_v is not None and phase_h is not None:
+                phase_v[out_rows, out_cols] = warp.phase
+                phase_h[out_rows, out_cols] = weft.phase
     del displacement_v, displacement_h, grad_v, grad_h
 
     canvas_view = attenuation[top:bottom, left:right]
@@ -477,6 +491,8 @@ def render_canvas(spec: CanvasSpec) -> WholeCanvas:
         canvas_box_px=(top, bottom, left, right),
         seam_x_px=seam_x_px,
         bolt_x_cm=bolt_x_cm,
+        phase_v=phase_v,
+        phase_h=phase_h,
     )
 
 
@@ -826,6 +842,9 @@ def read_truth(path: Path) -> Truth:
     expected = f"a truth file from write_canvas (an .npz with {', '.join(TRUTH_KEYS)})"
     if not path.is_file():
         raise ValueError(f"{path}: no such file; expected {expected}")
+    # np.load would try anything that is not a zip archive as a pickle (and refuse it with a pickle message).
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a readable .npz (not a zip archive); expected {expected}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in TRUTH_KEYS if key not in archive.files]
@@ -835,7 +854,7 @@ def read_truth(path: Path) -> Truth:
             px_per_cm, spec_json = float(archive["px_per_cm"]), str(archive["spec"])
     except ValueError:
         raise
-    except (OSError, EOFError) as error:  # not a zip archive, or a damaged one
+    except (OSError, EOFError, zipfile.BadZipFile) as error:  # a damaged archive
         raise ValueError(f"{path}: not a readable .npz ({error}); expected {expected}") from error
     if density_v.ndim != 2 or density_v.shape != density_h.shape:
         raise ValueError(
