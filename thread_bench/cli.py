@@ -147,11 +147,11 @@ def pick_data(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
     return {name: values[option] for name, option in data_options(cls).items() if option in values}
 
 
-def add_experiment_option(parser: argparse.ArgumentParser) -> None:
+def add_experiment_option(parser: argparse.ArgumentParser, default: str = DEFAULT_EXPERIMENT) -> None:
     parser.add_argument(
         "--experiment",
         default=None,
-        help=f"MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else {DEFAULT_EXPERIMENT})",
+        help=f"MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else {default})",
     )
 
 

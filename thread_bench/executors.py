@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from thread_bench import lifecycle
+from thread_bench.progress import duration
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Ending:
 
     def describe(self) -> str:
         if self.succeeded:
-            return f"{self.job.label} finished on {self.host} in {_duration(self.duration_s)}"
+            return f"{self.job.label} finished on {self.host} in {duration(self.duration_s)}"
         why = self.reason or f"exit status {self.status}"
         return f"{self.job.label} (attempt {self.attempt}) on {self.host}: {why}"
 
@@ -142,18 +143,10 @@ class Progress:
         parts = [f"{self.finished}/{self.total} trainings ended", f"{self.failed} failed"]
         if self.retried:
             parts.append(f"{self.retried} lost and retried")
-        parts.append(f"{_duration(time.monotonic() - self.started_at)} elapsed")
+        parts.append(f"{duration(time.monotonic() - self.started_at)} elapsed")
         if remaining is not None and self.finished < self.total:
-            parts.append(f"about {_duration(remaining)} left")
+            parts.append(f"about {duration(remaining)} left")
         return "progress: " + ", ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 # ------------------------------------------------------------------------------------------------- local
@@ -342,8 +335,8 @@ class RayExecutor:
 
         elapsed = time.monotonic() - started
         try:
-            status, host, duration = ray.get(reference)
-            return Ending(job, attempt, int(status), str(host), float(duration))
+            status, host, seconds = ray.get(reference)
+            return Ending(job, attempt, int(status), str(host), float(seconds))
         except RayTaskError as error:  # the task itself raised (the command could not be started, …)
             cause = getattr(error, "cause", None) or error
             message = " ".join(str(cause).split())[:300]

@@ -28,6 +28,8 @@ from thread_bench import lifecycle, store
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "thread-density"
+#: Where weave maps and their comparisons are logged (not training runs: nothing there competes for a champion).
+WEAVE_EXPERIMENT = "weave-maps"
 
 # Tags.
 TAG_FRAMEWORK = "thread_bench.framework"
@@ -69,6 +71,7 @@ ROLE_EVALUATION = "evaluation"
 ROLE_ANALYSIS = "analysis"
 ROLE_STUDY = "study"
 ROLE_PINGPONG = "pingpong"
+ROLE_WEAVE_MAP = "weave_map"
 
 # Params (every framework).
 PARAM_FRAMEWORK = "framework"

@@ -14,6 +14,7 @@ from thread_bench.workloads.thread_density.counting import (
     count_threads,
     crossing_points,
     fft_count,
+    fft_measure,
 )
 from thread_bench.workloads.thread_density.synthetic import SyntheticPatch, generate_corpus
 
@@ -221,3 +222,20 @@ def test_fft_count_rejects_bad_images() -> None:
         fft_count(np.ones((32, 32), bool), PX_PER_CM)
     with pytest.raises(CountingError, match=r"^band outside the image"):
         fft_count(np.random.default_rng(0).random((32, 32)), 2.0)  # 0.5 threads/cm at most
+
+
+@pytest.mark.parametrize(("angle_v", "angle_h"), [(3.0, 0.0), (-4.0, 2.0), (0.0, -5.0), (7.0, 7.0)])
+def test_fft_measure_reads_the_angle_of_each_family(angle_v: float, angle_h: float) -> None:
+    """Clockwise as shown is positive: a vertical family whose top leans right, a horizontal one whose right end
+    is lower (rows grow downwards)."""
+    y, x = np.mgrid[0:200, 0:200].astype(np.float64)
+    a, b = math.radians(angle_v), math.radians(angle_h)
+    image = np.cos(2 * np.pi * 0.12 * (x * math.cos(a) + y * math.sin(a))) + np.cos(
+        2 * np.pi * 0.17 * (y * math.cos(b) - x * math.sin(b))
+    )
+    measured = fft_measure(image, 100.0)
+    assert measured.vertical == pytest.approx(12.0, abs=0.01)
+    assert measured.horizontal == pytest.approx(17.0, abs=0.01)
+    assert measured.angle_v_deg == pytest.approx(angle_v, abs=0.05)
+    assert measured.angle_h_deg == pytest.approx(angle_h, abs=0.05)
+    assert fft_count(image, 100.0) == ThreadDensity(horizontal=measured.horizontal, vertical=measured.vertical)

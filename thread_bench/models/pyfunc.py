@@ -41,11 +41,13 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import mlflow
@@ -76,6 +78,9 @@ KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 #: The "model from code" file MLflow runs to build the pyfunc at load time.
 _MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 _PACKAGE = Path(__file__).resolve().parents[1]
+#: Not copied into a logged model with the package: caches, and the weights of the model shipped with the package
+#: (``weave_map``'s default), which no logged model needs.
+_NOT_COPIED = ("__pycache__", "*.pyc", "shipped_model")
 
 #: What models logged before workloads existed were: RegVGG, described by its ModelConfig and compute dtype.
 _REGVGG_MODELS = "thread_bench.workloads.thread_density.torch_models"
@@ -327,7 +332,7 @@ def log_model(
             name=tracking.ARTIFACT_MODEL,
             python_model=str(_MODEL_CODE),
             artifacts={WEIGHTS_ARTIFACT: str(weights), ARCHITECTURE_ARTIFACT: str(architecture)},
-            code_paths=[str(_PACKAGE)],
+            code_paths=[str(_package_copy(Path(directory)))],
             signature=signature,
             input_example=example,
             pip_requirements=[*requirements, *serving.pinned(("numpy", "pandas", *module.REQUIREMENTS))],
@@ -338,6 +343,13 @@ def log_model(
             step=product.step,
         )
     return str(info.model_uri)
+
+
+def _package_copy(directory: Path) -> Path:
+    """The ``thread_bench`` package's code, copied into ``directory`` for the logged model (``code_paths``)."""
+    copy = directory / _PACKAGE.name
+    shutil.copytree(_PACKAGE, copy, ignore=shutil.ignore_patterns(*_NOT_COPIED))
+    return copy
 
 
 def unwrap(uri: str, model_config: dict[str, Any] | None = None) -> WorkloadPyfunc:
@@ -352,6 +364,32 @@ def unwrap(uri: str, model_config: dict[str, Any] | None = None) -> WorkloadPyfu
     if not isinstance(wrapped, WorkloadPyfunc):
         raise ValueError(f"{uri} is not a model thread_bench logged as pyfunc (found {type(wrapped).__name__})")
     return wrapped
+
+
+def load_files(directory: str | Path, model_config: dict[str, Any] | None = None) -> WorkloadPyfunc:
+    """The pyfunc of a model kept as its two files outside MLflow (``architecture.json`` and the weights, as
+    :func:`log_model` writes them into a logged model's artifacts): a model shipped with the package.
+
+    Raises:
+        ValueError: naming the file that is missing or unreadable.
+    """
+    folder = Path(directory)
+    architecture = folder / "architecture.json"
+    try:
+        weights_format = json.loads(architecture.read_text()).get("weights_format", TORCH_STATE_DICT)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{architecture}: expected a model description (architecture.json) there ({error})") from None
+    weights = folder / _WEIGHT_FILES.get(weights_format, "?")
+    if not weights.is_file():
+        raise ValueError(f"{weights}: the weights of {architecture} are missing (format {weights_format!r})")
+    loader_settings(model_config, "keras")
+    context = SimpleNamespace(
+        artifacts={ARCHITECTURE_ARTIFACT: str(architecture), WEIGHTS_ARTIFACT: str(weights)},
+        model_config=model_config or {},
+    )
+    model = WorkloadPyfunc()
+    model.load_context(context)
+    return model
 
 
 def load_model(uri: str, device: str | None = None) -> Any:

@@ -259,8 +259,29 @@ def _lattice_spacings(points: np.ndarray, shape: tuple[int, ...]) -> tuple[float
 # -------------------------------------------------------------------------------------- spectral count
 
 
+@dataclass(frozen=True)
+class SpectralCount:
+    """What the spectral counter reads from an image: the two families' densities (threads/cm) and angles.
+
+    An angle is the tilt of the family's threads from their nominal direction (vertical threads from the
+    vertical, horizontal threads from the horizontal), in degrees, positive clockwise as the image is shown
+    (rows down): a vertical thread whose top leans right, a horizontal thread whose right end is lower.
+    """
+
+    horizontal: float
+    vertical: float
+    angle_h_deg: float
+    angle_v_deg: float
+
+
 def fft_count(image: np.ndarray, px_per_cm: float) -> ThreadDensity:
-    """Thread densities from the peaks of the image's 2-D power spectrum (Johnson et al.).
+    """Thread densities from the peaks of the image's 2-D power spectrum (:func:`fft_measure`)."""
+    measured = fft_measure(image, px_per_cm)
+    return ThreadDensity(horizontal=measured.horizontal, vertical=measured.vertical)
+
+
+def fft_measure(image: np.ndarray, px_per_cm: float) -> SpectralCount:
+    """Thread densities and angles from the peaks of the image's 2-D power spectrum (Johnson et al.).
 
     The image (mean removed, Hann-windowed, zero-padded to at least twice its size) is Fourier transformed;
     the vertical threads give the strongest peak near the horizontal frequency axis (within
@@ -301,15 +322,26 @@ def fft_count(image: np.ndarray, px_per_cm: float) -> ThreadDensity:
     spectrum = scipy.fft.rfft2(pixels, s=geometry.fft_shape)
     power = spectrum.real**2 + spectrum.imag**2
     n_rows, n_cols = geometry.fft_shape
-    densities = []
+    peaks = []
     for region in (geometry.vertical, geometry.horizontal):
         scores = power.ravel()[region.indices] * region.weights
         best = int(region.indices[int(np.argmax(scores))])
         row, col = _prefer_fundamental(power, geometry.whitening, region.mask, *divmod(best, power.shape[1]))
         row_bin = (row if row <= n_rows // 2 else row - n_rows) + _parabolic_offset(power, row, col, axis=0)
         col_bin = col + _parabolic_offset(power, row, col, axis=1)
-        densities.append(math.hypot(row_bin * resolution / n_rows, col_bin * resolution / n_cols))
-    return ThreadDensity(horizontal=densities[1], vertical=densities[0])
+        # The peak's wave vector in cycles per cm (rows down, columns right), perpendicular to the threads.
+        peaks.append((row_bin * resolution / n_rows, col_bin * resolution / n_cols))
+    (v_row, v_col), (h_row, h_col) = peaks
+    if h_row < 0:  # the same peak, point-symmetric: the one below the axis keeps the angle's sign rule simple
+        h_row, h_col = -h_row, -h_col
+    return SpectralCount(
+        horizontal=math.hypot(h_row, h_col),
+        vertical=math.hypot(v_row, v_col),
+        # A vertical thread turned by +a has the wave vector (cos a, sin a) in (column, row); a horizontal
+        # thread turned by +a has (-sin a, cos a), taken with its row component positive.
+        angle_h_deg=math.degrees(math.atan2(-h_col, h_row)),
+        angle_v_deg=math.degrees(math.atan2(v_row, v_col)),
+    )
 
 
 @dataclass(frozen=True)
