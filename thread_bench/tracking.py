@@ -28,6 +28,8 @@ from thread_bench import lifecycle, store
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "thread-density"
+#: Weave maps of whole radiographs and their comparisons (``weave_map``, ``weave_compare``).
+WEAVE_EXPERIMENT = "weave-maps"
 
 # Tags.
 TAG_FRAMEWORK = "thread_bench.framework"
@@ -69,6 +71,7 @@ ROLE_EVALUATION = "evaluation"
 ROLE_ANALYSIS = "analysis"
 ROLE_STUDY = "study"
 ROLE_PINGPONG = "pingpong"
+ROLE_WEAVE_COMPARE = "weave_compare"
 
 # Params (every framework).
 PARAM_FRAMEWORK = "framework"
