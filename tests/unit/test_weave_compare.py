@@ -286,3 +286,21 @@ def test_an_impossible_overlap_is_explained(tmp_path: Path) -> None:
 def test_bad_options_are_named(fields: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         wc.CompareOptions(**{"map_a": "a", "map_b": "b", **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("correlation", "p_value", "expected"),
+    [
+        (0.9, 1 / 501, "profiles match at shift 3.5 cm (r=0.90, p<=0.002 by chance, overlap 8.0 cm): consistent "),
+        (0.9, 0.006, "profiles match at shift 3.5 cm (r=0.90, p=0.006 by chance"),
+        (0.5, 0.006, "weak match at shift 3.5 cm (r=0.50, p=0.006 by chance"),  # significant but weak: no claim
+        (0.9, 0.03, "weak match at shift 3.5 cm (r=0.90, p=0.030 by chance, overlap 8.0 cm): suggestive"),
+        (0.9, 0.41, "no match better than chance (best r=0.90 at shift 3.5 cm, p=0.41): no evidence of one bolt"),
+    ],
+)
+def test_the_verdict_claims_no_more_than_the_numbers(correlation: float, p_value: float, expected: str) -> None:
+    profile = wc.WarpProfile(np.arange(3) * 0.5, np.array([14.0, 14.5, 13.5]), 0.5)
+    empty = np.array([])
+    comparison = wc.Comparison(correlation, 3.5, 8.0, False, p_value, 500, profile, profile, empty, empty, empty)
+    assert comparison.verdict.startswith(expected)
+    assert comparison.density_difference == 0.0

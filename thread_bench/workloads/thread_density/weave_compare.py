@@ -131,7 +131,10 @@ class Comparison:
     def verdict(self) -> str:
         """One line that says what the numbers support, and no more."""
         where = f"shift {self.shift_cm:.1f} cm{', b reversed' if self.reversed else ''}"
-        numbers = f"r={self.correlation:.2f}, p={self.p_value:.3f} by chance, overlap {self.overlap_cm:.1f} cm"
+        # At the floor, 1/(n+1), no surrogate did as well: the p-value is an upper bound.
+        floor = math.isclose(self.p_value, 1 / (1 + self.n_surrogates))
+        chance = f"p{'<=' if floor else '='}{self.p_value:.3f} by chance"
+        numbers = f"r={self.correlation:.2f}, {chance}, overlap {self.overlap_cm:.1f} cm"
         if self.p_value <= MATCH_P_VALUE and self.correlation >= MATCH_CORRELATION:
             return f"profiles match at {where} ({numbers}): consistent with one bolt"
         if self.p_value <= SUGGESTIVE_P_VALUE:
