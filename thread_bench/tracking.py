@@ -28,7 +28,8 @@ from thread_bench import lifecycle, store
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "thread-density"
-#: Where weave maps and their comparisons are logged (not training runs: nothing there competes for a champion).
+#: Weave maps of whole radiographs and their comparisons (``weave_map``, ``weave_compare``): not trainings, so
+#: nothing there competes for a champion.
 WEAVE_EXPERIMENT = "weave-maps"
 
 # Tags.
@@ -72,6 +73,7 @@ ROLE_ANALYSIS = "analysis"
 ROLE_STUDY = "study"
 ROLE_PINGPONG = "pingpong"
 ROLE_WEAVE_MAP = "weave_map"
+ROLE_WEAVE_COMPARE = "weave_compare"
 
 # Params (every framework).
 PARAM_FRAMEWORK = "framework"
