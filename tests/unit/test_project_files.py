@@ -49,3 +49,17 @@ def test_conda_env_pins_equal_pyproject() -> None:
     assert set(pip_section) == pins
     assert all("==" in pin for pin in pins), "every runtime dependency is pinned exactly"
     assert "python=3.11" in conda["dependencies"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_entry_point_parses_its_defaults_as_mlflow_passes_them(entry: str) -> None:
+    """``mlflow run . -e <entry>`` with no ``-P`` passes every parameter's default, an unset one as ``''``: the
+    parser must take that (a ``type=float`` option does not)."""
+    spec = MLPROJECT["entry_points"][entry]
+    command = " ".join(spec["command"].split())
+    module = re.match(r"python -m ([\w.]+)", command)
+    assert module
+    argv = []
+    for option, param in re.findall(r"(--[\w-]+) \{(\w+)\}", command):
+        argv += [option, str(spec["parameters"][param].get("default", ""))]
+    importlib.import_module(module.group(1)).build_parser().parse_args(argv)

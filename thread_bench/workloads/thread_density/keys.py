@@ -36,7 +36,7 @@ SHIFT_CM = "shift_cm"
 OVERLAP_CM = "overlap_cm"
 #: 1 when b's profile matched reversed (one canvas mounted the other way round), else 0.
 REVERSED = "reversed"
-#: The share of phase-randomised surrogates of b whose best correlation reaches the observed one (+1 corrected).
+#: The share of phase-randomised surrogates of b whose best alignment is as strong as the observed one (+1 corrected).
 P_VALUE = "p_value"
 MEAN_WARP_DENSITY_A_THREADS_PER_CM = "mean_warp_density_a_threads_per_cm"
 MEAN_WARP_DENSITY_B_THREADS_PER_CM = "mean_warp_density_b_threads_per_cm"

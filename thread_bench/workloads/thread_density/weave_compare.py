@@ -6,11 +6,14 @@ and those stripes run the bolt's whole length; canvases cut from one bolt theref
 the warp family's density averaged along the warp, as a function of the position across it. Two profiles from one
 bolt match at some shift, possibly with one reversed (a canvas mounted the other way round).
 
-The score is the Pearson correlation of the two profiles over their overlap, at every shift with at least
-``min_overlap_cm`` of overlap and in both orientations; the best is kept. A maximum over many shifts is high by
-chance alone, more so for short overlaps, so its p-value comes from surrogates: phase-randomised copies of b's
-profile (same power spectrum, so the same stripe widths, but no relation to a) scored over the same shifts and
-orientations. The run is logged in the ``weave-maps`` experiment with the figure and a JSON of the profiles.
+The two profiles are correlated (Pearson) over their overlap at every shift with at least ``min_overlap_cm`` of
+overlap and in both orientations. The alignment kept is the one with the most evidence, Fisher's z of r times the
+square root of the overlap's pairs less 3 (the z-score of r under no relation), not the highest r: a short overlap
+reaches a high r by chance far more easily than a long one, and on rendered canvases choosing by r let chance fits
+of the minimum overlap beat true matches over 16 cm. A maximum over many shifts is high by chance alone, so its
+p-value comes from surrogates: phase-randomised copies of b's profile (same power spectrum, so the same stripe
+widths, but no relation to a) scored the same way over the same shifts and orientations. The run is logged in the
+``weave-maps`` experiment with the figure and a JSON of the profiles.
 """
 
 from __future__ import annotations
@@ -416,12 +419,14 @@ def compare_profiles(
     forward = shift_correlations(a.density, b.density, min_pairs)[0]
     backward = shift_correlations(a.density, b.density[::-1], min_pairs)[0]
     both = np.stack([forward, backward])
+    pairs_both = np.stack([overlap_counts(a.density, b.density), overlap_counts(a.density, b.density[::-1])])
     if np.isnan(both).all():
         raise ValueError(
             f"--map_a and --map_b: no shift overlaps their valid columns by {min_overlap_cm:g} cm (--min_overlap_cm);"
             " their invalid windows leave too few columns side by side"
         )
-    orientation, best = np.unravel_index(np.nanargmax(both), both.shape)
+    evidence = _evidence(both, pairs_both)
+    orientation, best = np.unravel_index(np.nanargmax(evidence), both.shape)
     correlation = float(both[orientation, best])
     nb = len(b.density)
     shifts = np.arange(-(nb - 1), len(a.density))
@@ -432,13 +437,14 @@ def compare_profiles(
     surrogates = phase_randomised(b.density, n_surrogates, rng)
     scores = np.concatenate(
         [
-            shift_correlations(a.density, surrogates, min_pairs),
-            shift_correlations(a.density, surrogates[:, ::-1], min_pairs),
+            _evidence(shift_correlations(a.density, surrogates, min_pairs), pairs_both[0]),
+            _evidence(shift_correlations(a.density, surrogates[:, ::-1], min_pairs), pairs_both[1]),
         ],
         axis=1,
     )
     surrogate_best = np.max(np.where(np.isnan(scores), -np.inf, scores), axis=1)
-    p_value = (1 + int((surrogate_best >= correlation - 1e-12).sum())) / (1 + n_surrogates)
+    observed = float(evidence[orientation, best])
+    p_value = (1 + int((surrogate_best >= observed - 1e-12).sum())) / (1 + n_surrogates)
     return Comparison(
         correlation=correlation,
         shift_cm=float(shifts[best] * step),
@@ -452,6 +458,15 @@ def compare_profiles(
         correlation_forward=forward,
         correlation_reversed=backward,
     )
+
+
+def _evidence(correlations: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """How much a correlation over so many pairs says: Fisher's z times the square root of the pairs less 3 (the
+    z-score of r under no relation). The alignment is chosen by it, not by r, because a short overlap reaches a high
+    r by chance far more easily than a long one: with r alone the longest true match loses to a chance fit of the
+    minimum overlap."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.arctanh(np.clip(correlations, -0.999999, 0.999999)) * np.sqrt(np.maximum(pairs - 3, 1))
 
 
 def roc_auc(same_scores: Sequence[float], different_scores: Sequence[float]) -> float:

@@ -159,12 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="an MLflow model URI, or 'shipped' for the model shipped with thread_bench (default: "
         "models:/thread-density@champion, else the shipped model)",
     )
-    parser.add_argument(
-        "--window_cm", type=float, default=weave.WINDOW_CM, help="window side, cm (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--step_cm", type=float, default=weave.STEP_CM, help="window spacing, cm (default: %(default)s)"
-    )
+    parser.add_argument("--window_cm", default="", help=f"window side, cm (default: {weave.WINDOW_CM:g})")
+    parser.add_argument("--step_cm", default="", help=f"window spacing, cm (default: {weave.STEP_CM:g})")
     parser.add_argument(
         "--truth", default="", help="the exact truth of a synthetic canvas (<name>_truth.npz) to score the maps against"
     )
