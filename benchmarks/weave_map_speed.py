@@ -3,7 +3,7 @@
     python benchmarks/weave_map_speed.py                 # the 24 x 18 cm synthetic canvas at 100 px/cm, 3 repeats
     python benchmarks/weave_map_speed.py --repeats 1 --model_uri models:/thread-density@champion
 
-The canvas (``canvas.DEFAULT_CANVAS``: 48 x 34 = 1,632 windows of 1 cm, 0.5 cm apart) is rendered once, before any
+The canvas (``canvas.DEFAULT_CANVAS``: 47 x 35 = 1,645 windows of 1 cm, 0.5 cm apart) is rendered once, before any
 clock starts. Each repeat is the real command, ``python -m thread_bench.weave_map``, in a fresh process against a
 fresh tracking store, so its peak RSS is the map's own (the canvas was rendered elsewhere) and its wall time
 includes the interpreter, the imports and loading the model. The command's own timings (``weave_map.json``) split
@@ -56,7 +56,9 @@ def main() -> int:
                 "--px_per_cm", str(canvas.DEFAULT_CANVAS.px_per_cm), "--model_uri", args.model_uri, "--out", str(out),
             ]  # fmt: skip
             started = time.perf_counter()
-            subprocess.run(command, check=True, env=environment, cwd=scratch, stdout=subprocess.DEVNULL)
+            done = subprocess.run(command, env=environment, cwd=scratch, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"weave_map failed ({done.returncode}):\n{done.stderr[-3000:]}")
             wall = time.perf_counter() - started
             metrics = json.loads((out / "weave_map.json").read_text())["metrics"]
             rows.append({"wall_s": wall, **{part: metrics.get(part, float("nan")) for part in PARTS}, **metrics})

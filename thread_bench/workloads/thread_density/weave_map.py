@@ -217,7 +217,8 @@ def run(args: argparse.Namespace) -> str:
             metrics["rss_peak_gib"] = peak_rss_gib()
             out.mkdir(parents=True, exist_ok=True)
             weave.write(weave_map, out, metrics, settings)
-            title = f"Weave maps of {radiograph.name} ({px_per_cm:g} px/cm; CNN: {model.uri}; FFT: spectral peaks)"
+            label = "the model shipped with thread_bench" if model.chosen == "shipped" else model.uri
+            title = f"Weave maps of {radiograph.name} ({px_per_cm:g} px/cm; CNN: {label}; FFT: spectral peaks)"
             weave.figure(weave_map, image, title, metrics).savefig(out / weave.FIGURE_NAME, dpi=80)
             mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
             mlflow.log_artifacts(str(out))
