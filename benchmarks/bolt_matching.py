@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +23,7 @@ from typing import Any
 
 import numpy as np
 
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+from thread_bench.measure import cpu_model
 
 
 def main() -> int:
@@ -85,7 +79,7 @@ def main() -> int:
             print(f"pair {seed + 1}/{args.pairs} done, {time.perf_counter() - started:.0f} s", flush=True)
 
     print(
-        f"\nbolt matching on {cpu_name()} ({os.cpu_count()} CPUs): {args.pairs} same-bolt and {args.pairs} "
+        f"\nbolt matching on {cpu_model()} ({os.cpu_count()} CPUs): {args.pairs} same-bolt and {args.pairs} "
         f"different-bolt pairs of {args.width_cm:g} x {args.height_cm:g} cm canvases at {args.px_per_cm:g} px/cm, "
         f"CNN {model.uri}; {time.perf_counter() - started:.0f} s"
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,14 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from thread_bench.measure import cpu_model
+
 PARTS = ("read_s", "statistics_s", "fft_s", "cnn_s", "total_s")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:
@@ -70,7 +64,7 @@ def main() -> int:
             )
     median = {key: statistics.median(row[key] for row in rows) for key in ("wall_s", *PARTS, "rss_peak_gib")}
     last = rows[-1]
-    print(f"\nweave_map on {cpu_name()}, {os.cpu_count()} CPUs, {last['n_windows']} windows, model {args.model_uri}")
+    print(f"\nweave_map on {cpu_model()}, {os.cpu_count()} CPUs, {last['n_windows']} windows, model {args.model_uri}")
     print(f"median of {len(rows)}: " + ", ".join(f"{key} {value:.2f}" for key, value in median.items()))
     print(
         f"per window: FFT {1e3 * median['fft_s'] / last['n_valid']:.2f} ms, "

@@ -66,3 +66,26 @@ def test_a_parameter_the_entry_point_does_not_declare_is_refused(tmp_path: Path)
     )
     assert result.returncode != 0
     assert "unrecognized arguments: --colour red" in result.stderr
+
+
+def test_weave_map_runs_as_the_readme_says_on_a_radiograph_of_its_own(tmp_path: Path) -> None:
+    """``mlflow run . -e weave_map -P radiograph=… -P px_per_cm=…``: every other parameter as MLflow passes it
+    (``''``), the maps written to ``out`` and logged in the weave-maps run, linked to the launch run."""
+    from thread_bench.workloads.thread_density import canvas
+
+    spec = canvas.CanvasSpec(width_cm=6.0, height_cm=5.0, px_per_cm=64.0, seed=1)
+    image, _ = canvas.write_canvas(canvas.render_canvas(spec), tmp_path, "radiograph")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parameters = {"radiograph": str(image), "px_per_cm": "64", "out": str(tmp_path / "maps")}
+    result = _mlflow_run("weave_map", parameters, store, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "weave map: 9 x 11 windows" in result.stdout
+    assert (tmp_path / "maps" / "weave_map.csv").is_file() and (tmp_path / "maps" / "weave_map.png").is_file()
+    mlflow.set_tracking_uri(store)
+    try:
+        (mapped,) = mlflow.search_runs(experiment_names=[tracking.WEAVE_EXPERIMENT], output_format="list")
+        launch = mlflow.get_run(mapped.data.tags[tracking.TAG_LAUNCH_RUN_ID])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert mapped.info.status == launch.info.status == "FINISHED"
+    assert mapped.data.params["window_cm"] == "1.0" and launch.data.params["window_cm"] == "''"
