@@ -61,21 +61,25 @@ def resolve_model(model_uri: str) -> Model:
         ValueError: naming ``model_uri``: it does not load, or is not a thread-density model that takes raw patches.
     """
     if model_uri == SHIPPED:
-        return _model(str(SHIPPED_MODEL), pyfunc.load_files(SHIPPED_MODEL), "shipped")
+        return _shipped()
     if model_uri:
         return _model(model_uri, _load(model_uri), "given")
-    champion = tracking.alias_uri(tracking.registered_model_name(tracking.DEFAULT_EXPERIMENT))
+    name = tracking.registered_model_name(tracking.DEFAULT_EXPERIMENT)
+    champion = tracking.alias_uri(name)
     try:
-        name, alias = champion.removeprefix("models:/").split("@")
-        mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+        mlflow.MlflowClient().get_model_version_by_alias(name, tracking.ALIAS_CHAMPION)
     except MlflowException:
         print(
             f"weave_map: no {champion} in this store (train with `mlflow run . -e torch_train` and pick the champion "
             f"with `python -m analysis`), so the model shipped with thread_bench is used: {SHIPPED_MODEL}",
             file=sys.stderr,
         )
-        return _model(str(SHIPPED_MODEL), pyfunc.load_files(SHIPPED_MODEL), "shipped")
+        return _shipped()
     return _model(champion, _load(champion), "champion")
+
+
+def _shipped() -> Model:
+    return _model(str(SHIPPED_MODEL), pyfunc.load_files(SHIPPED_MODEL), "shipped")
 
 
 def _load(uri: str) -> pyfunc.WorkloadPyfunc:
