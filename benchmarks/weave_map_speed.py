@@ -2,6 +2,7 @@
 
     python benchmarks/weave_map_speed.py                 # the 24 x 18 cm synthetic canvas at 100 px/cm, 3 repeats
     python benchmarks/weave_map_speed.py --repeats 1 --model_uri models:/thread-density@champion
+    python benchmarks/weave_map_speed.py --mosaic 3 4    # the canvas tiled into a 96 x 54 cm radiograph: TIFF vs PNG
 
 The canvas (``canvas.DEFAULT_CANVAS``: 47 x 35 = 1,645 windows of 1 cm, 0.5 cm apart) is rendered once, before any
 clock starts. Each repeat is the real command, ``python -m thread_bench.weave_map``, in a fresh process against a
@@ -24,44 +25,62 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from thread_bench.measure import cpu_model
 
 PARTS = ("read_s", "statistics_s", "fft_s", "cnn_s", "total_s")
+
+
+def weave_map(radiograph: Path, options: list[str], scratch: Path, name: str) -> dict[str, float]:
+    """``python -m thread_bench.weave_map`` in a fresh process and a fresh store: its wall time and its metrics."""
+    out = scratch / name
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/{name}.db"}
+    command = [sys.executable, "-m", "thread_bench.weave_map", "--radiograph", str(radiograph), "--out", str(out)]
+    started = time.perf_counter()
+    done = subprocess.run([*command, *options], env=environment, cwd=scratch, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"weave_map failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    wall = time.perf_counter() - started
+    metrics = json.loads((out / "weave_map.json").read_text())["metrics"]
+    print(
+        f"{name}: wall {wall:.1f} s, "
+        + ", ".join(f"{part} {metrics.get(part, float('nan')):.2f}" for part in PARTS)
+        + f", peak RSS {metrics['rss_peak_gib']:.2f} GiB",
+        flush=True,
+    )
+    return {"wall_s": wall, **metrics}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model_uri", default="shipped", help="the model (default: the one shipped with thread_bench)")
+    parser.add_argument(
+        "--mosaic",
+        type=int,
+        nargs=2,
+        metavar=("ROWS", "COLS"),
+        help="instead: the canvas tiled ROWS x COLS into one large 16-bit radiograph, mapped once as a tiled TIFF "
+        "(decoded into a mapped file) and once as a PNG (decoded into memory), to compare their peak RSS",
+    )
     args = parser.parse_args()
 
     from thread_bench.workloads.thread_density import canvas
 
-    with tempfile.TemporaryDirectory(prefix="weave-bench-") as scratch:
+    spec = canvas.DEFAULT_CANVAS
+    with tempfile.TemporaryDirectory(prefix="weave-bench-") as folder:
+        scratch = Path(folder)
         started = time.perf_counter()
-        image, truth = canvas.write_canvas(canvas.render_canvas(canvas.DEFAULT_CANVAS), Path(scratch), "canvas")
+        rendered = canvas.render_canvas(spec)
+        image, truth = canvas.write_canvas(rendered, scratch, "canvas")
         print(f"canvas rendered in {time.perf_counter() - started:.1f} s: {image.name}", flush=True)
-        rows = []
-        for repeat in range(args.repeats):
-            out = Path(scratch) / f"out{repeat}"
-            environment = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow{repeat}.db"}
-            command = [
-                sys.executable, "-m", "thread_bench.weave_map", "--radiograph", str(image), "--truth", str(truth),
-                "--px_per_cm", str(canvas.DEFAULT_CANVAS.px_per_cm), "--model_uri", args.model_uri, "--out", str(out),
-            ]  # fmt: skip
-            started = time.perf_counter()
-            done = subprocess.run(command, env=environment, cwd=scratch, capture_output=True, text=True)
-            if done.returncode:
-                raise SystemExit(f"weave_map failed ({done.returncode}):\n{done.stderr[-3000:]}")
-            wall = time.perf_counter() - started
-            metrics = json.loads((out / "weave_map.json").read_text())["metrics"]
-            rows.append({"wall_s": wall, **{part: metrics.get(part, float("nan")) for part in PARTS}, **metrics})
-            print(
-                f"repeat {repeat + 1}: wall {wall:.1f} s, "
-                + ", ".join(f"{part} {metrics.get(part, float('nan')):.2f}" for part in PARTS)
-                + f", peak RSS {metrics['rss_peak_gib']:.2f} GiB",
-                flush=True,
-            )
+        options = ["--px_per_cm", str(spec.px_per_cm), "--model_uri", args.model_uri]
+        if args.mosaic:
+            return mosaic(rendered.image, args.mosaic, options, scratch)
+        rows = [
+            weave_map(image, [*options, "--truth", str(truth)], scratch, f"repeat{r + 1}") for r in range(args.repeats)
+        ]
     median = {key: statistics.median(row[key] for row in rows) for key in ("wall_s", *PARTS, "rss_peak_gib")}
     last = rows[-1]
     print(f"\nweave_map on {cpu_model()}, {os.cpu_count()} CPUs, {last['n_windows']} windows, model {args.model_uri}")
@@ -75,6 +94,24 @@ def main() -> int:
             f"MAE {family}: CNN {last.get(f'mae_{family}_cnn', float('nan')):.3f}, "
             f"FFT {last.get(f'mae_{family}_fft', float('nan')):.3f} threads/cm"
         )
+    return 0
+
+
+def mosaic(image: np.ndarray, shape: list[int], options: list[str], scratch: Path) -> int:
+    import cv2
+    import tifffile
+
+    large = np.tile(image.astype(np.uint16) * 257, shape)
+    tiff, png = scratch / "mosaic.tiff", scratch / "mosaic.png"
+    tifffile.imwrite(tiff, large, tile=(512, 512), compression="zlib")
+    cv2.imwrite(str(png), large)
+    megabytes = large.nbytes / 2**20
+    print(f"mosaic {large.shape[1]} x {large.shape[0]} px, {megabytes:.0f} MiB of 16-bit pixels", flush=True)
+    del large
+    rows = {name: weave_map(path, options, scratch, name) for name, path in (("tiff", tiff), ("png", png))}
+    print(f"\nweave_map on {cpu_model()}, {os.cpu_count()} CPUs, {rows['tiff']['n_windows']:.0f} windows:")
+    for name, row in rows.items():
+        print(f"{name}: wall {row['wall_s']:.1f} s, map {row['total_s']:.1f} s, peak RSS {row['rss_peak_gib']:.2f} GiB")
     return 0
 
 

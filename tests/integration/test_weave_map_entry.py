@@ -18,8 +18,9 @@ from thread_bench.workloads.thread_density.config import ModelConfig
 
 pytestmark = pytest.mark.integration
 
-#: Small enough for a test (10 x 7 cm at 80 px/cm: 19 x 13 windows), large enough for edges and an interior.
-SMALL = canvas.CanvasSpec(width_cm=10.0, height_cm=7.0, px_per_cm=80.0, seed=5)
+#: Small enough for a test (10 x 7 cm at 80 px/cm: 19 x 13 windows), large enough for edges and an interior; 16 bit,
+#: so a TIFF, decoded into a mapped file.
+SMALL = canvas.CanvasSpec(width_cm=10.0, height_cm=7.0, px_per_cm=80.0, seed=5, bit_depth=16)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,7 @@ def test_without_arguments_it_maps_the_embedded_canvas(
     assert "mae_v_cnn" in run.data.metrics  # scored against its own truth
     assert (tmp_path / weave_map.DEFAULT_OUT_ROOT / weave_map.DEFAULT_CANVAS_NAME / weave.CSV_NAME).is_file()
     artifacts = {item.path for item in mlflow.MlflowClient().list_artifacts(run.info.run_id, "input")}
-    assert artifacts == {f"input/{weave_map.DEFAULT_CANVAS_NAME}.png"}
+    assert artifacts == {f"input/{weave_map.DEFAULT_CANVAS_NAME}.tiff"}  # 16 bit: a TIFF
     assert "rendering the synthetic canvas" in capsys.readouterr().err
 
 

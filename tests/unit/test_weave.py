@@ -79,6 +79,24 @@ def test_read_radiograph_takes_8_and_16_bit_png_and_tiff(tmp_path: Path) -> None
     assert np.array_equal(weave.read_radiograph(tmp_path / "c.png"), image8)
 
 
+def test_a_tiff_is_decoded_piece_by_piece_into_a_mapped_file(tmp_path: Path) -> None:
+    """Tiled and compressed (as museum scans are) or stripped LZW (OpenCV's): into a memory-mapped file in the
+    scratch folder, not into the process' own memory."""
+    import tifffile
+
+    image = (grating(300, 500, 10, 12).astype(np.uint16) * 251) + 7
+    tifffile.imwrite(tmp_path / "tiled.tiff", image, tile=(64, 64), compression="zlib")
+    cv2.imwrite(str(tmp_path / "lzw.tiff"), image)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for name in ("tiled.tiff", "lzw.tiff"):
+        read = weave.read_radiograph(tmp_path / name, scratch)
+        assert read.dtype == np.uint16 and np.array_equal(read, image), name
+        assert isinstance(read.base, np.memmap) or isinstance(read, np.memmap), name
+    assert sorted(path.name for path in scratch.iterdir()) == ["lzw.decoded", "tiled.decoded"]
+    assert not isinstance(weave.read_radiograph(tmp_path / "tiled.tiff"), np.memmap)  # no scratch: in memory
+
+
 def test_read_radiograph_names_the_file_and_what_was_expected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"radiograph .*missing.png: no such file"):
         weave.read_radiograph(tmp_path / "missing.png")

@@ -21,8 +21,9 @@ truth's per-pixel density over the window (windows less than :data:`TRUTH_COVERA
 the map's errors against it are the mean absolute errors per family and method, overall and near the canvas'
 edges (:data:`EDGE_CM`), where tacking distorts the weave.
 
-Memory: the radiograph is decoded once, in its stored 8- or 16-bit form; everything else is computed a window (or
-a batch of windows) at a time, so no other full-size copy of it is made.
+Memory: a TIFF radiograph is decoded piece by piece into a memory-mapped file (:func:`read_radiograph`), a PNG into
+memory, each in its stored 8- or 16-bit form; everything else is computed a window (or a batch of windows) at a
+time, so no other full-size copy of it is made.
 """
 
 from __future__ import annotations
@@ -94,8 +95,12 @@ _EXTENSIONS = (".png", ".tif", ".tiff")
 # ----------------------------------------------------------------------------------------------- input
 
 
-def read_radiograph(path: str | Path) -> np.ndarray:
+def read_radiograph(path: str | Path, scratch: Path | None = None) -> np.ndarray:
     """A radiograph as one 2-D uint8 or uint16 array (PNG or TIFF, 8 or 16 bit, grayscale).
+
+    A TIFF is decoded strip by strip (or tile by tile) by tifffile, every compression included; given ``scratch``,
+    into a memory-mapped file there (``np.memmap``), so that a radiograph larger than the memory is paged in and out
+    by the kernel as windows need it, not held. A PNG, one compressed stream, is decoded whole into memory.
 
     Raises:
         ValueError: naming the file: missing, not PNG/TIFF, unreadable, in colour, or of another depth.
@@ -103,20 +108,37 @@ def read_radiograph(path: str | Path) -> np.ndarray:
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"radiograph {file}: no such file")
-    if file.suffix.lower() not in _EXTENSIONS:
+    suffix = file.suffix.lower()
+    if suffix not in _EXTENSIONS:
         raise ValueError(f"radiograph {file}: expected a PNG or TIFF image ({', '.join(_EXTENSIONS)})")
-    image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+    image = _read_tiff(file, scratch) if suffix in (".tif", ".tiff") else cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError(f"radiograph {file}: not a readable PNG or TIFF image")
     if image.ndim == 3:
         channels = image.shape[2]
-        colour = image[..., : min(channels, 3)]
+        colour = image[::7, ::7, : min(channels, 3)]  # a sample: a scan stored as RGB has equal channels throughout
         if not (colour == colour[..., :1]).all():
             raise ValueError(f"radiograph {file}: a radiograph is grayscale, this image has {channels} colour channels")
         image = np.ascontiguousarray(image[..., 0])
-    if image.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"radiograph {file}: expected 8- or 16-bit gray levels, got {image.dtype}")
+    if image.ndim != 2 or image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(
+            f"radiograph {file}: expected 8- or 16-bit gray levels, got {image.dtype} of shape {image.shape}"
+        )
     return image
+
+
+def _read_tiff(file: Path, scratch: Path | None) -> np.ndarray | None:
+    """The first image of a TIFF (``None`` when it is not one tifffile can read)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(file) as tiff:
+            page = tiff.pages.first
+            if scratch is None or page.dtype not in (np.uint8, np.uint16):
+                return np.asarray(page.asarray())
+            return np.asarray(page.asarray(out=str(scratch / f"{file.stem}.decoded")))
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------------ grid

@@ -114,10 +114,12 @@ def make_map(
     step_cm: float = weave.STEP_CM,
     truth: Path | None = None,
     progress: bool = True,
+    scratch: Path | None = None,
 ) -> tuple[weave.WeaveMap, np.ndarray, dict[str, float]]:
-    """The weave map of ``radiograph`` (``model`` ``None``: the FFT alone), its image and its metrics."""
+    """The weave map of ``radiograph`` (``model`` ``None``: the FFT alone), its image and its metrics; a TIFF is
+    decoded into a memory-mapped file in ``scratch`` when given (:func:`.weave.read_radiograph`)."""
     started = time.perf_counter()
-    image = weave.read_radiograph(radiograph)
+    image = weave.read_radiograph(radiograph, scratch)
     read_s = time.perf_counter() - started
     grid = weave.make_grid(image.shape, px_per_cm, window_cm, step_cm)
     if model is not None and window_cm < model.window_cm * (1 - 1e-6):
@@ -216,7 +218,7 @@ def run(args: argparse.Namespace) -> str:
             }
             tracking.log_params(settings)
             weave_map, image, metrics = make_map(
-                radiograph, px_per_cm, model, window_cm=window_cm, step_cm=step_cm, truth=truth
+                radiograph, px_per_cm, model, window_cm=window_cm, step_cm=step_cm, truth=truth, scratch=Path(scratch)
             )
             metrics["rss_peak_gib"] = peak_rss_gib()
             out.mkdir(parents=True, exist_ok=True)
