@@ -70,21 +70,19 @@ def build_step(framework: str, base_filters: int, input_size: int, batch: int) -
     if framework.startswith("keras"):
         import keras
 
-        from thread_bench.training.keras_trainer import normalized_mae
-        from thread_bench.workloads.thread_density import keras_model
+        from thread_bench.workloads.thread_density import keras_model, keras_models
 
         model = keras_model.build_model(config)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-7),
-            loss=lambda targets, predictions: normalized_mae(predictions, targets),  # Keras' argument order
+            loss=lambda targets, predictions: keras_models.loss(predictions, targets),  # Keras' argument order
         )
         x, y = images[..., np.newaxis], targets[:, np.newaxis]
         return lambda: model.train_on_batch(x, y)
 
     import torch
 
-    from thread_bench.training.torch_trainer import normalized_mae
-    from thread_bench.workloads.thread_density import torch_model
+    from thread_bench.workloads.thread_density import torch_model, torch_models
 
     net = torch_model.build_model(config)
     xt, yt = torch.from_numpy(images).unsqueeze(1), torch.from_numpy(targets)
@@ -95,7 +93,7 @@ def build_step(framework: str, base_filters: int, input_size: int, batch: int) -
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = normalized_mae(net(xt).reshape(-1), yt)
+        loss = torch_models.loss(net(xt).reshape(-1), yt)
         loss.backward()
         optimizer.step()
         return float(loss.detach())

@@ -163,8 +163,7 @@ def _keras_inception_step(case: InceptionCase, train: bool) -> Callable[[], Any]
 def _torch_model_step(case: ModelCase, channels_last: bool) -> Callable[[], float]:
     import torch
 
-    from thread_bench.training.torch_trainer import normalized_mae
-    from thread_bench.workloads.thread_density import torch_model
+    from thread_bench.workloads.thread_density import torch_model, torch_models
 
     model = torch_model.build_model(case.config)
     rng = np.random.default_rng(0)
@@ -178,7 +177,7 @@ def _torch_model_step(case: ModelCase, channels_last: bool) -> Callable[[], floa
 
     def train_step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = normalized_mae(model(x).reshape(-1), y)
+        loss = torch_models.loss(model(x).reshape(-1), y)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
@@ -189,13 +188,12 @@ def _torch_model_step(case: ModelCase, channels_last: bool) -> Callable[[], floa
 def _keras_model_step(case: ModelCase) -> Callable[[], Any]:
     import keras
 
-    from thread_bench.training.keras_trainer import normalized_mae
-    from thread_bench.workloads.thread_density import keras_model
+    from thread_bench.workloads.thread_density import keras_model, keras_models
 
     model = keras_model.build_model(case.config)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE, epsilon=ADAM_EPSILON),
-        loss=lambda targets, predictions: normalized_mae(predictions, targets),  # Keras' argument order
+        loss=lambda targets, predictions: keras_models.loss(predictions, targets),  # Keras' argument order
     )
     rng = np.random.default_rng(0)
     x = rng.random((case.batch, case.config.input_size, case.config.input_size, 1), np.float32)

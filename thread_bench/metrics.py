@@ -1,9 +1,9 @@
 """The reference definitions of the loss and the error metrics, in NumPy (docs/DESIGN.md §4).
 
 Every number the project reports about a prediction comes from here: training's rescoring and mean-predictor
-baseline, the evaluation of a model on the test split, the FFT counter's baseline. The frameworks' own
-losses (``thread_bench.training.torch_trainer.normalized_mae``, ``thread_bench.training.keras_trainer
-.normalized_mae``) compute the same quantity on tensors; ``tests/unit/test_metrics.py`` holds them to these.
+baseline, the evaluation of a model on the test split, the FFT counter's baseline. The frameworks' own losses
+(the thread-density workload's ``torch_models.loss`` and ``keras_models.loss``) compute the same quantity on
+tensors; ``tests/unit/test_metrics.py`` holds them to these.
 
 Both functions take array-likes of the same number of elements in any shape (``(N,)``, ``(N, 1)``, a list):
 they are flattened first, so a ``(N, 1)`` prediction never broadcasts against ``(N,)`` labels into an
