@@ -20,42 +20,19 @@ pytestmark = pytest.mark.system
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
+def _profile_train_step(framework: str) -> list[str]:
+    """``profile_train_step.py`` at its smallest: a base-2 RegVGG on 32 px images, batch 4, one profiled step."""
+    sizes = ["--base-filters", "2", "--input-size", "32", "--batch", "4", "--steps", "1"]
+    return ["benchmarks/profile_train_step.py", "--framework", framework, *sizes]
+
+
 #: (script and its smallest arguments, a line its output must contain).
 SCRIPTS = {
     "bench_preprocessing": (["benchmarks/bench_preprocessing.py", "--profile", "smoke"], "peak RSS (process tree)"),
     "concurrent_store": (["benchmarks/concurrent_store.py", "--trials", "1", "--processes", "2"], "0 failed processes"),
-    "profile_train_step torch": (
-        [
-            "benchmarks/profile_train_step.py",
-            "--framework",
-            "torch-eager",
-            "--base-filters",
-            "2",
-            "--input-size",
-            "32",
-            "--batch",
-            "4",
-            "--steps",
-            "1",
-        ],
-        "aten::",
-    ),
-    "profile_train_step keras": (
-        [
-            "benchmarks/profile_train_step.py",
-            "--framework",
-            "keras-tensorflow",
-            "--base-filters",
-            "2",
-            "--input-size",
-            "32",
-            "--batch",
-            "4",
-            "--steps",
-            "1",
-        ],
-        "AssignAddVariableOp",
-    ),
+    "profile_train_step torch": (_profile_train_step("torch-eager"), "aten::"),
+    "profile_train_step keras": (_profile_train_step("keras-tensorflow"), "AssignAddVariableOp"),
     "inception model train step": (
         [
             "-m",

@@ -382,7 +382,6 @@ def load_files(directory: str | Path, model_config: dict[str, Any] | None = None
     weights = folder / _WEIGHT_FILES.get(weights_format, "?")
     if not weights.is_file():
         raise ValueError(f"{weights}: the weights of {architecture} are missing (format {weights_format!r})")
-    loader_settings(model_config, "keras")
     context = SimpleNamespace(
         artifacts={ARCHITECTURE_ARTIFACT: str(architecture), WEIGHTS_ARTIFACT: str(weights)},
         model_config=model_config or {},

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from thread_bench.progress import Ticker
-from thread_bench.workloads.thread_density.counting import CountingError, check_px_per_cm, fft_measure
+from thread_bench.workloads.thread_density.counting import check_px_per_cm, fft_measure
 from thread_bench.workloads.thread_density.serving import DENSITY_H, DENSITY_V, PX_PER_CM
 
 if TYPE_CHECKING:
@@ -306,20 +306,16 @@ def measure(
     started = time.perf_counter()
     ticker = Ticker("weave_map", "FFT windows", len(places)) if progress else None
     failed = 0
-    for index, (row, col) in enumerate(places):
+    for row, col in places:
         try:
             counted = fft_measure(window(row, col), grid.px_per_cm)
-        except CountingError:
-            failed += 1
-        except ValueError:  # constant window: nothing to count, though it passed the blank test
+        except ValueError:  # a CountingError, or a constant window that passed the blank test: nothing to count
             failed += 1
         else:
             maps[FFT_V][row, col], maps[FFT_H][row, col] = counted.vertical, counted.horizontal
             maps[ANGLE_V][row, col], maps[ANGLE_H][row, col] = counted.angle_v_deg, counted.angle_h_deg
-        if ticker is not None and (index + 1) % 64 == 0:
-            ticker.advance(64)
-    if ticker is not None and ticker.done < len(places):
-        ticker.advance(len(places) - ticker.done)
+        if ticker is not None:
+            ticker.advance()
     timings["fft_s"] = time.perf_counter() - started
     reasons["fft_failed"] = failed
 

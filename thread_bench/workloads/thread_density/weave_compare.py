@@ -430,8 +430,7 @@ def compare_profiles(
     correlation = float(both[orientation, best])
     nb = len(b.density)
     shifts = np.arange(-(nb - 1), len(a.density))
-    b_compared = b.density[::-1] if orientation else b.density
-    pairs = overlap_counts(a.density, b_compared)[best]
+    pairs = pairs_both[orientation, best]
 
     rng = np.random.default_rng(seed)
     surrogates = phase_randomised(b.density, n_surrogates, rng)
