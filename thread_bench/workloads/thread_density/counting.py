@@ -45,8 +45,8 @@ DISTANCE_INLIER_RANGE = (0.5, 1.5)
 MIN_CROSSING_POINTS = 4
 #: Fewer neighbour distances per direction than this are too few to average.
 MIN_DISTANCES = 2
-#: Spectral counter search band, threads/cm (a little wider than the 6-23 of real canvases).
-FFT_BAND_THREADS_PER_CM = (4.0, 30.0)
+#: Spectral counter search band, threads/cm (a little wider than the 6-35 of the synthetic canvases).
+FFT_BAND_THREADS_PER_CM = (4.0, 40.0)
 #: Spectral counter: only peaks within this angle of the family's axis are considered.
 FFT_SECTOR_HALF_ANGLE_DEG = 12.0
 #: The coarse peak search weights the power by |k|^this: the paint and illumination background falls

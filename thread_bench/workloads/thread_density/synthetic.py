@@ -45,14 +45,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,22 +64,55 @@ from scipy.ndimage import gaussian_filter1d
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-#: Thread densities of the reference corpus (Delgado et al.): 6 to 23 threads/cm.
-DENSITY_RANGE_THREADS_PER_CM = (6.0, 23.0)
+#: Thread densities a random canvas is drawn from: the reference corpus (Delgado et al.) spans 6 to 23
+#: threads/cm; fine linen canvases reach ~35, so the varied mixes go that far.
+DENSITY_RANGE_THREADS_PER_CM = (6.0, 35.0)
+#: The reference corpus's range: the generator before the style mixes drew from it (``CLASSIC_MIX``).
+CLASSIC_DENSITY_RANGE_THREADS_PER_CM = (6.0, 23.0)
 DEFAULT_SIZE_PX = 300
 DEFAULT_PX_PER_CM = 200.0
 DEFAULT_N_PAINTINGS = 36
 DEFAULT_N_PATCHES = 240
 #: Half width of a drawn centre line: pixels within this distance of the line are set (~3 px lines).
 MASK_HALF_WIDTH_PX = 1.5
+#: ... for families whose nominal spacing is at least this (23 threads/cm at 200 px/cm, the densest canvases of
+#: the reference corpus); denser families get narrower lines (:func:`_centre_lines`), else too little room is
+#: left between lines for the crossing-point counter's 1 px dilation and neighbouring crossings merge.
+MASK_FULL_WIDTH_MIN_SPACING_PX = DEFAULT_PX_PER_CM / CLASSIC_DENSITY_RANGE_THREADS_PER_CM[1]
 #: Every third painting is "scanned" at 16 bit (stored as TIFF); the others at 8 bit (PNG).
 SIXTEEN_BIT_EVERY = 3
 INDEX_NAME = "index.csv"
 #: Written next to ``index.csv``: the generator settings, so an existing corpus can be checked for reuse.
 SETTINGS_NAME = "synthetic.json"
 #: Bump when the generator's output changes for the same seed (existing corpora are then rejected).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 INDEX_COLUMNS = ("painting_id", "patch_id", "image", "h_mask", "v_mask", "px_per_cm", "density_h", "density_v")
+#: Written next to ``index.csv``: each patch's style, so results can be broken down by it (not read by the
+#: preparation, which needs only the raw-corpus format).
+STYLES_NAME = "styles.csv"
+STYLES_COLUMNS = (
+    "patch_id",
+    "weave",
+    "profile",
+    "imaging",
+    "source_px_per_cm",
+    "occluded_share",
+    "artefacts",
+    "irregularity_v",
+    "irregularity_h",
+)
+
+#: Weaves: which family passes over at crossing (k, n) of warp thread k and weft thread n (:func:`_warp_over`).
+WEAVES = ("plain", "basket", "twill")
+#: Cross-sections and yarn irregularities of the threads (:func:`_ground_thickness`).
+THREAD_PROFILES = ("elliptic", "flat", "round", "uneven", "slub")
+#: How the patch is X-rayed and stored (:meth:`ImagingParams.random`).
+IMAGING_CONDITIONS = ("standard", "low_dose", "soft", "harsh", "scatter")
+#: Range of the resolution at which a painting is "scanned" before being stored at ``px_per_cm``.
+SOURCE_PX_PER_CM_LIMITS = (50.0, 800.0)
+#: Fractions of the uneven profile's threads that are doubled (two thin yarns in one slot) and missing.
+DOUBLED_THREAD_FRACTION = 0.04
+MISSING_THREAD_FRACTION = 0.03
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -111,8 +145,15 @@ class CanvasParams:
     density_spread: float = 0.015
     #: Thread families are tilted uniformly within +-this angle, independently per patch and family.
     max_angle_deg: float = 3.0
+    #: A patch's densities (base density and its ``density_spread``) are clipped to this range, threads/cm.
+    density_range: tuple[float, float] = DENSITY_RANGE_THREADS_PER_CM
 
     def __post_init__(self) -> None:
+        low, high = self.density_range
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
+            raise ValueError(
+                f"density_range must be (low, high) with 0 < low < high threads/cm, got {self.density_range!r}"
+            )
         for name in ("density_h_threads_per_cm", "density_v_threads_per_cm"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -137,10 +178,23 @@ class CanvasParams:
             raise ValueError(f"max_angle_deg must be in [0, 15], got {self.max_angle_deg!r}")
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> CanvasParams:
-        """A plausible canvas: warp density uniform in 6-23 threads/cm, weft density near it."""
-        low, high = DENSITY_RANGE_THREADS_PER_CM
-        density_v = rng.uniform(low, high)
+    def random(
+        cls,
+        rng: np.random.Generator,
+        *,
+        density_range: tuple[float, float] = DENSITY_RANGE_THREADS_PER_CM,
+        log_uniform: bool = True,
+    ) -> CanvasParams:
+        """A plausible canvas: warp density in ``density_range``, weft density near it.
+
+        Log-uniform by default: relative errors are what matter, and a uniform draw over 6-35 threads/cm
+        would give the coarse canvases (6-12) only a fifth of the paintings. ``log_uniform=False`` with
+        ``CLASSIC_DENSITY_RANGE_THREADS_PER_CM`` is the generator before the style mixes (``CLASSIC_MIX``).
+        """
+        low, high = density_range
+        if not 0 < low < high:
+            raise ValueError(f"density_range must be (low, high) with 0 < low < high threads/cm, got {density_range!r}")
+        density_v = math.exp(rng.uniform(math.log(low), math.log(high))) if log_uniform else rng.uniform(low, high)
         # Warp and weft counts of real canvases are correlated (often within ~20 % of each other).
         density_h = float(np.clip(density_v * math.exp(rng.normal(0.0, 0.18)), low, high))
         irregularity_v = rng.uniform(0.02, 0.05)
@@ -157,6 +211,7 @@ class CanvasParams:
             weave_amplitude=float(rng.uniform(0.2, 0.6)),
             waviness=float(rng.uniform(0.03, 0.12)),
             ground_opacity=float(rng.uniform(0.6, 1.4)),
+            density_range=(float(low), float(high)),
         )
 
 
@@ -179,8 +234,27 @@ class ImagingParams:
     bit_depth: int = 8
     #: Largest stored value of a 16-bit image (12-, 14- and 16-bit detectors all store 16-bit words).
     max_level_16bit: int = 65535
+    #: Veiling glare: this fraction of the transmitted intensity, spread by a Gaussian ``scatter_sigma`` x the
+    #: image side wide, is added back. It lifts the dark (highly attenuating) parts most, so it lowers the
+    #: contrast non-uniformly. 0 = none.
+    scatter_fraction: float = 0.0
+    scatter_sigma: float = 0.25
+    #: Heel effect: the beam intensity changes linearly by this fraction across the image (from -half to
+    #: +half of it), in the direction ``exposure_gradient_angle_deg``. 0 = uniform exposure.
+    exposure_gradient: float = 0.0
+    exposure_gradient_angle_deg: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.scatter_fraction <= 2.0:
+            raise ValueError(f"scatter_fraction must be in [0, 2] (glare / transmitted), got {self.scatter_fraction!r}")
+        if not 0.0 < self.scatter_sigma <= 2.0:
+            raise ValueError(
+                f"scatter_sigma must be in (0, 2] (fraction of the image side), got {self.scatter_sigma!r}"
+            )
+        if not 0.0 <= self.exposure_gradient < 1.0:
+            raise ValueError(f"exposure_gradient must be in [0, 1) (relative change), got {self.exposure_gradient!r}")
+        if not math.isfinite(self.exposure_gradient_angle_deg):
+            raise ValueError(f"exposure_gradient_angle_deg must be finite, got {self.exposure_gradient_angle_deg!r}")
         if self.bit_depth not in (8, 16):
             raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth!r}")
         if not 0.0 <= self.blur_sigma_px <= 10.0:
@@ -203,8 +277,19 @@ class ImagingParams:
             raise ValueError(f"max_level_16bit must be in (255, 65535], got {self.max_level_16bit!r}")
 
     @classmethod
-    def random(cls, rng: np.random.Generator, *, bit_depth: int = 8) -> ImagingParams:
-        return cls(
+    def random(cls, rng: np.random.Generator, *, bit_depth: int = 8, condition: str = "standard") -> ImagingParams:
+        """Random imaging under ``condition`` (one of ``IMAGING_CONDITIONS``).
+
+        ``standard`` is a well-exposed, moderately sharp scan (the generator's only condition before the style
+        mixes: it draws exactly what it drew then). The others start from it and push one property to what
+        poorer radiographs show: ``low_dose`` 30-150 photons per pixel and 1-3 % read noise; ``soft`` a blur
+        of 1.5-3 pixels (large focal spot, object far from the film); ``harsh`` an extreme gamma (0.4-0.6 or
+        1.8-2.5), windows clipping 2-5 % at each end and a narrow output range (low stored contrast);
+        ``scatter`` veiling glare (20-50 %) and a heel-effect exposure gradient (10-40 %).
+        """
+        if condition not in IMAGING_CONDITIONS:
+            raise ValueError(f"condition must be one of {IMAGING_CONDITIONS}, got {condition!r}")
+        standard = cls(
             blur_sigma_px=float(rng.uniform(0.5, 1.5)),
             photons_per_px=float(math.exp(rng.uniform(math.log(150.0), math.log(3000.0)))),
             read_noise=float(rng.uniform(0.0, 0.01)),
@@ -215,6 +300,33 @@ class ImagingParams:
             bit_depth=bit_depth,
             max_level_16bit=int(rng.choice([4095, 16383, 65535])),
         )
+        if condition == "low_dose":
+            return replace(
+                standard,
+                photons_per_px=float(math.exp(rng.uniform(math.log(30.0), math.log(150.0)))),
+                read_noise=float(rng.uniform(0.01, 0.03)),
+            )
+        if condition == "soft":
+            return replace(standard, blur_sigma_px=float(rng.uniform(1.5, 3.0)))
+        if condition == "harsh":
+            gamma = rng.uniform(0.4, 0.6) if rng.random() < 0.5 else rng.uniform(1.8, 2.5)
+            black = float(rng.uniform(0.25, 0.45))
+            return replace(
+                standard,
+                gamma=float(gamma),
+                window_quantiles=(float(rng.uniform(0.02, 0.05)), float(rng.uniform(0.95, 0.98))),
+                black_level=black,
+                white_level=black + float(rng.uniform(0.1, 0.25)),
+            )
+        if condition == "scatter":
+            return replace(
+                standard,
+                scatter_fraction=float(rng.uniform(0.2, 0.5)),
+                scatter_sigma=float(rng.uniform(0.15, 0.4)),
+                exposure_gradient=float(rng.uniform(0.1, 0.4)),
+                exposure_gradient_angle_deg=float(rng.uniform(0.0, 360.0)),
+            )
+        return standard
 
 
 @dataclass(frozen=True)
@@ -231,9 +343,20 @@ class ArtefactParams:
     nail_probability: float = 0.03
     #: Probability that a stretcher bar covers part of a patch.
     stretcher_probability: float = 0.07
+    #: Probability of a thick lead-white passage over 20-80 % of the patch (hides the weave there). 0 draws
+    #: nothing from the generator, so patches without it are the same as before it existed.
+    lead_white_probability: float = 0.0
+    #: Probability of craquelure: a network of thin cracks where paint is missing (likewise).
+    craquelure_probability: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("cusping_probability", "nail_probability", "stretcher_probability"):
+        for name in (
+            "cusping_probability",
+            "nail_probability",
+            "stretcher_probability",
+            "lead_white_probability",
+            "craquelure_probability",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
@@ -248,6 +371,140 @@ NO_ARTEFACTS = ArtefactParams(
     nail_probability=0.0,
     stretcher_probability=0.0,
 )
+
+
+def _check_weights(owner: str, name: str, pairs: tuple[tuple[str, float], ...], allowed: tuple[str, ...]) -> None:
+    if not pairs:
+        raise ValueError(f"{owner}.{name} must name at least one of {allowed}, got {pairs!r}")
+    names = [pair[0] for pair in pairs]
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise ValueError(f"{owner}.{name} must hold (name, weight) pairs, got {pair!r}")
+        option, weight = pair
+        if option not in allowed:
+            raise ValueError(f"{owner}.{name}: {option!r} is not one of {allowed}")
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
+            raise ValueError(f"{owner}.{name}: the weight of {option!r} must be a positive number, got {weight!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{owner}.{name} names an option twice: {names}")
+
+
+@dataclass(frozen=True)
+class StyleMix:
+    """The distribution of canvas and imaging styles a corpus is drawn from (a named setting).
+
+    Per painting: a weave, a thread profile and the resolution it was "scanned" at; per patch: an imaging
+    condition and the occlusions (lead white, craquelure). Weights are relative (they need not sum to 1).
+    The labels stay exact whatever the style: the masks and densities come from the same phase fields.
+    """
+
+    name: str
+    weaves: tuple[tuple[str, float], ...]
+    profiles: tuple[tuple[str, float], ...]
+    imaging: tuple[tuple[str, float], ...]
+    lead_white_probability: float
+    craquelure_probability: float
+    #: Base warp densities of the canvases, threads/cm (the patches' densities are clipped to it too).
+    density_range: tuple[float, float]
+    #: Range of the resolution a painting is scanned at, px/cm (log-uniform); equal ends = that one value.
+    #: The stored corpus stays at its own ``px_per_cm``; the image is resampled to and from this grid.
+    source_px_per_cm: tuple[float, float]
+    #: Log-uniform canvas densities (relative errors matter) unless False (``CLASSIC_MIX``: uniform, as before).
+    log_uniform_density: bool = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and self.name.isidentifier()):
+            raise ValueError(
+                f"StyleMix.name must be an identifier-like string (it names directories), got {self.name!r}"
+            )
+        _check_weights("StyleMix", "weaves", self.weaves, WEAVES)
+        _check_weights("StyleMix", "profiles", self.profiles, THREAD_PROFILES)
+        _check_weights("StyleMix", "imaging", self.imaging, IMAGING_CONDITIONS)
+        for name in ("lead_white_probability", "craquelure_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"StyleMix.{name} must be a probability in [0, 1], got {value!r}")
+        low, high = self.density_range
+        if not 0 < low < high:
+            raise ValueError(
+                f"StyleMix.density_range must be (low, high) with 0 < low < high, got {self.density_range!r}"
+            )
+        low, high = self.source_px_per_cm
+        lowest, highest = SOURCE_PX_PER_CM_LIMITS
+        if not lowest <= low <= high <= highest:
+            raise ValueError(
+                f"StyleMix.source_px_per_cm must be (low, high) with {lowest} <= low <= high <= {highest}, "
+                f"got {self.source_px_per_cm!r}"
+            )
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-safe (lists, not tuples): logged with runs and recorded in ``synthetic.json``."""
+        plain: dict[str, object] = json.loads(json.dumps(asdict(self)))
+        return plain
+
+
+@dataclass(frozen=True)
+class PatchStyle:
+    """The style one patch was drawn with (see :class:`StyleMix`)."""
+
+    weave: str = "plain"
+    profile: str = "elliptic"
+    imaging: str = "standard"
+    source_px_per_cm: float = DEFAULT_PX_PER_CM
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("weave", WEAVES), ("profile", THREAD_PROFILES), ("imaging", IMAGING_CONDITIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"PatchStyle.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        lowest, highest = SOURCE_PX_PER_CM_LIMITS
+        if not lowest <= self.source_px_per_cm <= highest:
+            raise ValueError(
+                f"PatchStyle.source_px_per_cm must be in [{lowest}, {highest}], got {self.source_px_per_cm!r}"
+            )
+
+
+_TRAINING_PROFILES = ("elliptic", "flat", "round", "uneven")
+_TRAINING_IMAGING = ("standard", "low_dose", "soft", "harsh")
+
+#: The generator before the style mixes, as close as it gets: plain weave, elliptic threads, standard imaging,
+#: no lead white or craquelure, 6-23 threads/cm drawn uniformly, scanned at the corpus resolution. The same seed
+#: gives the same bytes as ``GENERATOR_VERSION`` 1 did.
+CLASSIC_MIX = StyleMix(
+    name="classic",
+    weaves=(("plain", 1.0),),
+    profiles=(("elliptic", 1.0),),
+    imaging=(("standard", 1.0),),
+    lead_white_probability=0.0,
+    craquelure_probability=0.0,
+    density_range=CLASSIC_DENSITY_RANGE_THREADS_PER_CM,
+    source_px_per_cm=(DEFAULT_PX_PER_CM, DEFAULT_PX_PER_CM),
+    log_uniform_density=False,
+)
+#: The default: variety a model must learn to ignore. Twill, slub yarns and scatter are deliberately absent,
+#: so that ``HELD_OUT_MIX`` tests generalisation to styles the model never saw.
+TRAINING_MIX = StyleMix(
+    name="training",
+    weaves=(("plain", 0.7), ("basket", 0.3)),
+    profiles=tuple((name, 1.0) for name in _TRAINING_PROFILES),
+    imaging=(("standard", 0.4), ("low_dose", 0.2), ("soft", 0.2), ("harsh", 0.2)),
+    lead_white_probability=0.15,
+    craquelure_probability=0.15,
+    density_range=DENSITY_RANGE_THREADS_PER_CM,
+    source_px_per_cm=(100.0, 400.0),
+)
+#: A held-out-style test set: every canvas a twill, half the canvases slub yarns and half the patches
+#: scattered, none of which ``TRAINING_MIX`` draws; the rest shares the training mix's options.
+HELD_OUT_MIX = StyleMix(
+    name="held_out",
+    weaves=(("twill", 1.0),),
+    profiles=(("slub", 0.5), *((name, 0.5 / len(_TRAINING_PROFILES)) for name in _TRAINING_PROFILES)),
+    imaging=(("scatter", 0.5), *((name, 0.5 / len(_TRAINING_IMAGING)) for name in _TRAINING_IMAGING)),
+    lead_white_probability=TRAINING_MIX.lead_white_probability,
+    craquelure_probability=TRAINING_MIX.craquelure_probability,
+    density_range=TRAINING_MIX.density_range,
+    source_px_per_cm=TRAINING_MIX.source_px_per_cm,
+)
+STYLE_MIXES: dict[str, StyleMix] = {mix.name: mix for mix in (CLASSIC_MIX, TRAINING_MIX, HELD_OUT_MIX)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,8 +526,15 @@ class SyntheticPatch:
     density_v: float
     canvas: CanvasParams | None = None
     imaging: ImagingParams | None = None
-    #: Names of the artefacts present: some of "strokes", "nail", "stretcher", "cusping".
+    #: Names of the artefacts present: some of "strokes", "nail", "stretcher", "cusping", "lead_white",
+    #: "craquelure".
     artefacts: tuple[str, ...] = field(default=())
+    #: The style drawn (None: the classic one, ``generate_patch(style=None)``).
+    style: PatchStyle | None = None
+    #: Fraction of the pixels where the occluding layers (lead white, stretcher bar, nail; not the ordinary
+    #: paint) attenuate more than the full ground layer (``canvas.ground_opacity``): there the weave's
+    #: contrast is a small part of the signal and mostly lost in the noise.
+    occluded_share: float = 0.0
 
 
 # ------------------------------------------------------------------------------------------- the patch
@@ -296,6 +560,7 @@ def generate_patch(
     artefacts: ArtefactParams | None = None,
     painting_id: str = "painting_000",
     patch_id: str = "painting_000_00",
+    style: PatchStyle | None = None,
 ) -> SyntheticPatch:
     """Generate one square patch of ``canvas``; all randomness comes from ``rng``.
 
@@ -305,8 +570,11 @@ def generate_patch(
             irregularity noise, waviness and artefacts around it.
         size_px: side of the square patch.
         px_per_cm: resolution; with the default 200, a 300 px patch is 1.5 cm.
-        imaging: imaging settings; drawn at random (8 bit) when omitted.
+        imaging: imaging settings; drawn at random (8 bit, ``style.imaging`` condition) when omitted.
         artefacts: artefact rates; :class:`ArtefactParams` defaults when omitted.
+        style: weave, thread profile and source resolution (``style.imaging`` only matters when ``imaging``
+            is omitted). None is the classic style (plain, elliptic, scanned at ``px_per_cm``) and draws
+            exactly what the generator drew before styles existed.
 
     Returns:
         The patch, its centre-line masks and its exact densities (module docstring).
@@ -316,7 +584,10 @@ def generate_patch(
     if not (math.isfinite(px_per_cm) and px_per_cm > 0):
         raise ValueError(f"px_per_cm must be a positive finite number, got {px_per_cm!r}")
     artefacts = artefacts if artefacts is not None else ArtefactParams()
-    imaging = imaging if imaging is not None else ImagingParams.random(rng)
+    if imaging is None:
+        imaging = ImagingParams.random(rng, condition=style.imaging if style is not None else "standard")
+    weave, profile = (style.weave, style.profile) if style is not None else ("plain", "elliptic")
+    source_px_per_cm = style.source_px_per_cm if style is not None else float(px_per_cm)
 
     # Centred pixel coordinates as broadcasting row/column vectors (x: column, y: row).
     centre = (size_px - 1) / 2.0
@@ -325,22 +596,38 @@ def generate_patch(
     x, y = axis[None, :], axis[:, None]
     present: list[str] = []
     # The order of the draws from rng is part of the corpus' definition: the same seed, the same bytes.
-    warp, weft, nail_centre = _threads(rng, canvas, x, y, px_per_cm, artefacts, present)
-    attenuation = _attenuation(rng, canvas, warp, weft, (x, y), px_per_cm, artefacts, present, nail_centre)
-    image = _image(rng, attenuation, imaging)
+    warp, weft, nail_centre, spacings = _threads(rng, canvas, x, y, px_per_cm, artefacts, present)
+    attenuation, occluding = _attenuation(
+        rng, canvas, warp, weft, (x, y), px_per_cm, artefacts, present, nail_centre, weave=weave, profile=profile
+    )
+    image = _image(rng, attenuation, imaging, source_px_per_cm / px_per_cm)
     return SyntheticPatch(
         painting_id=painting_id,
         patch_id=patch_id,
         image=image,
-        h_mask=np.abs(weft.offset) <= MASK_HALF_WIDTH_PX * weft.frequency,
-        v_mask=np.abs(warp.offset) <= MASK_HALF_WIDTH_PX * warp.frequency,
+        h_mask=_centre_lines(weft, spacings[1]),
+        v_mask=_centre_lines(warp, spacings[0]),
         px_per_cm=float(px_per_cm),
         density_h=float(px_per_cm * weft.frequency.mean(dtype=np.float64)),
         density_v=float(px_per_cm * warp.frequency.mean(dtype=np.float64)),
         canvas=canvas,
         imaging=imaging,
         artefacts=tuple(sorted(present)),
+        style=style,
+        occluded_share=float(np.count_nonzero(occluding > canvas.ground_opacity)) / occluding.size,
     )
+
+
+def _centre_lines(family: _Family, spacing_px: float) -> np.ndarray:
+    """The mask of ``family``'s centre lines: pixels within ``MASK_HALF_WIDTH_PX`` of a line, narrowed by the
+    square of the ratio for a family whose nominal spacing ``spacing_px`` is below
+    ``MASK_FULL_WIDTH_MIN_SPACING_PX`` (the classic corpus never is). Narrowed only in proportion to the
+    spacing, the lines of the locally densest parts of a 30-35 threads/cm canvas still merge under the
+    counter's dilation (measured: ~1.8 % mean count error there, against ~0.8 % with the square); at
+    35 threads/cm the half width is 0.65 px, lines 1-2 px wide."""
+    half_width_px = MASK_HALF_WIDTH_PX * min(1.0, spacing_px / MASK_FULL_WIDTH_MIN_SPACING_PX) ** 2
+    mask: np.ndarray = np.abs(family.offset) <= half_width_px * family.frequency
+    return mask
 
 
 def _threads(
@@ -351,12 +638,13 @@ def _threads(
     px_per_cm: float,
     artefacts: ArtefactParams,
     present: list[str],
-) -> tuple[_Family, _Family, tuple[float, float] | None]:
+) -> tuple[_Family, _Family, tuple[float, float] | None, tuple[float, float]]:
     """The patch's warp and weft: densities and angles drawn around the canvas', waviness, and cusping near a
-    tacking margin (appended to ``present``, with the nail that caused it when there is one)."""
+    tacking margin (appended to ``present``, with the nail that caused it when there is one); and the nominal
+    spacings (warp, weft) in pixels."""
     size_px = x.shape[1]
     density_v, density_h = (
-        float(np.clip(d * (1.0 + canvas.density_spread * rng.standard_normal()), *DENSITY_RANGE_THREADS_PER_CM))
+        float(np.clip(d * (1.0 + canvas.density_spread * rng.standard_normal()), *canvas.density_range))
         for d in (canvas.density_v_threads_per_cm, canvas.density_h_threads_per_cm)
     )
     spacing_v_px = px_per_cm / density_v
@@ -395,7 +683,7 @@ def _threads(
         canvas.irregularity_h,
         spacing_h_px,
     )
-    return warp, weft, nail_centre
+    return warp, weft, nail_centre, (spacing_v_px, spacing_h_px)
 
 
 def _attenuation(
@@ -408,23 +696,43 @@ def _attenuation(
     artefacts: ArtefactParams,
     present: list[str],
     nail_centre: tuple[float, float] | None,
-) -> np.ndarray:
-    """X-ray attenuation: the ground layer between the threads, paint, a nail and a stretcher bar (each
-    artefact present is appended to ``present``)."""
+    *,
+    weave: str = "plain",
+    profile: str = "elliptic",
+) -> tuple[np.ndarray, np.ndarray]:
+    """X-ray attenuation: the ground layer between the threads, paint, a nail, a stretcher bar, lead white and
+    craquelure (each artefact present is appended to ``present``); and the occluding layers' share of it
+    (nail, stretcher bar, lead white: what :attr:`SyntheticPatch.occluded_share` measures)."""
     x, y = coordinates
     size_px = x.shape[1]
-    ground = _ground_thickness(rng, canvas, warp, weft)
+    ground = _ground_thickness(rng, canvas, warp, weft, weave=weave, profile=profile, px_per_cm=px_per_cm)
     attenuation = canvas.ground_opacity * ground
     attenuation += _paint(rng, size_px, artefacts, present)
+    occluding = np.zeros_like(attenuation)
     if nail_centre is None and rng.random() < artefacts.nail_probability:
         nail_centre = (float(rng.uniform(0, size_px)), float(rng.uniform(0, size_px)))
+    # Each layer is added to the attenuation in turn (float32 sums in the order they always had) and kept
+    # in ``occluding`` too.
+    layers: list[np.ndarray] = []
     if nail_centre is not None:
-        attenuation += _nail(rng, size_px, nail_centre, px_per_cm)
+        layers.append(_nail(rng, size_px, nail_centre, px_per_cm))
+        attenuation += layers[-1]
         present.append("nail")
     if rng.random() < artefacts.stretcher_probability:
-        attenuation += _stretcher_bar(rng, x, y, size_px, px_per_cm)
+        layers.append(_stretcher_bar(rng, x, y, size_px, px_per_cm))
+        attenuation += layers[-1]
         present.append("stretcher")
-    return attenuation
+    # Drawn only when possible at all, so that classic patches consume the generator as they always did.
+    if artefacts.lead_white_probability > 0 and rng.random() < artefacts.lead_white_probability:
+        layers.append(_lead_white(rng, size_px, px_per_cm))
+        attenuation += layers[-1]
+        present.append("lead_white")
+    for layer in layers:
+        occluding += layer
+    if artefacts.craquelure_probability > 0 and rng.random() < artefacts.craquelure_probability:
+        attenuation *= 1.0 - _craquelure(rng, size_px, px_per_cm)
+        present.append("craquelure")
+    return attenuation, occluding
 
 
 def _smooth_field(rng: np.random.Generator, shape: int | tuple[int, int], *, correlation_px: float) -> np.ndarray:
@@ -483,17 +791,107 @@ def _family(
     )
 
 
-def _ground_thickness(rng: np.random.Generator, canvas: CanvasParams, warp: _Family, weft: _Family) -> np.ndarray:
-    """Relative ground-layer thickness in [0, 1]: 1 in the interstices, lowest on crossing threads."""
+def _ground_thickness(
+    rng: np.random.Generator,
+    canvas: CanvasParams,
+    warp: _Family,
+    weft: _Family,
+    *,
+    weave: str = "plain",
+    profile: str = "elliptic",
+    px_per_cm: float = DEFAULT_PX_PER_CM,
+) -> np.ndarray:
+    """Relative ground-layer thickness in [0, 1]: 1 in the interstices, lowest on crossing threads.
+
+    ``profile`` shapes the threads (``THREAD_PROFILES``): ``elliptic`` cross-sections of the canvas's duty
+    cycle; ``flat`` flat-topped (super-elliptic, exponent 4) and wide (duty 0.8-0.92); ``round`` narrow
+    circular threads (duty 0.3-0.45); ``uneven`` strong thread-to-thread variation of width and thickness,
+    ``DOUBLED_THREAD_FRACTION`` of the slots holding two thin yarns side by side (one thread for counting:
+    one centre line) and ``MISSING_THREAD_FRACTION`` of them empty. A *missing* thread is not drawn (the
+    image shows a gap filled by the ground) but its slot still counts: its centre line stays in the mask and
+    in the density, as the slot period is what the weave (and the FFT) shows. ``slub``: thickness and width
+    vary smoothly along each thread, with thicker slubs a few mm long.
+    """
     heights = []
     for family, other, duty, sign in ((warp, weft, canvas.duty_cycle_v, 1.0), (weft, warp, canvas.duty_cycle_h, -1.0)):
         first = int(family.index.min())
         n_threads = int(family.index.max()) - first + 1
+        duty = _profile_duty(duty, profile)
         # Thread-to-thread variation of width (duty cycle) and of yarn thickness.
         widths = np.clip(duty + canvas.duty_cycle_jitter * rng.standard_normal(n_threads), 0.2, 0.95)
         thickness = np.clip(1.0 + 0.1 * rng.standard_normal(n_threads), 0.7, 1.3)
-        heights.append(_thread_height(family, other, widths, thickness, first, canvas.weave_amplitude, sign))
+        doubled: np.ndarray | None = None
+        along: np.ndarray | None = None
+        if profile == "uneven":
+            widths = np.clip(widths * np.exp(0.25 * rng.standard_normal(n_threads)), 0.2, 0.95)
+            thickness = np.clip(thickness * np.exp(0.35 * rng.standard_normal(n_threads)), 0.4, 2.0)
+            kind = rng.random(n_threads)
+            doubled = kind < DOUBLED_THREAD_FRACTION
+            thickness = np.where(kind >= 1.0 - MISSING_THREAD_FRACTION, 0.0, thickness)
+        elif profile == "slub":
+            along = _slubs(rng, family, other, first, n_threads, px_per_cm)
+        heights.append(
+            _thread_height(
+                family,
+                other,
+                widths,
+                thickness,
+                first,
+                canvas.weave_amplitude,
+                sign,
+                weave=weave,
+                exponent=4.0 if profile == "flat" else 2.0,
+                doubled=doubled,
+                along=along,
+            )
+        )
     return _ground_from_heights(heights[0], heights[1], canvas.weave_amplitude)
+
+
+def _profile_duty(duty: float, profile: str) -> float:
+    """The mean thread width of ``profile`` for a canvas of duty cycle ``duty`` (drawn in 0.5-0.85): mapped
+    linearly onto the profile's own range, so that wider canvases stay wider."""
+    if profile == "flat":
+        return 0.8 + (duty - 0.5) * (0.12 / 0.35)
+    if profile == "round":
+        return 0.3 + (duty - 0.5) * (0.15 / 0.35)
+    return duty
+
+
+def _slubs(
+    rng: np.random.Generator, family: _Family, other: _Family, first: int, n_threads: int, px_per_cm: float
+) -> np.ndarray:
+    """Relative extra yarn thickness along each thread of ``family`` (float32, >= 0, per pixel).
+
+    Each thread gets independent random values every 2-5 mm along its length (measured in threads of the
+    other family, whose phase runs along it); values above ~0.8 standard deviations become slubs, and a
+    smoothstep between cells makes the thickness vary smoothly.
+    """
+    density_other = float(other.frequency.mean()) * px_per_cm
+    cell_threads = max(1.0, float(rng.uniform(0.2, 0.5)) * density_other)
+    start = float(other.phase.min())
+    n_cells = math.ceil((float(other.phase.max()) - start) / cell_threads) + 2
+    values = (1.5 * np.clip(rng.standard_normal((n_threads, n_cells)) - 0.8, 0.0, None)).astype(np.float32)
+    position = (other.phase - np.float32(start)) / np.float32(cell_threads)
+    cell = position.astype(np.int32)
+    t = position - cell
+    t = t * t * (3.0 - 2.0 * t)  # smoothstep: continuous slope at the cell borders
+    local = family.index - first
+    bumps: np.ndarray = (1.0 - t) * values[local, cell] + t * values[local, cell + 1]
+    return bumps
+
+
+def _warp_over(warp_index: np.ndarray, weft_index: np.ndarray, weave: str) -> np.ndarray:
+    """True where warp thread k passes over weft thread n: ``plain`` k + n even; ``basket`` (2/2 hopsack, pairs
+    of threads woven as one) k//2 + n//2 even; ``twill`` (2/2) (k + n) mod 4 < 2, which steps by one thread
+    per pick and draws diagonal ribs. Floor division and ``& 3`` are right for negative indices too."""
+    if weave == "plain":
+        return ((warp_index + weft_index) & 1) == 0
+    if weave == "basket":
+        return (((warp_index >> 1) + (weft_index >> 1)) & 1) == 0
+    if weave == "twill":
+        return ((warp_index + weft_index) & 3) < 2
+    raise ValueError(f"weave must be one of {WEAVES}, got {weave!r}")
 
 
 def _thread_height(
@@ -504,17 +902,54 @@ def _thread_height(
     first: int,
     weave_amplitude: float,
     sign: float,
+    *,
+    weave: str = "plain",
+    exponent: float = 2.0,
+    doubled: np.ndarray | None = None,
+    along: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Height of ``family``'s threads (elliptic cross-sections, woven with ``other``); thread ``first + i``
-    has relative width ``widths[i]`` and yarn thickness ``thickness[i]``."""
+    """Height of ``family``'s threads (super-elliptic cross-sections of ``exponent``, 2 = elliptic, woven with
+    ``other`` in ``weave``); thread ``first + i`` has relative width ``widths[i]`` and yarn thickness
+    ``thickness[i]``, holds two thin yarns where ``doubled[i]``, and is ``1 + along`` (per pixel) thicker and
+    ``1 + along / 2`` wider (slubs). ``sign`` is +1 for the warp, -1 for the weft. The defaults are the
+    classic plain-woven elliptic threads (also :mod:`.canvas`'s)."""
     local = family.index - first
-    inverse_half_width = (2.0 / widths[local]).astype(np.float32)
-    profile = np.sqrt(np.clip(1.0 - (family.offset * inverse_half_width) ** 2, 0.0, None))
-    # Plain weave: warp k is over weft n where k + n is even. Along warp k the height follows
-    # (-1)^k cos(pi phi_weft) = (-1)^(k + n) cos(pi (phi_weft - n)); the weft has the opposite sign.
-    parity = (1 - 2 * ((family.index + other.index) & 1)).astype(np.float32)
-    undulation = np.float32(sign) * parity * np.cos(np.float32(np.pi) * other.offset)
-    height: np.ndarray = thickness[local].astype(np.float32) * profile * (1.0 + weave_amplitude * undulation)
+    if along is None:
+        inverse_half_width = (2.0 / widths[local]).astype(np.float32)
+    else:
+        inverse_half_width = (2.0 / np.minimum(widths[local] * (1.0 + 0.5 * along), 0.98)).astype(np.float32)
+    if exponent == 2.0:
+        profile = np.sqrt(np.clip(1.0 - (family.offset * inverse_half_width) ** 2, 0.0, None))
+    else:
+        across = np.abs(family.offset * inverse_half_width)
+        profile = np.clip(1.0 - across**exponent, 0.0, None) ** np.float32(1.0 / exponent)
+    if doubled is not None and doubled.any():
+        # Two yarns of half the slot's width side by side, each thinner than a single thread.
+        halves = np.abs(family.offset * inverse_half_width) * 2.0 - 1.0
+        pair = np.float32(0.75) * np.sqrt(np.clip(1.0 - halves * halves, 0.0, None))
+        profile = np.where(doubled[local], pair, profile)
+    if weave == "plain":
+        # Plain weave: warp k is over weft n where k + n is even. Along warp k the height follows
+        # (-1)^k cos(pi phi_weft) = (-1)^(k + n) cos(pi (phi_weft - n)); the weft has the opposite sign.
+        parity = (1 - 2 * ((family.index + other.index) & 1)).astype(np.float32)
+        undulation = np.float32(sign) * parity * np.cos(np.float32(np.pi) * other.offset)
+    else:
+        # +1 where this family is over at crossing n, -1 under; between crossing n and its neighbour m the
+        # height blends the two with weight w = (1 + cos(pi * offset)) / 2 (1 at n, 1/2 half-way), which for
+        # the plain weave (s_m = -s_n) is the cos(pi * offset) above, and stays up along a float.
+        neighbour = other.index + np.where(other.offset >= 0, 1, -1).astype(np.int32)
+        here, there = (
+            _warp_over(family.index, n, weave) if sign > 0 else ~_warp_over(n, family.index, weave)
+            for n in (other.index, neighbour)
+        )
+        weight = np.float32(0.5) * (np.float32(1.0) + np.cos(np.float32(np.pi) * other.offset))
+        undulation = weight * (2.0 * here - 1.0).astype(np.float32) + (1.0 - weight) * (2.0 * there - 1.0).astype(
+            np.float32
+        )
+    scale = thickness[local].astype(np.float32)
+    if along is not None:
+        scale = scale * (1.0 + along)
+    height: np.ndarray = scale * profile * (1.0 + weave_amplitude * undulation)
     return height
 
 
@@ -658,19 +1093,96 @@ def _wood(
     return (strength * band * (1.0 + 0.08 * grain)).astype(np.float32)
 
 
-def _image(rng: np.random.Generator, attenuation: np.ndarray, imaging: ImagingParams) -> np.ndarray:
-    """Attenuation -> blurred, noisy transmission -> windowed, gamma-corrected, quantised image."""
+def _lead_white(rng: np.random.Generator, size_px: int, px_per_cm: float) -> np.ndarray:
+    """A thick lead-white passage: attenuation 1-3 (smooth, with a little brushy texture) over 20-80 % of the
+    patch, soft-edged. Its transmission is a few % of the canvas's, so photon noise drowns the weave there."""
+    coverage = float(rng.uniform(0.2, 0.8))
+    shape = _smooth_field(rng, size_px, correlation_px=float(rng.uniform(0.3, 0.8)) * size_px)
+    threshold = float(np.quantile(shape, 1.0 - coverage))
+    edge = float(rng.uniform(0.05, 0.25))  # in units of the field's std: soft, a few px to ~1 mm
+    cover = 0.5 * (1.0 + np.tanh((shape - np.float32(threshold)) / np.float32(edge)))
+    texture = _smooth_field(rng, size_px, correlation_px=0.05 * px_per_cm)
+    strength = float(rng.uniform(1.0, 3.0))
+    layer: np.ndarray = (np.float32(strength) * cover * (1.0 + np.float32(0.05) * texture)).astype(np.float32)
+    return layer
+
+
+def _craquelure(rng: np.random.Generator, size_px: int, px_per_cm: float) -> np.ndarray:
+    """Fraction (0-1) of the attenuation missing at each pixel: cracks 1-3 px wide along the borders of random
+    polygonal cells 2-6 mm across (a Voronoi diagram, gently warped), where paint and ground have flaked off
+    by 20-50 %."""
+    cell_px = float(rng.uniform(0.2, 0.6)) * px_per_cm
+    margin = cell_px
+    n_cells = max(3, round((size_px + 2 * margin) ** 2 / cell_px**2))
+    seeds = rng.uniform(-margin, size_px + margin, size=(n_cells, 2)).astype(np.float32)
+    width_px = float(rng.uniform(1.0, 3.0))
+    depth = float(rng.uniform(0.2, 0.5))
+    warp_px = 0.08 * cell_px
+    axis = np.arange(size_px, dtype=np.float32)
+    rows = axis[:, None] + np.float32(warp_px) * _smooth_field(rng, size_px, correlation_px=0.5 * cell_px)
+    columns = axis[None, :] + np.float32(warp_px) * _smooth_field(rng, size_px, correlation_px=0.5 * cell_px)
+    nearest = np.full((size_px, size_px), np.inf, np.float32)
+    second = np.full((size_px, size_px), np.inf, np.float32)
+    for row, column in seeds:
+        distance = np.sqrt((rows - row) ** 2 + (columns - column) ** 2)
+        second = np.minimum(second, np.maximum(nearest, distance))
+        nearest = np.minimum(nearest, distance)
+    # Half the difference of the two nearest seeds' distances is the distance to the cell border (exactly so
+    # for a straight border); an antialiased line of ``width_px``.
+    border = 0.5 * (second - nearest)
+    crack = np.clip(np.float32(0.5 * width_px + 0.5) - border, 0.0, 1.0)
+    missing: np.ndarray = (np.float32(depth) * crack).astype(np.float32)
+    return missing
+
+
+def _image(
+    rng: np.random.Generator, attenuation: np.ndarray, imaging: ImagingParams, source_scale: float = 1.0
+) -> np.ndarray:
+    """Attenuation -> blurred, noisy transmission -> windowed, gamma-corrected, quantised image.
+
+    With ``source_scale`` != 1 the painting is "scanned" at ``source_scale`` x the corpus resolution: the
+    attenuation is resampled to that grid (area interpolation when shrinking, bicubic when enlarging), imaged
+    there (blur and noise are per source pixel) and the stored image resampled back to the corpus grid as the
+    preprocessing resamples (area when shrinking, bilinear when enlarging), rounded to the same dtype.
+    """
+    size = attenuation.shape
+    source = (max(16, round(size[0] * source_scale)), max(16, round(size[1] * source_scale)))
+    resampled = source != size
+    if resampled:
+        enlarge = source[0] > size[0]
+        attenuation = cv2.resize(
+            attenuation, (source[1], source[0]), interpolation=cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA
+        )
     shown = _exposure(rng, attenuation, imaging)
     # Quantiles of every other pixel in each direction: the same window to ~0.1 %, a quarter of the work.
     low, high = _window(shown[::2, ::2], imaging)
-    return _quantise(shown, low, high, imaging)
+    image = _quantise(shown, low, high, imaging)
+    if not resampled:
+        return image
+    back = cv2.resize(
+        image.astype(np.float32),
+        (size[1], size[0]),
+        interpolation=cv2.INTER_LINEAR if size[0] > source[0] else cv2.INTER_AREA,
+    )
+    top = 255 if image.dtype == np.uint8 else 65535
+    stored: np.ndarray = np.clip(np.round(back), 0, top).astype(image.dtype)
+    return stored
 
 
 def _exposure(rng: np.random.Generator, attenuation: np.ndarray, imaging: ImagingParams) -> np.ndarray:
-    """Attenuation -> blurred, noisy transmission -> the measured attenuation (float32)."""
+    """Attenuation -> blurred, scattered, noisy transmission -> the measured attenuation (float32)."""
     transmitted = np.exp(-attenuation.astype(np.float32))
     if imaging.blur_sigma_px > 0:
         transmitted = cv2.GaussianBlur(transmitted, (0, 0), sigmaX=imaging.blur_sigma_px)
+    if imaging.scatter_fraction > 0:
+        transmitted = transmitted + np.float32(imaging.scatter_fraction) * _glare(transmitted, imaging.scatter_sigma)
+    if imaging.exposure_gradient > 0:
+        rows, columns = transmitted.shape
+        angle = math.radians(imaging.exposure_gradient_angle_deg)
+        y = (np.arange(rows, dtype=np.float32)[:, None] / max(rows - 1, 1)) - np.float32(0.5)
+        x = (np.arange(columns, dtype=np.float32)[None, :] / max(columns - 1, 1)) - np.float32(0.5)
+        ramp = np.float32(math.cos(angle)) * x + np.float32(math.sin(angle)) * y
+        transmitted = transmitted * (np.float32(1.0) + np.float32(imaging.exposure_gradient) * ramp)
     # Photon (Poisson) noise in its Gaussian form, variance = expected count: exact enough above ~20
     # photons and 5x faster than drawing Poisson variates; plus Gaussian read noise.
     photons = np.float32(imaging.photons_per_px)
@@ -680,6 +1192,17 @@ def _exposure(rng: np.random.Generator, attenuation: np.ndarray, imaging: Imagin
     # Back to attenuation (what a positive radiograph shows bright); clamp where no photon arrived.
     shown: np.ndarray = -np.log(np.maximum(measured, np.float32(0.5) / photons))
     return shown
+
+
+def _glare(transmitted: np.ndarray, sigma: float) -> np.ndarray:
+    """``transmitted`` blurred by a Gaussian ``sigma`` x the image side wide (reflecting at the borders).
+    Computed on an 8x coarser grid: the result has nothing finer than ~sigma anyway."""
+    rows, columns = transmitted.shape
+    small = (max(4, columns // 8), max(4, rows // 8))
+    coarse = cv2.resize(transmitted, small, interpolation=cv2.INTER_AREA)
+    coarse = cv2.GaussianBlur(coarse, (0, 0), sigmaX=sigma * small[0], borderType=cv2.BORDER_REFLECT)
+    glare: np.ndarray = cv2.resize(coarse, (columns, rows), interpolation=cv2.INTER_LINEAR)
+    return glare
 
 
 def _window(sample: np.ndarray, imaging: ImagingParams) -> tuple[float, float]:
@@ -727,33 +1250,62 @@ def generate_corpus(
     size_px: int = DEFAULT_SIZE_PX,
     px_per_cm: float = DEFAULT_PX_PER_CM,
     artefacts: ArtefactParams | None = None,
+    mix: StyleMix = TRAINING_MIX,
 ) -> Iterator[SyntheticPatch]:
     """Yield the corpus's patches, painting by painting; the same arguments give identical arrays.
 
     Each painting draws its canvas from its own child of ``SeedSequence(seed)``, and each patch from a
-    child of its painting's, so a patch does not depend on how many patches came before it.
-    Every ``SIXTEEN_BIT_EVERY``-th painting is imaged at 16 bit, the rest at 8 bit.
+    child of its painting's, so a patch does not depend on how many patches came before it. The styles come
+    from one more child of the painting's (spawned after the others, so the canvas and patch streams are those
+    of the classic generator): first the painting's weave, profile and source resolution, then each patch's
+    imaging condition. Every ``SIXTEEN_BIT_EVERY``-th painting is imaged at 16 bit, the rest at 8 bit.
+    ``artefacts`` None means the :class:`ArtefactParams` defaults with the mix's lead-white and craquelure
+    probabilities; an explicit one is used as given.
     """
+    if artefacts is None:
+        artefacts = replace(
+            ArtefactParams(),
+            lead_white_probability=mix.lead_white_probability,
+            craquelure_probability=mix.craquelure_probability,
+        )
     root = np.random.SeedSequence(seed)
     allocation_seq, paintings_seq = root.spawn(2)
     counts = patches_per_painting(np.random.default_rng(allocation_seq), n_paintings, n_patches)
     for painting, (painting_seq, count) in enumerate(zip(paintings_seq.spawn(n_paintings), counts, strict=True)):
         canvas_seq, *patch_seqs = painting_seq.spawn(count + 1)
-        canvas = CanvasParams.random(np.random.default_rng(canvas_seq))
+        style_rng = np.random.default_rng(painting_seq.spawn(1)[0])
+        canvas = CanvasParams.random(
+            np.random.default_rng(canvas_seq), density_range=mix.density_range, log_uniform=mix.log_uniform_density
+        )
+        weave = _choose(style_rng, mix.weaves)
+        profile = _choose(style_rng, mix.profiles)
+        low, high = mix.source_px_per_cm
+        source_px_per_cm = low if low == high else float(math.exp(style_rng.uniform(math.log(low), math.log(high))))
         bit_depth = 16 if painting % SIXTEEN_BIT_EVERY == SIXTEEN_BIT_EVERY - 1 else 8
         painting_id = f"painting_{painting:03d}"
         for number, patch_seq in enumerate(patch_seqs):
             rng = np.random.default_rng(patch_seq)
+            style = PatchStyle(weave, profile, _choose(style_rng, mix.imaging), source_px_per_cm)
             yield generate_patch(
                 rng,
                 canvas,
                 size_px=size_px,
                 px_per_cm=px_per_cm,
-                imaging=ImagingParams.random(rng, bit_depth=bit_depth),
+                imaging=ImagingParams.random(rng, bit_depth=bit_depth, condition=style.imaging),
                 artefacts=artefacts,
                 painting_id=painting_id,
                 patch_id=f"{painting_id}_{number:02d}",
+                style=style,
             )
+
+
+def _choose(rng: np.random.Generator, weighted: tuple[tuple[str, float], ...]) -> str:
+    """One name of ``weighted`` (name, weight) pairs; always one draw, even for a single option, so that the
+    draw order does not depend on the mix's shape."""
+    weights = np.array([weight for _, weight in weighted], dtype=np.float64)
+    cumulative = np.cumsum(weights / weights.sum())
+    index = int(np.searchsorted(cumulative, rng.random(), side="right"))
+    return weighted[min(index, len(weighted) - 1)][0]
 
 
 def write_corpus(
@@ -762,13 +1314,15 @@ def write_corpus(
     n_paintings: int = DEFAULT_N_PAINTINGS,
     n_patches: int = DEFAULT_N_PATCHES,
     seed: int = 0,
+    mix: StyleMix = TRAINING_MIX,
 ) -> Path:
     """Write the corpus in the raw-corpus format (docs/DESIGN.md §2.1) to ``out_dir``; return ``out_dir``.
 
     Atomic: the corpus is built in a hidden sibling directory and renamed into place, so ``out_dir`` either
     does not exist or holds a complete corpus. If ``out_dir`` already holds a complete corpus written with
-    the same settings it is returned untouched; one with other settings raises ``ValueError``. The same
-    arguments give byte-identical files.
+    the same settings (the style mix included) it is returned untouched; one with other settings raises
+    ``ValueError``. The same arguments give byte-identical files. Besides ``index.csv``, ``styles.csv``
+    records each patch's style.
     """
     out_dir = Path(out_dir)
     settings = {
@@ -778,6 +1332,7 @@ def write_corpus(
         "seed": seed,
         "size_px": DEFAULT_SIZE_PX,
         "px_per_cm": DEFAULT_PX_PER_CM,
+        "mix": mix.as_dict(),
     }
     if _existing_corpus(out_dir, settings):
         return out_dir
@@ -785,7 +1340,7 @@ def write_corpus(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the corpus is ordinary data
-        _write_files(staging, generate_corpus(n_paintings, n_patches, seed))
+        _write_files(staging, generate_corpus(n_paintings, n_patches, seed, mix=mix))
         (staging / SETTINGS_NAME).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
         try:
             os.replace(staging, out_dir)  # atomic; fails if out_dir is a non-empty directory
@@ -812,7 +1367,13 @@ def _existing_corpus(out_dir: Path, settings: Mapping[str, object]) -> bool:
         )
     existing = json.loads(settings_path.read_text())
     if existing != settings:
-        raise ValueError(f"{out_dir} holds a synthetic corpus with settings {existing}, expected {settings}")
+        existing_mix = existing.get("mix", {}).get("name", "classic (generator version 1)")
+        wanted = settings.get("mix")
+        wanted_mix = wanted.get("name") if isinstance(wanted, dict) else wanted
+        raise ValueError(
+            f"{out_dir} holds a synthetic corpus with settings {existing} (style mix {existing_mix!r}), "
+            f"expected {settings} (style mix {wanted_mix!r})"
+        )
     return True
 
 
@@ -820,6 +1381,7 @@ def _write_files(directory: Path, patches: Iterator[SyntheticPatch]) -> None:
     (directory / "images").mkdir()
     (directory / "masks").mkdir()
     rows = []
+    styles = []
     for patch in patches:
         extension = ".png" if patch.image.dtype == np.uint8 else ".tiff"
         image_path = f"images/{patch.patch_id}{extension}"
@@ -841,10 +1403,25 @@ def _write_files(directory: Path, patches: Iterator[SyntheticPatch]) -> None:
                 repr(patch.density_v),
             )
         )
-    with open(directory / INDEX_NAME, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(INDEX_COLUMNS)
-        writer.writerows(rows)
+        style = patch.style if patch.style is not None else PatchStyle(source_px_per_cm=patch.px_per_cm)
+        styles.append(
+            (
+                patch.patch_id,
+                style.weave,
+                style.profile,
+                style.imaging,
+                repr(style.source_px_per_cm),
+                repr(patch.occluded_share),
+                "+".join(patch.artefacts),
+                repr(patch.canvas.irregularity_v) if patch.canvas is not None else "",
+                repr(patch.canvas.irregularity_h) if patch.canvas is not None else "",
+            )
+        )
+    for name, columns, table in ((INDEX_NAME, INDEX_COLUMNS, rows), (STYLES_NAME, STYLES_COLUMNS, styles)):
+        with open(directory / name, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(columns)
+            writer.writerows(table)
 
 
 def _write_image(path: Path, array: np.ndarray) -> None:
@@ -877,7 +1454,13 @@ def preview_figure(patches: Sequence[SyntheticPatch]) -> Figure:
         top, bottom = axes[0, column], axes[1, column]
         top.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
         extras = ", ".join(patch.artefacts) if patch.artefacts else "canvas + paint"
-        top.set_title(f"{patch.patch_id}\n{patch.image.dtype} (shown min-max), {extras}", fontsize=9)
+        style = patch.style
+        described = (
+            f"\n{style.weave}, {style.profile}, {style.imaging}, {style.source_px_per_cm:.0f} px/cm"
+            if style is not None
+            else ""
+        )
+        top.set_title(f"{patch.patch_id}\n{patch.image.dtype} (shown min-max), {extras}{described}", fontsize=8)
         overlay = np.repeat(image[..., None], 3, axis=2)
         overlay[patch.h_mask] = 0.4 * overlay[patch.h_mask] + 0.6 * h_colour
         overlay[patch.v_mask] = 0.4 * overlay[patch.v_mask] + 0.6 * v_colour
@@ -895,14 +1478,29 @@ def preview_figure(patches: Sequence[SyntheticPatch]) -> Figure:
     return figure
 
 
+def _has_artefact(patch: SyntheticPatch, *, kind: str) -> bool:
+    return kind in patch.artefacts
+
+
+def _has_style(patch: SyntheticPatch, *, axis: str, name: str) -> bool:
+    return patch.style is not None and getattr(patch.style, axis) == name
+
+
 def _preview_selection(patches: Sequence[SyntheticPatch]) -> list[SyntheticPatch]:
-    """A varied handful: sparsest and densest canvas, a 16-bit scan, and one of each artefact kind."""
+    """A varied handful: sparsest and densest canvas, a 16-bit scan, one of each artefact kind, and one patch of
+    each weave, thread profile and imaging condition present (a patch already chosen can stand for several)."""
     chosen: list[SyntheticPatch] = [min(patches, key=lambda p: p.density_v), max(patches, key=lambda p: p.density_v)]
-    candidates = [lambda p: p.image.dtype == np.uint16] + [
-        (lambda p, kind=kind: kind in p.artefacts) for kind in ("strokes", "nail", "stretcher", "cusping")
+    candidates: list[Callable[[SyntheticPatch], bool]] = [lambda p: p.image.dtype == np.uint16]
+    candidates += [
+        functools.partial(_has_artefact, kind=kind)
+        for kind in ("strokes", "nail", "stretcher", "cusping", "lead_white", "craquelure")
     ]
+    for axis, names in (("weave", WEAVES), ("profile", THREAD_PROFILES), ("imaging", IMAGING_CONDITIONS)):
+        candidates += [functools.partial(_has_style, axis=axis, name=name) for name in names]
     for wanted in candidates:
-        match = next((p for p in patches if wanted(p) and p not in chosen), None)
+        if any(wanted(p) for p in chosen):
+            continue
+        match = next((p for p in patches if wanted(p)), None)
         if match is not None:
             chosen.append(match)
     return chosen
@@ -918,17 +1516,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-paintings", type=int, default=DEFAULT_N_PAINTINGS)
     parser.add_argument("--n-patches", type=int, default=DEFAULT_N_PATCHES)
+    parser.add_argument(
+        "--styles", choices=sorted(STYLE_MIXES), default=TRAINING_MIX.name, help="the style mix (default: training)"
+    )
     args = parser.parse_args(argv)
     if args.preview is None and args.out is None:
         parser.error("nothing to do: give --preview PATH and/or --out DIR")
+    mix = STYLE_MIXES[args.styles]
     if args.out is not None:
-        path = write_corpus(args.out, n_paintings=args.n_paintings, n_patches=args.n_patches, seed=args.seed)
+        path = write_corpus(args.out, n_paintings=args.n_paintings, n_patches=args.n_patches, seed=args.seed, mix=mix)
         print(f"corpus: {path}")
     if args.preview is not None:
         import matplotlib
 
         matplotlib.use("Agg")
-        patches = list(generate_corpus(args.n_paintings, args.n_patches, args.seed))
+        patches = list(generate_corpus(args.n_paintings, args.n_patches, args.seed, mix=mix))
         figure = preview_figure(_preview_selection(patches))
         args.preview.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(args.preview, dpi=90)
