@@ -23,7 +23,7 @@ import psutil
 from thread_bench.config import resolve
 from thread_bench.workloads.thread_density.config import PROFILES, DataConfig
 from thread_bench.workloads.thread_density.prepare import ensure_prepared, synthetic_corpus_dir
-from thread_bench.workloads.thread_density.synthetic import write_corpus
+from thread_bench.workloads.thread_density.synthetic import STYLE_MIXES, write_corpus
 
 
 class TreeRssPeak:
@@ -75,6 +75,7 @@ def main() -> None:
             n_paintings=config.n_paintings,
             n_patches=config.n_patches,
             seed=config.seed,
+            mix=STYLE_MIXES[config.styles],
         )
         corpus_s = time.perf_counter() - started
         with TreeRssPeak() as memory:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -10,11 +14,19 @@ import numpy as np
 import pytest
 
 from thread_bench.workloads.thread_density import synthetic
+from thread_bench.workloads.thread_density.config import STYLE_MIX_NAMES
+from thread_bench.workloads.thread_density.counting import count_threads
 from thread_bench.workloads.thread_density.synthetic import (
+    CLASSIC_MIX,
+    HELD_OUT_MIX,
     INDEX_COLUMNS,
     NO_ARTEFACTS,
+    STYLE_MIXES,
+    TRAINING_MIX,
     CanvasParams,
     ImagingParams,
+    PatchStyle,
+    StyleMix,
     SyntheticPatch,
     generate_corpus,
     generate_patch,
@@ -253,3 +265,232 @@ def test_preview_figure_is_pure_and_main_saves_it(small_corpus: list[SyntheticPa
     out = tmp_path / "docs" / "preview.png"
     assert synthetic.main(["--preview", str(out), "--n-paintings", "3", "--n-patches", "4", "--seed", "1"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -------------------------------------------------------------------------------------------- styles
+
+NOISELESS = ImagingParams(blur_sigma_px=0.0, photons_per_px=1e12, read_noise=0.0)
+
+
+def _digest(patches: Iterable[SyntheticPatch]) -> str:
+    digest = hashlib.sha256()
+    for patch in patches:
+        for array in (patch.image, patch.h_mask, patch.v_mask):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(repr((patch.density_v, patch.density_h, patch.artefacts)).encode())
+    return digest.hexdigest()
+
+
+def test_classic_mix_and_no_style_reproduce_the_first_generator() -> None:
+    # Digests of GENERATOR_VERSION 1's output (git show be477b0:.../synthetic.py), same calls.
+    assert _digest(generate_corpus(4, 6, 3, mix=CLASSIC_MIX)) == (
+        "3f6a63de9d098ed4266adca5f075ef98e4cf55830fe1e088731682b0ff03447a"
+    )
+    rng = np.random.default_rng(21)
+    canvas = CanvasParams(density_h_threads_per_cm=14.0, density_v_threads_per_cm=11.0)
+    assert _digest(generate_patch(rng, canvas) for _ in range(2)) == (
+        "7f6bfcb52e32218371f278c0a2004f1eb095c07edcf690bcec52c9ccf1d59667"
+    )
+
+
+def test_style_mix_names_are_those_the_settings_accept() -> None:
+    assert tuple(STYLE_MIXES) == STYLE_MIX_NAMES
+    assert {name for name, _ in TRAINING_MIX.weaves} == {"plain", "basket"}
+    # The held-out styles never appear in training: that is what makes HELD_OUT_MIX a held-out-style test.
+    training = {
+        name for pairs in (TRAINING_MIX.weaves, TRAINING_MIX.profiles, TRAINING_MIX.imaging) for name, _ in pairs
+    }
+    assert not training & {"twill", "slub", "scatter"}
+    assert json.loads(json.dumps(HELD_OUT_MIX.as_dict()))["weaves"] == [["twill", 1.0]]
+
+
+def test_style_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match=r"StyleMix.weaves: 'satin' is not one of \('plain', 'basket', 'twill'\)"):
+        replace(TRAINING_MIX, weaves=(("satin", 1.0),))
+    with pytest.raises(ValueError, match=r"StyleMix\.imaging: the weight of 'soft' must be a positive number"):
+        replace(TRAINING_MIX, imaging=(("soft", 0.0),))
+    with pytest.raises(ValueError, match=r"StyleMix\.lead_white_probability must be a probability"):
+        replace(TRAINING_MIX, lead_white_probability=1.5)
+    with pytest.raises(ValueError, match=r"PatchStyle\.profile must be one of"):
+        PatchStyle(profile="hairy")
+    with pytest.raises(ValueError, match="condition must be one of"):
+        ImagingParams.random(np.random.default_rng(0), condition="foggy")
+    with pytest.raises(ValueError, match="scatter_fraction must be in"):
+        ImagingParams(scatter_fraction=-0.1)
+
+
+def test_each_weave_has_its_over_under_pattern() -> None:
+    k, n = np.meshgrid(np.arange(-4, 8), np.arange(-4, 8), indexing="ij")
+    plain = synthetic._warp_over(k, n, "plain")
+    basket = synthetic._warp_over(k, n, "basket")
+    twill = synthetic._warp_over(k, n, "twill")
+    assert np.array_equal(plain, (k + n) % 2 == 0)  # a checkerboard
+    # Hopsack: pairs of threads woven as one, a checkerboard of 2x2 blocks.
+    assert np.array_equal(basket[::2, ::2], basket[1::2, ::2]) and np.array_equal(basket[::2, ::2], basket[::2, 1::2])
+    assert np.array_equal(basket[::2, ::2], (k[::2, ::2] // 2 + n[::2, ::2] // 2) % 2 == 0)
+    assert not np.array_equal(basket, plain)
+    # 2/2 twill: each thread floats over two, under two (period 4), and the pattern steps one thread per pick
+    # (diagonal ribs).
+    assert np.array_equal(twill[:, :-4], twill[:, 4:]) and twill[:, :4].sum(axis=1).tolist() == [2] * len(twill)
+    assert np.array_equal(twill[1:, :-1], twill[:-1, 1:])
+    assert not np.array_equal(twill[1:, 1:], twill[:-1, :-1])  # not the other diagonal
+
+
+def _styled(style: PatchStyle, seed: int = 4, imaging: ImagingParams = NOISELESS, **kwargs: object) -> SyntheticPatch:
+    canvas = CanvasParams(density_h_threads_per_cm=13.0, density_v_threads_per_cm=11.0, **kwargs)  # type: ignore[arg-type]
+    return generate_patch(np.random.default_rng(seed), canvas, imaging=imaging, artefacts=NO_ARTEFACTS, style=style)
+
+
+def test_weaves_and_profiles_change_the_image_not_the_labels() -> None:
+    reference = _styled(PatchStyle())
+    images = {}
+    for weave in synthetic.WEAVES:
+        for profile in synthetic.THREAD_PROFILES:
+            patch = _styled(PatchStyle(weave=weave, profile=profile))
+            again = _styled(PatchStyle(weave=weave, profile=profile))
+            assert np.array_equal(patch.image, again.image)  # deterministic per seed
+            assert np.array_equal(patch.h_mask, reference.h_mask) and np.array_equal(patch.v_mask, reference.v_mask)
+            assert (patch.density_v, patch.density_h) == (reference.density_v, reference.density_h)
+            assert patch.image.std() > 0
+            images[weave, profile] = patch.image.tobytes()
+    assert len(set(images.values())) == len(images)
+
+
+def test_missing_threads_leave_a_gap_in_the_image_but_keep_their_centre_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(synthetic, "MISSING_THREAD_FRACTION", 1.0)  # every slot empty
+    monkeypatch.setattr(synthetic, "DOUBLED_THREAD_FRACTION", 0.0)
+    empty = _styled(PatchStyle(profile="uneven"))
+    woven = _styled(PatchStyle(profile="elliptic"))
+
+    # No yarn: the ground fills everything evenly, the image shows no weave at all (what is left is float
+    # rounding, stretched by the display window)...
+    def line_contrast(patch: SyntheticPatch) -> float:
+        lines = patch.h_mask | patch.v_mask
+        image = patch.image.astype(np.float64)
+        return float((image[~lines].mean() - image[lines].mean()) / image.std())
+
+    assert abs(line_contrast(empty)) < 0.05 and line_contrast(woven) > 0.5
+    # ...but every slot still counts: the same centre lines and densities.
+    assert np.array_equal(empty.v_mask, woven.v_mask) and empty.density_v == woven.density_v
+    assert count_threads(empty.h_mask, empty.v_mask, empty.px_per_cm).vertical == pytest.approx(
+        empty.density_v, rel=0.02
+    )
+
+
+def _shown(condition: str, seed: int, attenuation: np.ndarray) -> tuple[np.ndarray, ImagingParams]:
+    imaging = ImagingParams.random(np.random.default_rng(99), condition=condition)
+    return synthetic._exposure(np.random.default_rng(seed), attenuation, imaging), imaging
+
+
+@pytest.fixture(scope="module")
+def attenuation() -> np.ndarray:
+    x = np.arange(300, dtype=np.float32)
+    return (0.6 + 0.3 * np.sin(2 * np.pi * x / 12.0)[None, :] * np.sin(2 * np.pi * x / 10.0)[:, None]).astype(
+        np.float32
+    )
+
+
+def test_imaging_conditions_have_their_defining_property(attenuation: np.ndarray) -> None:
+    standard = ImagingParams.random(np.random.default_rng(99))
+    assert ImagingParams.random(np.random.default_rng(99), condition="standard") == standard
+    # Each condition draws the standard parameters first, then changes only its own.
+    low_dose = ImagingParams.random(np.random.default_rng(99), condition="low_dose")
+    assert replace(low_dose, photons_per_px=standard.photons_per_px, read_noise=standard.read_noise) == standard
+
+    def noise(condition: str) -> float:
+        return float(np.std(_shown(condition, 1, attenuation)[0] - _shown(condition, 2, attenuation)[0]))
+
+    assert noise("low_dose") > 2.0 * noise("standard")
+
+    def sharpness(condition: str) -> float:
+        imaging = replace(ImagingParams.random(np.random.default_rng(99), condition=condition), photons_per_px=1e12)
+        imaging = replace(imaging, read_noise=0.0)
+        shown = synthetic._exposure(np.random.default_rng(0), attenuation, imaging)
+        return float(np.std(cv2.Laplacian(shown, cv2.CV_32F)))
+
+    assert sharpness("soft") < 0.7 * sharpness("standard")
+    scatter = replace(ImagingParams.random(np.random.default_rng(99), condition="scatter"), photons_per_px=1e12)
+    clean = replace(scatter, scatter_fraction=0.0, exposure_gradient=0.0, read_noise=0.0)
+    scattered = synthetic._exposure(np.random.default_rng(0), attenuation, replace(scatter, read_noise=0.0))
+    plain = synthetic._exposure(np.random.default_rng(0), attenuation, clean)
+    assert scattered.std() < plain.std()
+    harsh = generate_patch(
+        np.random.default_rng(3),
+        CanvasParams(density_h_threads_per_cm=12.0, density_v_threads_per_cm=12.0),
+        imaging=ImagingParams.random(np.random.default_rng(5), condition="harsh"),
+    )
+    assert int(harsh.image.max()) - int(harsh.image.min()) <= 0.25 * 255 + 1  # a narrow stored range
+
+
+def test_occlusions_are_recorded_and_hide_the_weave() -> None:
+    rng = np.random.default_rng(8)
+    canvas = CanvasParams.random(rng)
+    artefacts = replace(NO_ARTEFACTS, lead_white_probability=1.0, craquelure_probability=1.0)
+    patch = generate_patch(rng, canvas, artefacts=artefacts, style=PatchStyle())
+    assert set(patch.artefacts) == {"lead_white", "craquelure"}
+    assert 0.1 < patch.occluded_share < 0.95
+    plain = generate_patch(np.random.default_rng(8), canvas, artefacts=NO_ARTEFACTS)
+    assert plain.occluded_share == 0.0
+    cracks = synthetic._craquelure(np.random.default_rng(0), 300, 200.0)
+    assert 0.01 < (cracks > 0).mean() < 0.2 and cracks.max() <= 0.5
+
+
+def test_source_resolution_resamples_the_image_only() -> None:
+    at_corpus = _styled(PatchStyle(source_px_per_cm=200.0), imaging=ImagingParams())
+    unstyled = generate_patch(
+        np.random.default_rng(4),
+        CanvasParams(density_h_threads_per_cm=13.0, density_v_threads_per_cm=11.0),
+        imaging=ImagingParams(),
+        artefacts=NO_ARTEFACTS,
+    )
+    assert np.array_equal(at_corpus.image, unstyled.image)  # nothing resampled
+    for source in (100.0, 400.0):
+        for bit_depth in (8, 16):
+            patch = _styled(PatchStyle(source_px_per_cm=source), imaging=ImagingParams(bit_depth=bit_depth))
+            assert patch.image.shape == (300, 300)
+            assert patch.image.dtype == (np.uint8 if bit_depth == 8 else np.uint16)
+            assert np.array_equal(patch.h_mask, at_corpus.h_mask) and np.array_equal(patch.v_mask, at_corpus.v_mask)
+            assert (patch.density_v, patch.density_h, patch.px_per_cm) == (
+                at_corpus.density_v,
+                at_corpus.density_h,
+                200.0,
+            )
+            assert not np.array_equal(patch.image, at_corpus.image)
+
+
+@pytest.mark.parametrize("mix", [TRAINING_MIX, HELD_OUT_MIX], ids=lambda mix: mix.name)
+def test_crossing_point_count_matches_the_truth_on_the_varied_mixes(mix: StyleMix) -> None:
+    # What the preparation labels with, against the exact densities; as test_counting.py's bar.
+    patches = list(generate_corpus(n_paintings=20, n_patches=40, seed=11, mix=mix))
+    assert max(p.density_v for p in patches) > 25.0  # the dense canvases are in the sample
+    errors = np.array(
+        [
+            (abs(d.vertical / p.density_v - 1.0), abs(d.horizontal / p.density_h - 1.0))
+            for p in patches
+            for d in [count_threads(p.h_mask, p.v_mask, p.px_per_cm)]
+        ]
+    )
+    # Measured: training 0.54 % / 0.72 %, held_out 0.60 % / 0.83 % mean (vertical / horizontal).
+    assert errors.mean(axis=0).max() <= 0.01 and errors.max() <= 0.05
+    assert {p.style.weave for p in patches if p.style} <= {name for name, _ in mix.weaves}
+
+
+def test_corpus_records_its_mix_and_the_styles(tmp_path: Path) -> None:
+    training = write_corpus(tmp_path / "training", n_paintings=3, n_patches=4, seed=2)
+    held_out = write_corpus(tmp_path / "held_out", n_paintings=3, n_patches=4, seed=2, mix=HELD_OUT_MIX)
+    settings = [json.loads((d / "synthetic.json").read_text()) for d in (training, held_out)]
+    assert settings[0] != settings[1]
+    assert [s["mix"]["name"] for s in settings] == ["training", "held_out"]
+    assert settings[0]["generator_version"] == 2
+    with pytest.raises(ValueError, match=r"style mix 'training'.*style mix 'held_out'"):
+        write_corpus(training, n_paintings=3, n_patches=4, seed=2, mix=HELD_OUT_MIX)
+    for directory in (training, held_out):
+        with open(directory / "index.csv", newline="") as handle:
+            index = list(csv.DictReader(handle))
+        with open(directory / "styles.csv", newline="") as handle:
+            reader = csv.DictReader(handle)
+            assert tuple(reader.fieldnames or ()) == synthetic.STYLES_COLUMNS
+            styles = list(reader)
+        assert [row["patch_id"] for row in styles] == [row["patch_id"] for row in index]
+    with open(held_out / "styles.csv", newline="") as handle:
+        assert {row["weave"] for row in csv.DictReader(handle)} == {"twill"}

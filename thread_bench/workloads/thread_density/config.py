@@ -13,6 +13,9 @@ from typing import Any
 
 from thread_bench.config import check_finite, check_positive, check_seed, check_split_fractions
 
+#: The synthetic generator's style mixes (:data:`.synthetic.STYLE_MIXES`; a test keeps the two equal). Named
+#: here so that the settings need not import the generator (and OpenCV) to validate ``styles``.
+STYLE_MIX_NAMES = ("classic", "training", "held_out")
 #: Fraction of sub-patches per split in the reference study (24,360 / 4,368 / 1,512 of 30,240).
 PAPER_SPLIT_FRACTIONS = (24360 / 30240, 4368 / 30240, 1512 / 30240)
 
@@ -28,6 +31,10 @@ class DataConfig:
     #: Synthetic corpus size (ignored for a user-supplied ``source``).
     n_paintings: int = 36
     n_patches: int = 240
+    #: The synthetic corpus's style mix (one of ``STYLE_MIX_NAMES``; ignored for a user-supplied ``source``):
+    #: ``training`` varied weaves, yarns and imaging; ``held_out`` styles training never sees; ``classic``
+    #: the single style of the generator's first version.
+    styles: str = "training"
     #: Side of a sub-patch in source pixels before resizing (1 cm at the synthetic 200 px/cm).
     crop_px: int = 200
     #: Sub-patches drawn from each patch (the reference: 30,240 from 240 patches).
@@ -44,6 +51,8 @@ class DataConfig:
         check_seed(self, "seed", "the dataset's seed (--data_seed of a training, --seed of preprocessing)")
         check_positive(self, ("n_paintings", "n_patches", "crop_px", "subpatches_per_patch", "input_size"))
         check_finite(self, ("max_rotation_deg", "val_fraction", "test_fraction"))
+        if self.styles not in STYLE_MIX_NAMES:
+            raise ValueError(f"styles must be one of {STYLE_MIX_NAMES} (a synthetic style mix), got {self.styles!r}")
         if self.n_patches < self.n_paintings:
             raise ValueError(f"n_patches={self.n_patches} must be >= n_paintings={self.n_paintings}")
         if not 0.0 <= self.max_rotation_deg <= 45.0:

@@ -84,7 +84,7 @@ class _PatchOutput:
 
 
 def synthetic_corpus_dir(config: DataConfig, root: Path) -> Path:
-    return root / "raw" / f"synthetic-seed{config.seed}-{config.n_paintings}x{config.n_patches}"
+    return root / "raw" / f"synthetic-{config.styles}-seed{config.seed}-{config.n_paintings}x{config.n_patches}"
 
 
 def ensure_prepared(config: DataConfig, root: str | Path | None = None, *, workers: int | None = None) -> PrepareResult:
@@ -128,9 +128,10 @@ def _settings(config: DataConfig) -> dict[str, Any]:
     settings = asdict(config)
     settings.pop("source")
     if config.source != "synthetic":
-        # The synthetic corpus size does not apply to a user's corpus.
+        # The synthetic corpus size and style mix do not apply to a user's corpus.
         settings.pop("n_paintings")
         settings.pop("n_patches")
+        settings.pop("styles")
     return settings
 
 
@@ -141,6 +142,7 @@ def _resolve_source(config: DataConfig, root: Path) -> Path:
             n_paintings=config.n_paintings,
             n_patches=config.n_patches,
             seed=config.seed,
+            mix=synthetic.STYLE_MIXES[config.styles],
         )
     directory = Path(config.source)
     if not directory.is_dir():
