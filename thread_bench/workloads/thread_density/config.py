@@ -99,7 +99,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "laptop": {
         # Tuned for a 2-core CPU: the whole `mlflow run . -e torch_train` (or keras_train), preprocessing
         # included, in under 5 minutes, reaching a validation normalised MAE of a few percent (README).
-        # 64 px per cm still resolves the densest canvases (23 threads/cm: a period of 2.8 px).
+        # 64 px per cm resolves the classic mix's densest canvases (23 threads/cm: a period of 2.8 px) but not
+        # the training mix's (35 threads/cm: 1.8 px, below Nyquist); the labels come from the masks at 200 px.
         "DataConfig": {"subpatches_per_patch": 24, "input_size": 64},
         "ModelConfig": {"base_filters": 2, "batchnorm_momentum": 0.9},
         "TrainConfig": {"epochs": 5, "patience": 5},
