@@ -26,7 +26,7 @@ from analysis import evaluate, registry, report, runs
 from thread_bench import cli, store, tracking, workloads
 from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.data.prepared import PreparedDataset
-from thread_bench.workloads import Baseline
+from thread_bench.workloads import Baseline, HeldOut
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ class AnalysisSettings:
     repeats: int = evaluate.DEFAULT_REPEATS
     batch_size: int = PREDICT_BATCH_SIZE
     fft_baseline: bool = True
+    #: Also test each group's best model on data made with settings kept out of training (the workload's
+    #: ``held_out``; thread density: canvases of styles training never saw, next to the FFT).
+    held_out: bool = True
     #: Seeds the bootstrap.
     seed: int = 0
     #: Move an alias (``@champion``, ``best-<framework>``) held by a version trained on another dataset, whose
@@ -123,12 +126,20 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         workload = workloads.get(settings.workload)
         wanted = settings.fft_baseline and workload.baseline is not None
         baseline = _baseline(first, chosen.dataset, settings) if wanted else None
+        out = settings.out_dir
+        held_out = _held_out(candidates, out, settings)
         context = _context(settings, chosen.experiment, chosen.runs, chosen.dataset, active.info.run_id)
         context["champion"] = registration.summary()
         built = report.build_report(
-            chosen.runs, chosen.history, evaluations, baseline, context, seed=settings.seed, workload=workload
+            chosen.runs,
+            chosen.history,
+            evaluations,
+            baseline,
+            context,
+            seed=settings.seed,
+            workload=workload,
+            held_out=held_out,
         )
-        out = settings.out_dir
         report.write_report(built, out)
         mlflow.log_metrics(_analysis_metrics(len(chosen.runs), len(chosen.best), baseline))
         mlflow.log_artifacts(str(out), artifact_path=tracking.ARTIFACT_REPORT)
@@ -246,6 +257,26 @@ def _baseline(run: Mapping[str, Any], dataset: PreparedDataset, settings: Analys
         return None
 
 
+def _held_out(candidates: Sequence[registry.Candidate], out: Path, settings: AnalysisSettings) -> HeldOut | None:
+    """The workload's held-out test of each group's best model, its metrics logged to the group's evaluation run;
+    None (with a warning) where the workload has none, it was not asked for, or a model cannot take it."""
+    workload = workloads.get(settings.workload)
+    if not settings.held_out or workload.held_out is None:
+        return None
+    try:
+        result = workload.held_out({c.group: c.model_uri for c in candidates}, out / report.HELD_OUT_DIR)
+    except ValueError as error:
+        log.warning("no held-out test: %s", error)
+        return None
+    client = mlflow.MlflowClient()
+    for candidate in candidates:
+        for key, value in result.metrics[candidate.group].items():
+            client.log_metric(candidate.evaluation_run_id, key, value)
+    for line in result.lines:
+        log.info("held-out styles: %s", line)
+    return result
+
+
 def _context(
     settings: AnalysisSettings, experiment: str, selected: pd.DataFrame, dataset: PreparedDataset, run_id: str
 ) -> dict[str, str]:
@@ -286,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
         "repeats": "timed prediction passes over the test split after the warm-up pass; the median is reported",
         "batch_size": "prediction batch size",
         "fft_baseline": "also score the FFT thread counter on the test split (true/false)",
+        "held_out": "also test each framework's best model on canvases of styles training never saw, next to the FFT "
+        "(true/false)",
         "seed": "seed of the bootstrap",
         "promote": "move the @champion and best-<framework> aliases even when their version was trained on another "
         "dataset, whose validation loss does not compare (true/false)",

@@ -24,11 +24,13 @@ from matplotlib.figure import Figure
 from analysis import plots, runs, stats
 from thread_bench import tracking, workloads
 from thread_bench.figures import confusion_matrix_figure
-from thread_bench.workloads import Baseline, Workload
+from thread_bench.workloads import Baseline, HeldOut, Workload
 
 #: Metrics summarised across seeds (median and IQR), in report order.
 #: The evaluations' column holding a classifier's test confusion matrix (nested lists), where there is one.
 CONFUSION_COLUMN = "confusion"
+#: The held-out test's tables and figure, inside the report folder.
+HELD_OUT_DIR = "held_out"
 
 STAT_METRICS = (
     tracking.TOTAL_TRAIN_TIME_S,
@@ -87,6 +89,8 @@ class Report:
     """Scope of the report (experiment, study, dataset digest, tracking URI...), shown as a list."""
     #: What the runs learned (``thread_bench.workloads``): the test rows of the table and the loss's name.
     workload: Workload = field(default_factory=lambda: workloads.get(workloads.DEFAULT))
+    #: The best models on data made with settings kept out of training (``Workload.held_out``), if tested.
+    held_out: HeldOut | None = None
 
 
 def per_run_table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
@@ -205,6 +209,7 @@ def build_report(
     *,
     seed: int = 0,
     workload: Workload | None = None,
+    held_out: HeldOut | None = None,
 ) -> Report:
     """Everything the report shows, computed from the selected runs, their histories and evaluations.
 
@@ -230,6 +235,7 @@ def build_report(
         baseline=baseline,
         context=dict(context or {}),
         workload=workload,
+        held_out=held_out,
     )
 
 
@@ -349,6 +355,12 @@ def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
     ]
     if report.baseline is not None:
         lines += ["", report.baseline.note]
+    if report.held_out is not None:
+        lines += ["", "## Held-out styles (generalisation)", "", report.held_out.note, ""]
+        lines += [f"- {line}" for line in report.held_out.lines]
+        lines += ["", report.held_out.markdown.rstrip()]
+        figures_ = [name for name in report.held_out.files if name.endswith(".png")]
+        lines += [f"![held-out {Path(name).stem}]({HELD_OUT_DIR}/{name})" for name in figures_]
     lines += ["", "## Statistics across seeds", "", markdown_table(_summary_wide(report.summary)), ""]
     lines += _comparison_lines(report.comparisons)
     lines += ["", "## The cost of determinism", "", *_determinism_lines(report.determinism)]

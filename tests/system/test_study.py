@@ -22,6 +22,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 from analysis import cli as analysis_cli
 from thread_bench import lifecycle, store, study, tracking
 from thread_bench.training import driver
+from thread_bench.workloads.thread_density import keys as thread_density_keys
 
 # seaborn 0.13's boxplot passes matplotlib's deprecated ``vert``; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplotlib.MatplotlibDeprecationWarning")
@@ -89,7 +90,20 @@ def test_tiny_study_trains_resumes_and_reports(
     assert analysis["tags.mlflow.parentRunId"].item() == study_run["run_id"].item()
     assert set(evaluations["tags.mlflow.parentRunId"]) == {analysis["run_id"].item()}
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(analysis["run_id"].item(), "report")}
-    assert {"report/table.md", "report/table.html", "report/report.md", "report/figures"} <= artifacts
+    expected = {"report/table.md", "report/table.html", "report/report.md", "report/figures", "report/held_out"}
+    assert expected <= artifacts
+
+    # The held-out-style test: each best model and the FFT on the same windows, in the report and on the evaluations.
+    by_difficulty = pd.read_csv(out / "held_out" / "held_out_by_difficulty.csv")
+    assert {"nmae_keras", "nmae_torch", "nmae_fft"} <= set(by_difficulty.columns)
+    assert {"weave", "thread profile", "imaging", "density (threads/cm)"} <= set(by_difficulty["factor"])
+    assert (out / "held_out" / "held_out.png").stat().st_size > 0
+    report_text = (out / "report.md").read_text()
+    assert "## Held-out styles" in report_text
+    assert report_text.count(" held-out samples: ") == 2  # one verdict per framework
+    held_out = evaluations[f"metrics.{thread_density_keys.HELD_OUT_TEST_LOSS}"]
+    assert (held_out > 0).all()
+    assert (evaluations[f"metrics.{thread_density_keys.HELD_OUT_FFT_TEST_LOSS}"] > 0).all()
 
     # Resuming the same study trains nothing more.
     capsys.readouterr()

@@ -88,6 +88,23 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """A workload's test on data made with settings kept out of training, next to its baseline (thread density:
+    canvases of styles the training corpus never draws, scored against the FFT counter)."""
+
+    #: One sentence for the report: what was tested and how.
+    note: str
+    #: One line per model: how it fares against the baseline, and where it wins and loses.
+    lines: tuple[str, ...]
+    #: Per group: the metrics logged to that group's evaluation run, by the workload's keys.
+    metrics: dict[str, dict[str, float]]
+    #: The table by difficulty, in Markdown (the report embeds it).
+    markdown: str
+    #: The files written into the report folder (paths relative to it).
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Workload:
     """One workload: its data, its models per framework, its loss and its metrics."""
 
@@ -134,6 +151,10 @@ class Workload:
     #: (``data_config``: the runs' data settings, ``None`` when they trained on a directory given as is); it raises
     #: ``FileNotFoundError`` or ``ValueError`` when it cannot be scored here. ``None``: the workload has none.
     baseline: Callable[[Any, Any, str | Path | None], Baseline] | None = None
+    #: ``held_out(models, out_dir)``: the models (group -> model URI) and the baseline on samples made with settings
+    #: kept out of training, its tables and figures written into ``out_dir``; it raises ``ValueError`` naming a model
+    #: it cannot load. ``None``: the workload has no such test.
+    held_out: Callable[[Mapping[str, str], Path], HeldOut] | None = None
     #: A file a ``source`` directory must hold to be this workload's (``None``: any directory).
     source_marker: str | None = None
     #: The module through which its logged models answer a user (:mod:`thread_bench.models.serving` says what it

@@ -19,7 +19,7 @@ import numpy as np
 
 from thread_bench import tracking
 from thread_bench.metrics import mean_absolute_error, normalized_mae
-from thread_bench.workloads import Baseline, Scores, Workload
+from thread_bench.workloads import Baseline, HeldOut, Scores, Workload
 from thread_bench.workloads.thread_density import keys
 from thread_bench.workloads.thread_density.config import PROFILES, DataConfig, ModelConfig
 
@@ -37,6 +37,14 @@ def test_split_baseline(dataset: Any, config: DataConfig | None, root: str | Pat
     from thread_bench.workloads.thread_density.baseline import score_test_split
 
     return score_test_split(dataset, config, root)
+
+
+def held_out_test(models: Mapping[str, str], out_dir: Path) -> HeldOut:
+    """The models (group -> URI) and the FFT on windows of held-out styles (:mod:`.held_out`; imported when asked
+    for, as it brings OpenCV and the generator), written into ``out_dir``."""
+    from thread_bench.workloads.thread_density import held_out
+
+    return held_out.held_out_test(models, out_dir)
 
 
 def manifest_metrics(manifest: Mapping[str, Any]) -> dict[str, float]:
@@ -118,6 +126,7 @@ WORKLOAD = Workload(
     implementations=lambda framework, config: {"keras": ("functional",), "torch": ("module",)}[framework],
     manifest_metrics=manifest_metrics,
     baseline=test_split_baseline,
+    held_out=held_out_test,
     source_marker="index.csv",
     serving="thread_bench.workloads.thread_density.serving",
 )

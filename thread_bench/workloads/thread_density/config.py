@@ -98,10 +98,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"DataConfig": {}, "ModelConfig": {}, "TrainConfig": {}},
     "laptop": {
         # Tuned for a 2-core CPU: the whole `mlflow run . -e torch_train` (or keras_train), preprocessing
-        # included, in under 5 minutes, reaching a validation normalised MAE of a few percent (README).
-        # 64 px per cm resolves the classic mix's densest canvases (23 threads/cm: a period of 2.8 px) but not
-        # the training mix's (35 threads/cm: 1.8 px, below Nyquist); the labels come from the masks at 200 px.
-        "DataConfig": {"subpatches_per_patch": 24, "input_size": 64},
+        # included, in under 5 minutes (README). 72 px per cm is the least that resolves the training mix's
+        # densest canvases (35 threads/cm: a period of 2.06 px, above Nyquist's 2; 64 px aliased them at 1.8 px);
+        # the labels come from the masks at 200 px.
+        "DataConfig": {"subpatches_per_patch": 24, "input_size": 72},
         "ModelConfig": {"base_filters": 2, "batchnorm_momentum": 0.9},
         "TrainConfig": {"epochs": 5, "patience": 5},
     },

@@ -11,6 +11,11 @@ TEST_MAE_THREADS_PER_CM = "test_mae_threads_per_cm"
 FFT_TEST_LOSS = "fft_test_loss"
 FFT_TEST_MAE_THREADS_PER_CM = "fft_test_mae_threads_per_cm"
 FFT_FAILED_SUBPATCHES = "fft_failed_subpatches"
+#: The held-out-style test (:mod:`.held_out`): a model's normalised MAE on canvases of styles training never saw,
+#: the FFT counter's on the same samples, and their ratio (below 1: the model beats the FFT).
+HELD_OUT_TEST_LOSS = "held_out_test_loss"
+HELD_OUT_FFT_TEST_LOSS = "held_out_fft_test_loss"
+HELD_OUT_RATIO_TO_FFT = "held_out_ratio_to_fft"
 PREP_SKIPPED_PATCHES = "skipped_patches"
 PREP_SKIPPED_SUBPATCHES = "skipped_subpatches"
 #: Rows whose density_v/density_h in index.csv differ from the counted density (listed in the manifest).
