@@ -4,7 +4,9 @@ a loss from where it no longer lives).
 
 Not yet here (their smallest settings need a team server, a Ray cluster, a GPU, saved results or minutes):
 ``ray_vs_local.py``, ``gpu_epoch.py``, ``digits_table.py``, ``run_inception_bench.py``, ``ratio_table.py``,
-``bench_counting.py``, ``machine_load.py`` and the inception-module cases of ``test_inception_bench.py``.
+``bench_counting.py``, ``machine_load.py``, ``held_out_seeds.py`` (it scores a study's runs; its machinery is the
+analysis' held-out test, which the study's end-to-end test runs) and the inception-module cases of
+``test_inception_bench.py``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ SCRIPTS = {
         "1 passed",
     ),
     "weave_map_speed": (["benchmarks/weave_map_speed.py", "--repeats", "1"], "per window: FFT"),
+    "fft_variants": (
+        ["benchmarks/fft_variants.py", "--windows", "8", "--variants", "default,no window"],
+        "FFT variants on 8 windows per mix",
+    ),
     "bolt_matching": (
         ["benchmarks/bolt_matching.py", "--pairs", "1", "--width_cm", "12", "--height_cm", "6", "--px_per_cm", "64"],
         "| cnn |",

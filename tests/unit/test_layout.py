@@ -13,7 +13,12 @@ from thread_bench import workloads
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Entry points of one workload's own experiment: thin shells at the top, importing downwards on purpose.
-WORKLOAD_ENTRY_POINTS = {"thread_bench/pingpong.py", "thread_bench/weave_map.py", "thread_bench/weave_compare.py"}
+WORKLOAD_ENTRY_POINTS = {
+    "thread_bench/pingpong.py",
+    "thread_bench/weave_map.py",
+    "thread_bench/weave_compare.py",
+    "thread_bench/held_out.py",
+}
 #: The registry, the one place that knows the built-in workloads.
 REGISTRY = "thread_bench/workloads/__init__.py"
 

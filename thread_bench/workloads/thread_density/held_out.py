@@ -19,8 +19,9 @@ of their own (:data:`HELD_OUT_SEED`), so no setting of a training run can tune t
 - **Verdict.** One line per model: its nMAE against the FFT's, and the bins of at least :data:`MIN_BIN` samples
   where it beats the FFT and where it loses.
 
-``python -m thread_bench.workloads.thread_density.held_out --model_uri URI [--model_uri URI ...]`` scores models
-(default: the champion, else the shipped model); the analysis scores each framework's best model the same way.
+``python -m thread_bench.held_out --model_uri URI [--model_uri URI ...]`` (``mlflow run . -e held_out -P
+model_uri=URI``) scores models (default: the champion, else the shipped model) and writes its tables and figure
+into ``--out``; the analysis scores each framework's best model the same way and logs it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ DEFAULT_PAINTINGS = 60
 DEFAULT_WINDOWS = 480
 #: Windows are 1 cm, at the corpus resolution: the size the models are trained on.
 WINDOW_CM = 1.0
+#: Where the command line writes its tables and figure unless ``--out`` says otherwise.
+DEFAULT_OUT = "reports/held_out"
 #: A bin with fewer samples is shown but not called a win or a loss.
 MIN_BIN = 20
 #: The verdict names at most this many bins each way, the clearest first (the table has them all).
@@ -442,15 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="a logged thread-density model (repeat for several; default: the champion, else the shipped model)",
     )
-    parser.add_argument("--windows", type=int, default=DEFAULT_WINDOWS, help="test windows (1 cm each)")
-    parser.add_argument("--paintings", type=int, default=DEFAULT_PAINTINGS, help="paintings they are spread over")
+    parser.add_argument("--windows", default="", help=f"test windows, 1 cm each (default: {DEFAULT_WINDOWS})")
+    parser.add_argument(
+        "--paintings", default="", help=f"paintings they are spread over (default: {DEFAULT_PAINTINGS})"
+    )
     parser.add_argument(
         "--styles",
-        default=synthetic.HELD_OUT_MIX.name,
-        choices=sorted(synthetic.STYLE_MIXES),
-        help="the style mix of the test canvases (the training mix gives an in-distribution comparison)",
+        default="",
+        help=f"the style mix of the test canvases, one of {', '.join(sorted(synthetic.STYLE_MIXES))} (default: "
+        f"{synthetic.HELD_OUT_MIX.name}; {synthetic.TRAINING_MIX.name} gives an in-distribution comparison)",
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/held_out"), help="where the tables and figure go")
+    parser.add_argument("--out", default="", help=f"where the tables and figure go (default: {DEFAULT_OUT})")
     return parser
 
 
@@ -459,7 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from thread_bench.workloads.thread_density.weave_map import resolve_model
 
     try:
-        windows = make_windows(args.windows, args.paintings, HELD_OUT_SEED, args.styles)
+        n_windows = _count(args.windows, DEFAULT_WINDOWS, "--windows")
+        n_paintings = _count(args.paintings, DEFAULT_PAINTINGS, "--paintings")
+        windows = make_windows(n_windows, n_paintings, HELD_OUT_SEED, args.styles or synthetic.HELD_OUT_MIX.name)
         chosen = [resolve_model(uri) for uri in (args.model_uri or [""])]
     except ValueError as error:
         print(f"held_out: {error}", file=sys.stderr)
@@ -471,12 +478,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     result = evaluate({name: model.predict for name, model in zip(names, chosen, strict=True)}, windows)
-    paths = write(result, args.out)
+    paths = write(result, Path(args.out or DEFAULT_OUT))
     print(result.note())
     for line in result.lines():
         print(line)
     print(f"held_out: wrote {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def _count(text: str, default: int, option: str) -> int:
+    """``text`` as a positive count (``""``, MLflow's unset parameter: ``default``); ValueError naming ``option``."""
+    if text.strip() == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{option} must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"{option} must be >= 1, got {value}")
+    return value
 
 
 if __name__ == "__main__":
