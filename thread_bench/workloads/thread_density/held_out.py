@@ -307,8 +307,13 @@ class Result:
         return [verdict(self.table, model) for model in self.models]
 
     def note(self) -> str:
+        what = (
+            f"Held-out styles ({self.windows.mix} mix: styles training never drew)"
+            if self.windows.mix == synthetic.HELD_OUT_MIX.name
+            else f"The {self.windows.mix} mix's styles (not held out)"
+        )
         return (
-            f"Held-out styles ({self.windows.mix} mix: styles training never drew), {len(self.windows.images)} windows "
+            f"{what}, {len(self.windows.images)} windows "
             f"of {WINDOW_CM:g} cm on their own seed ({self.windows.seed}), both thread families; "
             f"the FFT could not count {self.fft_failed} of them, and every method is scored on the samples all "
             "measured."
