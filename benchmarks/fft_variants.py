@@ -104,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(VARIANTS))
     if unknown:
         parser.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
-    paintings = max(1, round(args.windows * held_out.DEFAULT_PAINTINGS / held_out.DEFAULT_WINDOWS))
     mixes = (synthetic.HELD_OUT_MIX.name, synthetic.TRAINING_MIX.name, synthetic.CLASSIC_MIX.name)
-    windows = {mix: held_out.make_windows(args.windows, paintings, held_out.HELD_OUT_SEED, mix) for mix in mixes}
+    windows = {mix: held_out.make_windows(args.windows, None, held_out.HELD_OUT_SEED, mix) for mix in mixes}
     rows = []
     for name in chosen:
         row: dict[str, object] = {"variant": name}

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", default=None, help="only the runs of this study")
     parser.add_argument("--filter", default=None, help="extra MLflow search clause")
     parser.add_argument("--windows", type=int, default=held_out.DEFAULT_WINDOWS)
-    parser.add_argument("--paintings", type=int, default=held_out.DEFAULT_PAINTINGS)
+    parser.add_argument("--paintings", type=int, default=None, help="default: in proportion to --windows")
     parser.add_argument("--styles", default=synthetic.HELD_OUT_MIX.name, choices=sorted(synthetic.STYLE_MIXES))
     parser.add_argument("--out", type=Path, default=None, help="write held_out_seeds.csv and the samples here")
     args = parser.parse_args(argv)

@@ -97,15 +97,18 @@ class Windows:
 @functools.lru_cache(maxsize=2)
 def make_windows(
     n_windows: int = DEFAULT_WINDOWS,
-    n_paintings: int = DEFAULT_PAINTINGS,
+    n_paintings: int | None = None,
     seed: int = HELD_OUT_SEED,
     mix: str = synthetic.HELD_OUT_MIX.name,
 ) -> Windows:
-    """The test windows (cached: an analysis scores several models on the same ones).
+    """The test windows (cached: an analysis scores several models on the same ones); ``n_paintings`` ``None``:
+    :data:`DEFAULT_PAINTINGS` per :data:`DEFAULT_WINDOWS` windows.
 
     Raises:
         ValueError: naming the argument: too few windows for the paintings, or an unknown mix.
     """
+    if n_paintings is None:
+        n_paintings = max(1, round(n_windows * DEFAULT_PAINTINGS / DEFAULT_WINDOWS))
     if n_paintings < 1 or n_windows < n_paintings:
         raise ValueError(f"need 1 <= n_paintings <= n_windows, got n_paintings={n_paintings}, n_windows={n_windows}")
     if mix not in synthetic.STYLE_MIXES:
@@ -407,7 +410,7 @@ def figure(result: Result) -> Figure:
 
 def held_out_test(models: Mapping[str, str], out_dir: Path, n_windows: int = DEFAULT_WINDOWS) -> HeldOut:
     """The analysis' held-out test (``Workload.held_out``): each model (group -> URI) and the FFT on ``n_windows``
-    windows (:data:`DEFAULT_PAINTINGS` per 480), written into ``out_dir``.
+    windows, written into ``out_dir``.
 
     Raises:
         ValueError: naming a model URI that does not load or does not take raw patches.
@@ -415,8 +418,7 @@ def held_out_test(models: Mapping[str, str], out_dir: Path, n_windows: int = DEF
     from thread_bench.workloads.thread_density.weave_map import resolve_model
 
     loaded = {group: resolve_model(uri).predict for group, uri in models.items()}
-    n_paintings = max(1, round(n_windows * DEFAULT_PAINTINGS / DEFAULT_WINDOWS))
-    result = evaluate(loaded, make_windows(n_windows, n_paintings))
+    result = evaluate(loaded, make_windows(n_windows))
     paths = write(result, out_dir)
     overall = result.overall()
     metrics = {
@@ -452,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--windows", default="", help=f"test windows, 1 cm each (default: {DEFAULT_WINDOWS})")
     parser.add_argument(
-        "--paintings", default="", help=f"paintings they are spread over (default: {DEFAULT_PAINTINGS})"
+        "--paintings",
+        default="",
+        help=f"paintings they are spread over (default: {DEFAULT_PAINTINGS} per {DEFAULT_WINDOWS} windows)",
     )
     parser.add_argument(
         "--styles",
@@ -469,8 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from thread_bench.workloads.thread_density.weave_map import resolve_model
 
     try:
-        n_windows = _count(args.windows, DEFAULT_WINDOWS, "--windows")
-        n_paintings = _count(args.paintings, DEFAULT_PAINTINGS, "--paintings")
+        n_windows = _count(args.windows, DEFAULT_WINDOWS, "--windows") or DEFAULT_WINDOWS
+        n_paintings = _count(args.paintings, None, "--paintings")
         windows = make_windows(n_windows, n_paintings, HELD_OUT_SEED, args.styles or synthetic.HELD_OUT_MIX.name)
         chosen = [resolve_model(uri) for uri in (args.model_uri or [""])]
     except ValueError as error:
@@ -491,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _count(text: str, default: int, option: str) -> int:
+def _count(text: str, default: int | None, option: str) -> int | None:
     """``text`` as a positive count (``""``, MLflow's unset parameter: ``default``); ValueError naming ``option``."""
     if text.strip() == "":
         return default
