@@ -180,6 +180,7 @@ def _analysis_params(settings: AnalysisSettings, experiment: str, digest: str) -
         tracking.PARAM_REPEATS: settings.repeats,
         tracking.PARAM_BATCH_SIZE: settings.batch_size,
         tracking.PARAM_FFT_BASELINE: settings.fft_baseline,
+        tracking.PARAM_HELD_OUT: settings.held_out,
         tracking.PARAM_BOOTSTRAP_SEED: settings.seed,
         tracking.PARAM_DATASET_DIGEST: digest,
         tracking.PARAM_PROMOTE: settings.promote,

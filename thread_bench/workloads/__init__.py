@@ -100,7 +100,7 @@ class HeldOut:
     metrics: dict[str, dict[str, float]]
     #: The table by difficulty, in Markdown (the report embeds it).
     markdown: str
-    #: The files written into the report folder (paths relative to it).
+    #: The files written into the ``out_dir`` it was given (names relative to it).
     files: tuple[str, ...]
 
 
