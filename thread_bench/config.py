@@ -34,7 +34,8 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 32
     learning_rate: float = 1e-3
-    #: ``"none"`` or ``"inverse_time"`` (learning_rate / (1 + epoch / 10)).
+    #: ``"none"``, ``"inverse_time"`` (learning_rate / (1 + epoch / 10)) or ``"cosine"`` (learning_rate *
+    #: (1 + cos(pi * epoch / epochs)) / 2: from the full rate down to a tenth of it in the last of 5 epochs).
     lr_schedule: str = "none"
     patience: int = 20
     min_delta: float = 0.0
@@ -84,7 +85,7 @@ class TrainConfig:
             raise ValueError(f"device_data_fraction must be in [0, 1], got {self.device_data_fraction}")
 
 
-LR_SCHEDULES = ("none", "inverse_time")
+LR_SCHEDULES = ("none", "inverse_time", "cosine")
 PRECISIONS = ("fp32", "tf32", "bf16")
 INPUT_PIPELINES = ("auto", "device", "host", "staged")
 

@@ -230,7 +230,7 @@ def test_same_seed_gives_identical_losses(smoke_runs: dict[str, list[mlflow.enti
     ("framework", "argv", "message"),
     [
         ("torch", ["--epochs", "-1"], "epochs must be a positive integer"),
-        ("torch", ["--lr_schedule", "cosine"], "lr_schedule must be one of"),
+        ("torch", ["--lr_schedule", "step"], "lr_schedule must be one of"),
         ("torch", ["--source", "/no/such/corpus"], "no such directory"),
         ("torch", ["--compile", "maybe"], "expected a boolean"),
         ("keras", ["--backend", "theano"], "backend must be one of"),

@@ -57,7 +57,7 @@ def test_unknown_profile_and_parameter() -> None:
         (ModelConfig, {"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         (TrainConfig, {"epochs": -1}, "epochs must be a positive integer, got -1"),
         (TrainConfig, {"learning_rate": 0.0}, "learning_rate must be > 0"),
-        (TrainConfig, {"lr_schedule": "cosine"}, "lr_schedule must be one of"),
+        (TrainConfig, {"lr_schedule": "step"}, "lr_schedule must be one of"),
         (TrainConfig, {"precision": "fp16"}, r"precision must be one of \['fp32', 'tf32', 'bf16'\], got 'fp16'"),
         (TrainConfig, {"input_pipeline": "gpu"}, "input_pipeline must be one of"),
         (TrainConfig, {"device_data_fraction": 1.5}, r"device_data_fraction must be in \[0, 1\]"),

@@ -64,6 +64,11 @@ def test_learning_rate_schedule() -> None:
     schedule = TrainConfig(learning_rate=1e-3, lr_schedule="inverse_time")
     assert lr_at_epoch(schedule, 0) == 1e-3
     assert lr_at_epoch(schedule, 10) == pytest.approx(5e-4)
+    cosine = TrainConfig(learning_rate=1e-3, lr_schedule="cosine", epochs=5)
+    rates = [lr_at_epoch(cosine, epoch) for epoch in range(5)]
+    assert rates[0] == 1e-3
+    assert rates == pytest.approx([1e-3, 9.045e-4, 6.545e-4, 3.455e-4, 0.955e-4], rel=1e-3)
+    assert rates == sorted(rates, reverse=True) and rates[-1] > 0  # decays, never to 0: the last epoch learns
 
 
 def test_normalized_mae_and_mean_baseline() -> None:

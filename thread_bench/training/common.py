@@ -214,11 +214,14 @@ class BatchSampler:
 
 
 def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
-    """The learning rate of ``epoch`` (from 0): constant, or ``learning_rate / (1 + epoch / 10)``."""
+    """The learning rate of ``epoch`` (from 0): constant, ``learning_rate / (1 + epoch / 10)``, or a half cosine
+    over ``epochs`` (it never reaches 0: the last epoch still learns)."""
     if config.lr_schedule == "none":
         return config.learning_rate
     if config.lr_schedule == "inverse_time":
         return config.learning_rate / (1.0 + epoch / 10.0)
+    if config.lr_schedule == "cosine":
+        return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
     raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
 
 
