@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from thread_bench import cpu_isa as isa
+
 #: The profile used when none is given (fast enough for a laptop CPU).
 DEFAULT_PROFILE = "laptop"
 #: The variant used when none is given: the protocol as written (deterministic).
@@ -47,6 +49,10 @@ class TrainConfig:
     #: CPU threads of the framework's kernels; 0 keeps the framework's default (one per core). On a machine
     #: shared with other jobs, 1 avoids PyTorch's OpenMP slowing down several-fold when a core is taken.
     threads: int = 0
+    #: Which instruction sets the CPU kernels may use: ``native`` (all the processor has) or a cap every kernel
+    #: library is pinned to (``avx2``: any x86-64-v3 processor, the portable setting; ``avx512``; ``sse41``),
+    #: so that the same seed gives the same numbers on processors that differ above the cap (``cpu_isa.py``).
+    cpu_isa: str = "native"
     #: Numerics of every framework and backend alike: ``fp32`` (strict IEEE float32, TF32 off everywhere),
     #: ``tf32`` (TF32 allowed for matmuls and convolutions where the hardware has it) or ``bf16`` (mixed:
     #: bfloat16 compute; float32 weights, optimizer state, output layer and loss). Frameworks' own defaults
@@ -77,6 +83,7 @@ class TrainConfig:
             raise ValueError(f"min_delta must be >= 0, got {self.min_delta}")
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
             raise ValueError(f"threads must be an integer >= 0 (0 = the framework's default), got {self.threads!r}")
+        isa.check_choice(self.cpu_isa)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.input_pipeline not in INPUT_PIPELINES:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import numpy as np
 
 from thread_bench import backends, tracking
+from thread_bench import cpu_isa as cpu_isa_module
 from thread_bench.config import TrainConfig
 from thread_bench.models.pyfunc import Product
 from thread_bench.training.common import EpochCallback, TrainingData, TrainResult
@@ -130,9 +131,12 @@ class Framework:
             return None
         return self._import_trainer().backend()
 
-    def startup_environment(self, backend: str, *, deterministic: bool = False, threads: int = 0) -> dict[str, str]:
+    def startup_environment(
+        self, backend: str, *, deterministic: bool = False, threads: int = 0, cpu_isa: str = cpu_isa_module.NATIVE
+    ) -> dict[str, str]:
         """What the process environment needs before the framework's first import."""
         environment = backends.get(backend).startup_environment(deterministic, threads)
+        environment.update(cpu_isa_module.environment(cpu_isa, {**os.environ, **environment}))
         if self.backend_variable is not None:
             environment[self.backend_variable] = backend
         return environment
@@ -142,19 +146,26 @@ class Framework:
         running = self.running_backend()
         return running is None or running == backend
 
-    def load_trainer(self, backend: str, *, deterministic: bool = False, threads: int = 0) -> Trainer:
+    def load_trainer(
+        self, backend: str, *, deterministic: bool = False, threads: int = 0, cpu_isa: str = cpu_isa_module.NATIVE
+    ) -> Trainer:
         """Set the process up for ``backend`` and import the trainer.
 
         Raises:
-            ValueError: the framework already runs on another backend in this process, or ``backend`` cannot
-                honour ``threads``.
+            ValueError: the framework already runs on another backend in this process, ``backend`` cannot
+                honour ``threads``, the processor lacks the ``cpu_isa`` cap's instructions, or a framework
+                already started in this process without that cap.
         """
+        cpu_isa_module.check_available(cpu_isa)
+        cpu_isa_module.check_can_apply(cpu_isa)
         if not self.can_start(backend):
             raise ValueError(
                 f"--backend {backend}: {self.name} is already running on {self.running_backend()} in this "
                 "process and cannot switch; start a fresh process"
             )
-        os.environ.update(self.startup_environment(backend, deterministic=deterministic, threads=threads))
+        os.environ.update(
+            self.startup_environment(backend, deterministic=deterministic, threads=threads, cpu_isa=cpu_isa)
+        )
         return self._import_trainer()
 
     def _import_trainer(self) -> Trainer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import resource
 import sys
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from thread_bench import backends
+from thread_bench import backends, cpu_isa
 from thread_bench.backends import Sync
 
 
@@ -219,6 +220,41 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_signature() -> str:
+    """Vendor, family, model and stepping from ``/proc/cpuinfo`` (``AuthenticAMD 25/17/1``): the model name alone
+    (``AMD EPYC``) does not tell processor generations apart; empty where there is no ``/proc/cpuinfo``."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("vendor_id", "cpu family", "model", "stepping") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break
+    if not fields:
+        return ""
+    vendor, family, model, stepping = (fields.get(key, "?") for key in ("vendor_id", "cpu family", "model", "stepping"))
+    return f"{vendor} {family}/{model}/{stepping}"
+
+
+def cpu_description(model: str, signature: str) -> str:
+    """``AMD EPYC (AuthenticAMD 25/17/1)``: the model name and, where known, the signature that dates it."""
+    return f"{model} ({signature})" if signature else model
+
+
+def kernel_libraries() -> dict[str, str]:
+    """Versions of the CPU kernel libraries PyTorch was built with (oneDNN, MKL), where PyTorch is loaded."""
+    if "torch" not in sys.modules:
+        return {}
+    build = str(sys.modules["torch"].__config__.show())
+    found = {
+        "onednn": re.search(r"MKL-DNN v([\d.]+)", build),
+        "mkl": re.search(r"Math Kernel Library Version ([\d.]+)", build),
+    }
+    return {f"torch_{name}": match.group(1) for name, match in found.items() if match}
+
+
 def environment_info(backend: str) -> dict[str, Any]:
     """Device, CPU, versions and thread counts of a run on ``backend`` (a name in ``backends.NAMES``)."""
     import numpy as np
@@ -226,6 +262,10 @@ def environment_info(backend: str) -> dict[str, Any]:
     compute = backends.get(backend)
     info: dict[str, Any] = {
         "cpu_model": cpu_model(),
+        "cpu_signature": cpu_signature(),
+        "cpu_isa": cpu_isa.describe(),
+        "cpu_isa_settings": cpu_isa.in_effect(),
+        "kernel_libraries": kernel_libraries(),
         "cpu_count": os.cpu_count() or 0,
         "python_version": platform.python_version(),
         "numpy_version": np.__version__,

@@ -827,7 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_profile_option(parser)
     cli.add_dataclass_options(parser, StudyOptions, helps=_OPTION_HELPS)
-    cli.add_dataclass_options(parser, TrainConfig, include=("epochs", "precision"))
+    cli.add_dataclass_options(parser, TrainConfig, include=("epochs", "precision", "cpu_isa"))
     for workload in workloads.WORKLOADS.values():  # passed on to every training
         cli.add_data_options(parser, workload.data_config, exclude=("input_size",))
         cli.add_dataclass_options(parser, workload.model_config, exclude=("input_size",))

@@ -41,6 +41,9 @@ TAG_STUDY = "thread_bench.study"
 TAG_FRAMEWORK_VERSION = "thread_bench.framework_version"
 TAG_DEVICE = "thread_bench.device"
 TAG_CPU = "thread_bench.cpu"
+#: The instruction sets the run's CPU kernels were allowed (``cpu_isa`` and each library's cap) and the
+#: processor's own highest level: why two runs of one seed may differ (``thread_bench/cpu_isa.py``).
+TAG_CPU_ISA = "thread_bench.cpu_isa"
 #: On a training run started by ``mlflow run``: the run MLflow created for the launch (see training.driver).
 TAG_LAUNCH_RUN_ID = "thread_bench.launch_run_id"
 #: On that launch run: the training run it led to.
@@ -127,6 +130,8 @@ PARAM_ADAM_EPSILON = "adam_epsilon"
 PARAM_DETERMINISTIC = "deterministic"
 PARAM_TRACEMALLOC = "tracemalloc"
 PARAM_THREADS = "threads"
+#: The instruction sets the CPU kernels were allowed: ``native`` or a cap (``TrainConfig.cpu_isa``).
+PARAM_CPU_ISA = "cpu_isa"
 PARAM_DEVICE_DATA_FRACTION = "device_data_fraction"
 # A workload's data and model config fields are logged under their own names (a DataConfig's ``seed`` as
 # ``data_seed``, :func:`data_param`); the analysis derives them from the dataclasses (analysis.runs.knob_params).

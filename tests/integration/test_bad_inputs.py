@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import make_fake_prepared
-from thread_bench import torch_train
+from thread_bench import cpu_isa, keras_train, torch_train
 from thread_bench.config import TrainConfig
 from thread_bench.data import prepared
 from thread_bench.workloads.thread_density.config import DataConfig, ModelConfig
@@ -64,6 +64,33 @@ def test_bad_numbers_stop_a_training_before_any_run(
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
         torch_train.main(["--profile", "smoke", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not Path(tracking_store.removeprefix("sqlite:///")).exists(), "the store was not even opened"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cpu_isa", "avx3"], "cpu_isa must be one of ['native', 'avx512', 'avx2', 'sse41'], got 'avx3'"),
+        (["--cpu_isa", "avx512"], "cpu_isa=avx512: this processor lacks avx512f, avx512bw, avx512vl"),
+        (["--cpu_isa", "avx2", "--precision", "bf16"], "cpu_isa=avx2 with precision=bf16: TensorFlow's oneDNN"),
+    ],
+)
+def test_an_instruction_set_the_run_cannot_have_stops_it_before_any_run(
+    tracking_store: str,
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On an AVX2 processor (so the refusal does not depend on this one's)."""
+    avx2_processor = frozenset(cpu_isa.CAPS["avx2"].flags + cpu_isa.CAPS["sse41"].flags)
+    monkeypatch.setattr(cpu_isa, "processor_flags", lambda: avx2_processor)
+    monkeypatch.setattr(cpu_isa, "is_x86", lambda: True)
+    with pytest.raises(SystemExit) as exit_info:
+        keras_train.main(["--profile", "smoke", *argv])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

@@ -39,7 +39,7 @@ import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
-from thread_bench import cli, frameworks, lifecycle, store, tracking, workloads
+from thread_bench import cli, cpu_isa, frameworks, lifecycle, measure, store, tracking, workloads
 from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, TrainConfig, resolve
 from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.frameworks import Framework, Trainer
@@ -326,7 +326,8 @@ def _log_setup(
         {
             tracking.TAG_FRAMEWORK_VERSION: " ".join(f"{name}=={version}" for name, version in versions.items()),
             tracking.TAG_DEVICE: environment["device"],
-            tracking.TAG_CPU: environment["cpu_model"],
+            tracking.TAG_CPU: measure.cpu_description(environment["cpu_model"], environment["cpu_signature"]),
+            tracking.TAG_CPU_ISA: environment["cpu_isa"],
             tracking.TAG_DATASET_DIGEST: dataset.digest,
         }
     )
@@ -458,9 +459,14 @@ def main(argv: Sequence[str] | None, framework: Framework) -> int:
         try:
             try:
                 request = request_from_args(args, framework)
+                cpu_isa.check_available(request.train.cpu_isa)  # the processor's: before the store is touched
+                cpu_isa.check_precision(request.train.cpu_isa, request.train.precision, request.options.backend)
                 store.open_store()  # an unusable tracking store: one line now, not tracebacks after the work
                 trainer = framework.load_trainer(
-                    request.options.backend, deterministic=request.train.deterministic, threads=request.train.threads
+                    request.options.backend,
+                    deterministic=request.train.deterministic,
+                    threads=request.train.threads,
+                    cpu_isa=request.train.cpu_isa,
                 )
                 knobs = trainer.configure(request.options, request.train)
             except DamagedDatasetError as error:

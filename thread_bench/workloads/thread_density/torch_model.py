@@ -140,7 +140,7 @@ class RegVGG(nn.Module):
             for dense in hidden:
                 x = F.relu(dense(x))
         with torch.autocast(x.device.type, enabled=False):
-            return output(x.float())
+            return output(x.to(output.weight.dtype))  # float32 even under bf16 autocast
 
 
 def build_model(config: ModelConfig, compute_dtype: str = "float32") -> RegVGG:
