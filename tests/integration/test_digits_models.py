@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import digits_parity
+import isa_helpers
 from thread_bench.workloads.digits import keras_models, spec, tensorflow_models, torch_models
 from thread_bench.workloads.digits.config import IMPLEMENTATIONS, DigitsModelConfig
 
@@ -179,6 +180,7 @@ def test_keras_to_torch_to_keras_is_bitwise(model_name: str) -> None:
 
 @pytest.mark.parametrize(("framework", "style"), CNN3_IMPLEMENTATIONS, ids=_ids(CNN3_IMPLEMENTATIONS))
 def test_bf16_computes_in_bfloat16_with_float32_logits(framework: str, style: str) -> None:
+    isa_helpers.skip_unless_bf16_runs(keras.backend.backend() if framework == "keras" else framework)
     module = MODULES[framework]
     weights, (images, _) = digits_parity.weights_for("cnn3", 0), digits_parity.batch(0)
     expected = module.predict(digits_parity.build(framework, style, "cnn3", weights), images, 4)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
 import torch
 
+import isa_helpers
 import model_parity
 from thread_bench import backends, tracking
 from thread_bench.training import common
@@ -59,6 +61,7 @@ def test_each_precision_sets_and_reports_the_same_float32_rules(framework: str) 
 
 
 def test_bf16_models_agree_across_frameworks_and_are_not_float32() -> None:
+    isa_helpers.skip_unless_bf16_runs(keras.backend.backend())
     deviations = model_parity.check_bf16_parity()
     assert deviations["cross"] <= model_parity.BF16_OUTPUT_RTOL
 

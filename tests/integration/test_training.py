@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import isa_helpers
 from analysis.runs import knob_params
 from conftest import make_fake_prepared, names_not_in_tracking
 from thread_bench import frameworks, keras_train, torch_train, tracking, workloads
@@ -383,6 +384,7 @@ def test_help_lists_every_option() -> None:
 def test_a_bf16_nondeterministic_run_logs_what_the_framework_did(
     tracking_store: str, tmp_path: Path, framework: str
 ) -> None:
+    isa_helpers.skip_unless_bf16_runs(frameworks.get(framework).default_backend)
     dataset = make_fake_prepared(tmp_path, 16, 6, 2, size=32)
     argv = ["--profile", "smoke", "--dataset", str(dataset), "--epochs", "1", "--precision", "bf16"]
     assert ENTRY_POINTS[framework].main([*argv, "--variant", "nondeterministic"]) == 0

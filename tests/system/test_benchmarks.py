@@ -59,6 +59,13 @@ SCRIPTS = {
         ["benchmarks/fft_variants.py", "--windows", "8", "--variants", "default,no window"],
         "FFT variants on 8 windows per mix",
     ),
+    "cpu_isa_drift": (
+        [
+            "benchmarks/cpu_isa_drift.py",
+            *("--profile", "smoke", "--frameworks", "torch", "--caps", "native,sse41", "--spread_seeds", "1"),
+        ],
+        "| torch | 2 | 2 |",
+    ),
     "bolt_matching": (
         ["benchmarks/bolt_matching.py", "--pairs", "1", "--width_cm", "12", "--height_cm", "6", "--px_per_cm", "64"],
         "| cnn |",
