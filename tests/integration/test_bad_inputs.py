@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +63,19 @@ def test_the_largest_seed_is_accepted() -> None:
 def test_bad_numbers_stop_a_training_before_any_run(
     tracking_store: str, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    _refused_before_any_run(torch_train.main, argv, message, tracking_store, capsys)
+
+
+def _refused_before_any_run(
+    main: Callable[[list[str]], int], argv: list[str], message: str, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The entry point exits 2 with ``message`` on one line, before it even opens the tracking store."""
     with pytest.raises(SystemExit) as exit_info:
-        torch_train.main(["--profile", "smoke", *argv])
+        main(["--profile", "smoke", *argv])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
-    assert not Path(tracking_store.removeprefix("sqlite:///")).exists(), "the store was not even opened"
+    assert not Path(store.removeprefix("sqlite:///")).exists(), "the store was not even opened"
 
 
 @pytest.mark.parametrize(
@@ -89,12 +97,7 @@ def test_an_instruction_set_the_run_cannot_have_stops_it_before_any_run(
     avx2_processor = frozenset(cpu_isa.CAPS["avx2"].flags + cpu_isa.CAPS["sse41"].flags)
     monkeypatch.setattr(cpu_isa, "processor_flags", lambda: avx2_processor)
     monkeypatch.setattr(cpu_isa, "is_x86", lambda: True)
-    with pytest.raises(SystemExit) as exit_info:
-        keras_train.main(["--profile", "smoke", *argv])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-    assert not Path(tracking_store.removeprefix("sqlite:///")).exists(), "the store was not even opened"
+    _refused_before_any_run(keras_train.main, argv, message, tracking_store, capsys)
 
 
 @pytest.mark.parametrize("label", [0.0, float("nan")])
