@@ -483,7 +483,7 @@ def keras_decisions(model: Any, images: np.ndarray) -> Decisions:
     outputs, _ = probe.stateless_call(  # stateless: training mode must not move the moving statistics
         [v.value for v in probe.trainable_variables],
         [v.value for v in probe.non_trainable_variables],
-        images[..., np.newaxis],
+        [images[..., np.newaxis]],  # the structure of the model's inputs: one named input
         training=True,
     )
     values = [np.asarray(keras.ops.convert_to_numpy(output)) for output in outputs]
