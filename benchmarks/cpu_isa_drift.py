@@ -56,8 +56,7 @@ def train(framework: str, setting: str, seed: int, profile: str, store: str, dat
     name = f"{framework}-{setting}-seed{seed}-{int(time.time() * 1000)}"
     command = [sys.executable, "-m", f"thread_bench.{framework}_train", "--profile", profile, "--seed", str(seed)]
     command += ["--cpu_isa", setting, "--experiment", EXPERIMENT, "--run_name", name]
-    environment = {name: value for name, value in os.environ.items() if name not in cpu_isa.VARIABLES}
-    environment.update(MLFLOW_TRACKING_URI=store, THREAD_BENCH_DATA=str(data))
+    environment = {**cpu_isa.uncapped(dict(os.environ)), "MLFLOW_TRACKING_URI": store, "THREAD_BENCH_DATA": str(data)}
     started = time.perf_counter()
     completed = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
@@ -76,7 +75,7 @@ def spread(values: list[float]) -> float:
     return max(values) - min(values) if values else float("nan")
 
 
-def summarise(framework: str, runs: list[Run], seed: int) -> dict[str, float]:
+def summarise(runs: list[Run], seed: int) -> dict[str, float]:
     by_cap = [run for run in runs if run.seed == seed]
     native = [run for run in runs if run.cpu_isa == cpu_isa.NATIVE]
     row = {
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- " * 8 + "|")
     table = {}
     for framework in args.frameworks.split(","):
-        row = summarise(framework, [run for run in runs if run.framework == framework], args.seed)
+        row = summarise([run for run in runs if run.framework == framework], args.seed)
         table[framework] = row
         print(
             f"| {framework} | {row['caps']} | {row['seeds']} | {row['cap_first_epoch']:.2e} | {row['cap_final']:.2e} "

@@ -192,6 +192,12 @@ def check_can_apply(cpu_isa: str) -> None:
         )
 
 
+def uncapped(environment: dict[str, str]) -> dict[str, str]:
+    """``environment`` without any cap's variables: what a child process needs to run ``native`` (or the cap
+    its ``--cpu_isa`` sets) whatever this process was started under."""
+    return {name: value for name, value in environment.items() if name not in VARIABLES}
+
+
 def in_effect() -> dict[str, str]:
     """What this process runs under: the requested caps (variables, ``-`` when unset) and, where PyTorch is
     loaded, the ATen capability it actually uses."""
@@ -207,7 +213,7 @@ def describe() -> str:
     """One line for a tag: the caps in effect and the processor's own level, e.g.
     ``avx2, processor avx512 (oneDNN AVX2, ATen AVX2, MKL AVX2, XLA AVX2)``."""
     values = in_effect()
-    level = next((name for name, cap in CAPS.items() if cap.onednn == values["ONEDNN_MAX_CPU_ISA"]), NATIVE)
+    level = effective(NATIVE)
     aten = values.get("aten_capability_used", values["ATEN_CPU_CAPABILITY"])
     detail = (
         f"oneDNN {values['ONEDNN_MAX_CPU_ISA']}, ATen {aten}, MKL {values['MKL_CBWR']}, XLA {values['xla_cpu_max_isa']}"

@@ -33,8 +33,7 @@ def _needs(cap: str) -> None:
 
 
 def _environment(**extra: str) -> dict[str, str]:
-    environment = {name: value for name, value in os.environ.items() if name not in cpu_isa.VARIABLES}
-    return {**environment, **extra}
+    return {**cpu_isa.uncapped(dict(os.environ)), **extra}
 
 
 @pytest.mark.parametrize("cap", list(cpu_isa.CAPS))
