@@ -127,7 +127,7 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         wanted = settings.fft_baseline and workload.baseline is not None
         baseline = _baseline(first, chosen.dataset, settings) if wanted else None
         out = settings.out_dir
-        held_out = _held_out(candidates, out, settings)
+        held_out = _held_out(candidates, chosen.runs, out, settings)
         context = _context(settings, chosen.experiment, chosen.runs, chosen.dataset, active.info.run_id)
         context["champion"] = registration.summary()
         built = report.build_report(
@@ -141,6 +141,8 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
             held_out=held_out,
         )
         report.write_report(built, out)
+        for sentence in report.verdicts(built):
+            log.info("verdict: %s", sentence)
         mlflow.log_metrics(_analysis_metrics(len(chosen.runs), len(chosen.best), baseline))
         mlflow.log_artifacts(str(out), artifact_path=tracking.ARTIFACT_REPORT)
         run_id = active.info.run_id
@@ -258,14 +260,25 @@ def _baseline(run: Mapping[str, Any], dataset: PreparedDataset, settings: Analys
         return None
 
 
-def _held_out(candidates: Sequence[registry.Candidate], out: Path, settings: AnalysisSettings) -> HeldOut | None:
-    """The workload's held-out test of each group's best model, its metrics logged to the group's evaluation run;
-    None (with a warning) where the workload has none, it was not asked for, or a model cannot take it."""
+def _held_out(
+    candidates: Sequence[registry.Candidate], selected: pd.DataFrame, out: Path, settings: AnalysisSettings
+) -> HeldOut | None:
+    """The workload's held-out test of each group's best model, its metrics logged to the group's evaluation run,
+    and of every other selected run (scored by run id, for the spread over seeds); None (with a warning) where
+    the workload has none, it was not asked for, or a best model cannot take it."""
     workload = workloads.get(settings.workload)
     if not settings.held_out or workload.held_out is None:
         return None
+    best = {c.source_run_id for c in candidates}
+    others = {}
+    for run_id in selected["run_id"]:
+        if run_id not in best:
+            try:
+                others[run_id] = evaluate.model_uri(run_id)
+            except ValueError as error:
+                log.warning("held-out styles: run %s left out: %s", run_id, error)
     try:
-        result = workload.held_out({c.group: c.model_uri for c in candidates}, out / report.HELD_OUT_DIR)
+        result = workload.held_out({c.group: c.model_uri for c in candidates}, out / report.HELD_OUT_DIR, others)
     except ValueError as error:
         log.warning("no held-out test: %s", error)
         return None

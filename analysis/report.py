@@ -122,9 +122,10 @@ def comparison_table(
     """The Table 7-1 equivalent: one column per group, raw values, a ``unit`` column.
 
     Averages are means over the group's runs (as the reference reported them); minimal losses are the
-    minimum over the runs; test rows belong to the group's best run. The FFT rows repeat the baseline in
-    every column (it does not depend on the framework). ``test_rows`` are the workload's own test metrics
-    (``Workload.report_rows``).
+    minimum over the runs, and the validation loss is also given as mean, standard deviation and worst over
+    the seeds (the spread a verdict must exceed); test rows belong to the group's best run. The FFT rows
+    repeat the baseline in every column (it does not depend on the framework). ``test_rows`` are the
+    workload's own test metrics (``Workload.report_rows``).
     """
     groups = sorted(per_run["group"].unique())
     evaluation_of = {row["group"]: row for _, row in evaluations.iterrows()}
@@ -156,6 +157,9 @@ def comparison_table(
         ("Host memory peak (RSS)", "bytes", of_runs(tracking.HOST_RSS_PEAK_BYTES, "mean")),
         ("Minimal train loss", "loss", of_runs(tracking.MIN_TRAIN_LOSS, "min")),
         ("Minimal validation loss", "loss", of_runs(tracking.BEST_VAL_LOSS, "min")),
+        ("Validation loss, mean over seeds", "loss", of_runs(tracking.BEST_VAL_LOSS, "mean")),
+        ("Validation loss, SD over seeds", "loss", of_runs(tracking.BEST_VAL_LOSS, "sd")),
+        ("Validation loss, worst seed", "loss", of_runs(tracking.BEST_VAL_LOSS, "max")),
         ("Best run (by validation loss)", "text", lambda group: _best_run(evaluation_of.get(group))),
         ("Test loss of the best model", "loss", of_evaluation(tracking.TEST_LOSS)),
         *((label, unit, of_evaluation(metric)) for label, unit, metric in test_rows),
@@ -168,13 +172,11 @@ def comparison_table(
 
 
 def _group_aggregate(per_run: pd.DataFrame, group: str, metric: str, how: str) -> float:
-    """The mean (``how="mean"``) or minimum (``"min"``) of ``metric`` over the group's runs that have a finite
-    value; NaN when none has (GPU memory on a CPU, a metric newer than the runs)."""
-    values = pd.to_numeric(per_run.loc[per_run["group"] == group, metric], errors="coerce")
-    values = values[np.isfinite(values)]
-    if values.empty:
-        return float("nan")
-    return float(values.mean() if how == "mean" else values.min())
+    """The mean (``how="mean"``), sample standard deviation (``"sd"``), minimum (``"min"``) or maximum
+    (``"max"``) of ``metric`` over the group's runs that have a finite value; NaN when none has (GPU memory on a
+    CPU, a metric newer than the runs) and, for ``sd``, with one run."""
+    over = stats.spread(per_run.loc[per_run["group"] == group, metric])
+    return {"mean": over.mean, "sd": over.sd, "min": over.low, "max": over.high}[how]
 
 
 def _group_text(per_run: pd.DataFrame, group: str, column: str) -> str:
@@ -347,11 +349,16 @@ def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
         "",
         table_markdown(report.table),
         "",
-        "Averages are means over each group's runs; the minimal losses are minima over them; test rows "
+        "Averages are means over each group's runs; the minimal losses are minima over them, and the validation "
+        "loss is also given as mean, standard deviation and worst over the seeds; test rows "
         "belong to the run with the lowest validation loss, evaluated on the test split of the same prepared "
         "dataset. Steady-state times are the median over the epochs after the first; the first epoch (tracing, "
         "compilation, warm-up) is listed apart. Host memory is the peak resident set size of the training "
         "process; GPU memory is the framework allocator's peak (not the memory a framework reserves).",
+        "",
+        "## Verdicts",
+        "",
+        *verdict_lines(report),
     ]
     if report.baseline is not None:
         lines += ["", report.baseline.note]
@@ -369,6 +376,49 @@ def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
         for stem, path in figure_paths.items():
             lines += [f"![{stem.replace('_', ' ')}]({path.as_posix()})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def verdict_lines(report: Report) -> list[str]:
+    """Which group beats which, on validation loss and on speed, under the verdict rule of
+    :mod:`analysis.stats`, after one line naming the processors the runs were measured on."""
+    where = _group_text(report.per_run.assign(group=""), "", "cpu") or "an unrecorded processor"
+    devices = _group_text(report.per_run.assign(group=""), "", "device")
+    lines = [
+        f"Measured on {where}" + (f" (device: {devices})" if devices else "") + ". A group beats another only "
+        f"beyond the seeds' spread: each has at least {stats.MIN_SEEDS_FOR_VERDICT} runs and the worst of one is "
+        "better than the best of the other (for speed: the bootstrap interval of the time ratio excludes 1). A "
+        "per-seed loss is the processor's arithmetic as much as the seed's: the same seed moves between "
+        "processors.",
+        "",
+    ]
+    return lines + [f"- {sentence}" for sentence in verdicts(report)]
+
+
+def verdicts(report: Report) -> list[str]:
+    """The verdict sentences: each pair of groups on validation loss and on speed, then each group against the
+    held-out baseline."""
+    sentences = [] if not report.comparisons.empty else ["Only one group: nothing to compare."]
+    for row in report.comparisons.itertuples(index=False):
+        sentences += [str(row.loss_verdict), str(row.time_verdict)]
+    return sentences + held_out_verdicts(report)
+
+
+def held_out_verdicts(report: Report) -> list[str]:
+    """Per group, its runs' held-out scores against the baseline's under the verdict rule (the baseline has no
+    seed): empty without a held-out test. A run the test could not score is left out of its group."""
+    held_out = report.held_out
+    if held_out is None or not held_out.scores:
+        return []
+    best_run = {row["group"]: str(row["source_run_id"]) for _, row in report.evaluations.iterrows()}
+    lines = []
+    for group, frame in report.per_run.groupby("group", sort=True):
+        names = [str(group) if run_id == best_run.get(group) else str(run_id) for run_id in frame["run_id"]]
+        scores = [held_out.scores[name] for name in names if name in held_out.scores]
+        called = stats.verdict(
+            held_out.score_name, (str(group), scores), (held_out.baseline_name, held_out.baseline_score)
+        )
+        lines.append(called.sentence)
+    return lines
 
 
 def _comparison_lines(comparisons: pd.DataFrame) -> list[str]:

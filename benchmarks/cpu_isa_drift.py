@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="cpu_isa_drift-"))
     store = args.store or f"sqlite:///{scratch / 'mlflow.db'}"
     data = args.data_root or scratch / "data"
-    processor = measure.cpu_description(measure.cpu_model(), measure.cpu_signature())
+    processor = measure.cpu_description()
     print(f"processor: {processor}, its own level {cpu_isa.native_level()}; profile {args.profile}; caps {caps}")
 
     runs: list[Run] = []

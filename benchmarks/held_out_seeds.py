@@ -7,14 +7,14 @@
 The analysis tests each framework's *best* model on held-out styles; a claim that the CNN beats the FFT needs the
 spread over seeds. This scores every selected FINISHED thread-density training run's model on the windows of
 ``held_out.make_windows`` (the FFT once, on the same windows), then prints one row per run (nMAE, FFT nMAE, ratio) and
-per framework the mean and standard deviation over its runs, with the processor named: a per-seed figure depends on
-the processor's arithmetic as much as on the seed. ``--out`` also writes the per-run table and each run's samples.
+per framework the mean, standard deviation and range over its runs and the verdict against the FFT (``analysis.stats``:
+beaten or beating only on every seed), with the processor named: a per-seed figure depends on the processor's
+arithmetic as much as on the seed. ``--out`` also writes the per-run table and each run's samples.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,9 +22,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from analysis import evaluate, runs
+from analysis import evaluate, runs, stats
 from thread_bench import tracking, workloads
-from thread_bench.measure import cpu_model
+from thread_bench.measure import cpu_description
 from thread_bench.workloads.thread_density import held_out, synthetic
 from thread_bench.workloads.thread_density.weave_map import resolve_model
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     names = {str(row.run_id): f"{row.framework}-seed{row.seed}-{str(row.run_id)[:6]}" for row in selected.itertuples()}
     models = {names[run_id]: resolve_model(evaluate.model_uri(run_id)).predict for run_id in names}
-    print(f"{len(models)} models from {mlflow.get_tracking_uri()}; CPU: {cpu_model()}")
+    print(f"{len(models)} models from {mlflow.get_tracking_uri()}; CPU: {cpu_description()}")
     started = time.perf_counter()
     windows = held_out.make_windows(args.windows, args.paintings, held_out.HELD_OUT_SEED, args.styles)
     print(f"{len(windows.images)} windows ({args.styles} styles) made in {time.perf_counter() - started:.1f} s")
@@ -68,15 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows).sort_values(["framework", "seed"])
     print(result.note())
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    fft = overall[held_out.FFT]
     for framework, part in table.groupby("framework"):
-        values = part["held_out_nmae"].tolist()
-        spread = statistics.stdev(values) if len(values) > 1 else float("nan")
-        mean = statistics.fmean(values)
+        over = stats.spread(part["held_out_nmae"])
         print(
-            f"{framework}: held-out nMAE {mean:.4f} ± {spread:.4f} over {len(values)} seeds "
-            f"(FFT {overall[held_out.FFT]:.4f}, ratio {mean / overall[held_out.FFT]:.2f}); "
-            f"validation {part['best_val_loss'].mean():.4f}"
+            f"{framework}: held-out nMAE {over.text('{:.4f}'.format)} (FFT {fft:.4f}, ratio {over.mean / fft:.2f}); "
+            f"validation {stats.spread(part['best_val_loss']).text('{:.4f}'.format)}"
         )
+        called = stats.verdict(f"{args.styles} nMAE", (str(framework), part["held_out_nmae"]), ("the FFT", fft))
+        print(f"  {called.sentence}")
     for line in result.lines():
         print(line)
     if args.out is not None:

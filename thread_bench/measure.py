@@ -238,8 +238,11 @@ def cpu_signature() -> str:
     return f"{vendor} {family}/{model}/{stepping}"
 
 
-def cpu_description(model: str, signature: str) -> str:
-    """``AMD EPYC (AuthenticAMD 25/17/1)``: the model name and, where known, the signature that dates it."""
+def cpu_description(model: str | None = None, signature: str | None = None) -> str:
+    """``AMD EPYC (AuthenticAMD 25/17/1)``: the model name and, where known, the signature that dates it (by
+    default this machine's: :func:`cpu_model`, :func:`cpu_signature`)."""
+    model = cpu_model() if model is None else model
+    signature = cpu_signature() if signature is None else signature
     return f"{model} ({signature})" if signature else model
 
 

@@ -271,6 +271,18 @@ def test_report_has_a_column_per_framework_and_every_file(experiment: str, tmp_p
     assert "![learning curves](figures/learning_curves.png)" in (tmp_path / "report" / "report.md").read_text()
     csv = pd.read_csv(tmp_path / "report" / "table.csv", index_col="quantity")
     assert float(csv.loc["Test loss of the best model", "torch"]) == pytest.approx(0.11)
+    # The validation loss as a spread over the seeds, and verdicts only beyond it.
+    losses = chosen.loc[chosen["group"] == "keras", tracking.BEST_VAL_LOSS]
+    assert table.loc["Validation loss, mean over seeds", "keras"] == pytest.approx(losses.mean())
+    assert table.loc["Validation loss, SD over seeds", "keras"] == pytest.approx(losses.std(ddof=1))
+    assert table.loc["Validation loss, worst seed", "keras"] == pytest.approx(losses.max())
+    summary = built.summary.set_index(["group", "metric"]).loc[("keras", tracking.BEST_VAL_LOSS)]
+    assert (summary["mean"], summary["min"], summary["max"]) == pytest.approx(
+        (losses.mean(), losses.min(), losses.max())
+    )
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Verdicts" in text and "keras is 2.00x as fast as torch" in text
+    assert comparison["loss_verdict"].startswith(f"{tracking.BEST_VAL_LOSS}: ") and comparison["loss_verdict"] in text
 
 
 def test_the_report_reads_the_logged_times_and_older_runs_show_not_measured(experiment: str) -> None:

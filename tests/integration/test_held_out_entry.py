@@ -3,12 +3,14 @@ asked through its pyfunc, the FFT on the same windows, tables, figure and verdic
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from thread_bench.workloads.thread_density import held_out
+from thread_bench.workloads.thread_density import held_out, keys
+from thread_bench.workloads.thread_density.weave_map import SHIPPED
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +55,20 @@ def test_bad_settings_are_one_line_naming_the_option(
 ) -> None:
     assert held_out.main([*argv, "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"held_out: {message}\n"
+
+
+def test_the_analysis_scores_other_seeds_on_the_same_windows_and_leaves_out_one_that_does_not_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shipped = SHIPPED
+    others = {"again": shipped, "lost": str(tmp_path / "nowhere")}
+
+    with caplog.at_level(logging.WARNING, logger=held_out.__name__):
+        result = held_out.held_out_test({"cnn": shipped}, tmp_path / "out", n_windows=24, others=others)
+
+    assert set(result.scores) == {"cnn", "again"}
+    assert result.scores["again"] == result.scores["cnn"]  # the same model on the same windows: the same score
+    assert result.baseline_score == result.metrics["cnn"][keys.HELD_OUT_FFT_TEST_LOSS]
+    assert (result.score_name, result.baseline_name) == ("held-out nMAE", "the FFT")
+    (warning,) = [message for message in caplog.messages if "left out" in message]
+    assert warning.startswith("held-out styles: lost left out: ") and "nowhere" in warning

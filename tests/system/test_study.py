@@ -101,6 +101,11 @@ def test_tiny_study_trains_resumes_and_reports(
     report_text = (out / "report.md").read_text()
     assert "## Held-out styles" in report_text
     assert report_text.count(" held-out samples: ") == 2  # one verdict per framework
+    # Every seed's model is scored too (the best under its group, the other by run id), for the verdicts, which
+    # two seeds per framework cannot give.
+    for framework in ("keras", "torch"):
+        assert f"held-out nMAE: too few seeds to call ({framework} has 2; a verdict needs 3" in report_text
+    assert "## Verdicts" in report_text and f"{tracking.BEST_VAL_LOSS}: too few seeds to call" in report_text
     held_out = evaluations[f"metrics.{thread_density_keys.HELD_OUT_TEST_LOSS}"]
     assert (held_out > 0).all()
     assert (evaluations[f"metrics.{thread_density_keys.HELD_OUT_FFT_TEST_LOSS}"] > 0).all()

@@ -102,6 +102,13 @@ class HeldOut:
     markdown: str
     #: The files written into the ``out_dir`` it was given (names relative to it).
     files: tuple[str, ...]
+    #: The score every model had (by group, and by the names of the ``others`` it was given), lower is better.
+    scores: dict[str, float] = field(default_factory=dict)
+    #: The baseline's score on the same samples, and what the scores are (``"held-out nMAE"``).
+    baseline_score: float = float("nan")
+    score_name: str = "score"
+    #: The baseline's name in sentences (``"the FFT"``).
+    baseline_name: str = "the baseline"
 
 
 @dataclass(frozen=True)
@@ -151,10 +158,12 @@ class Workload:
     #: (``data_config``: the runs' data settings, ``None`` when they trained on a directory given as is); it raises
     #: ``FileNotFoundError`` or ``ValueError`` when it cannot be scored here. ``None``: the workload has none.
     baseline: Callable[[Any, Any, str | Path | None], Baseline] | None = None
-    #: ``held_out(models, out_dir)``: the models (group -> model URI) and the baseline on samples made with settings
-    #: kept out of training, its tables and figures written into ``out_dir``; it raises ``ValueError`` naming a model
-    #: it cannot load. ``None``: the workload has no such test.
-    held_out: Callable[[Mapping[str, str], Path], HeldOut] | None = None
+    #: ``held_out(models, out_dir, others)``: the models (group -> model URI) and the baseline on samples made with
+    #: settings kept out of training, its tables and figures written into ``out_dir``; it raises ``ValueError``
+    #: naming a model it cannot load. ``others`` (name -> model URI: the groups' other seeds) are scored on the same
+    #: samples for ``HeldOut.scores`` only; one that cannot load is left out with a warning. ``None``: the workload
+    #: has no such test.
+    held_out: Callable[[Mapping[str, str], Path, Mapping[str, str]], HeldOut] | None = None
     #: A file a ``source`` directory must hold to be this workload's (``None``: any directory).
     source_marker: str | None = None
     #: The module through which its logged models answer a user (:mod:`thread_bench.models.serving` says what it

@@ -39,12 +39,12 @@ def test_split_baseline(dataset: Any, config: DataConfig | None, root: str | Pat
     return score_test_split(dataset, config, root)
 
 
-def held_out_test(models: Mapping[str, str], out_dir: Path) -> HeldOut:
+def held_out_test(models: Mapping[str, str], out_dir: Path, others: Mapping[str, str]) -> HeldOut:
     """The models (group -> URI) and the FFT on windows of held-out styles (:mod:`.held_out`; imported when asked
-    for, as it brings OpenCV and the generator), written into ``out_dir``."""
+    for, as it brings OpenCV and the generator), written into ``out_dir``; ``others`` scored on the same windows."""
     from thread_bench.workloads.thread_density import held_out
 
-    return held_out.held_out_test(models, out_dir)
+    return held_out.held_out_test(models, out_dir, others=others)
 
 
 def manifest_metrics(manifest: Mapping[str, Any]) -> dict[str, float]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +45,8 @@ from thread_bench.progress import Ticker
 from thread_bench.workloads import HeldOut
 from thread_bench.workloads.thread_density import keys, synthetic
 from thread_bench.workloads.thread_density.counting import fft_measure
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -408,19 +411,36 @@ def figure(result: Result) -> Figure:
     return fig
 
 
-def held_out_test(models: Mapping[str, str], out_dir: Path, n_windows: int = DEFAULT_WINDOWS) -> HeldOut:
+def held_out_test(
+    models: Mapping[str, str],
+    out_dir: Path,
+    n_windows: int = DEFAULT_WINDOWS,
+    *,
+    others: Mapping[str, str] | None = None,
+) -> HeldOut:
     """The analysis' held-out test (``Workload.held_out``): each model (group -> URI) and the FFT on ``n_windows``
-    windows, written into ``out_dir``.
+    windows, written into ``out_dir``; ``others`` (name -> URI: the groups' other seeds) are scored on the same
+    windows, for ``HeldOut.scores`` only (one that does not load is left out, with a warning).
 
     Raises:
-        ValueError: naming a model URI that does not load or does not take raw patches.
+        ValueError: naming a model URI of ``models`` that does not load or does not take raw patches.
     """
     from thread_bench.workloads.thread_density.weave_map import resolve_model
 
     loaded = {group: resolve_model(uri).predict for group, uri in models.items()}
-    result = evaluate(loaded, make_windows(n_windows))
+    windows = make_windows(n_windows)
+    fft = fft_estimates(windows)
+    result = evaluate(loaded, windows, fft=fft)
     paths = write(result, out_dir)
     overall = result.overall()
+    scores = {group: overall[group] for group in result.models}
+    for name, uri in (others or {}).items():
+        try:
+            predict = resolve_model(uri).predict
+        except ValueError as error:
+            log.warning("held-out styles: %s left out: %s", name, error)
+            continue
+        scores[name] = evaluate({name: predict}, windows, fft=fft).overall()[name]
     metrics = {
         group: {
             keys.HELD_OUT_TEST_LOSS: overall[group],
@@ -435,6 +455,10 @@ def held_out_test(models: Mapping[str, str], out_dir: Path, n_windows: int = DEF
         metrics=metrics,
         markdown=table_markdown(result),
         files=tuple(path.name for path in paths),
+        scores=scores,
+        baseline_score=overall[FFT],
+        score_name="held-out nMAE",
+        baseline_name="the FFT",
     )
 
 
