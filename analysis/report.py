@@ -343,6 +343,7 @@ def table_html(table: pd.DataFrame) -> str:
 def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
     lines = ["# Keras vs PyTorch: comparison report", ""]
     lines += [f"- **{key}**: {value}" for key, value in report.context.items()]
+    lines += ["", "## Verdicts", "", *verdict_lines(report)]
     lines += [
         "",
         "## Performance comparison (Table 7-1 of the reference study)",
@@ -355,10 +356,6 @@ def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
         "dataset. Steady-state times are the median over the epochs after the first; the first epoch (tracing, "
         "compilation, warm-up) is listed apart. Host memory is the peak resident set size of the training "
         "process; GPU memory is the framework allocator's peak (not the memory a framework reserves).",
-        "",
-        "## Verdicts",
-        "",
-        *verdict_lines(report),
     ]
     if report.baseline is not None:
         lines += ["", report.baseline.note]
@@ -399,8 +396,18 @@ def verdicts(report: Report) -> list[str]:
     held-out baseline."""
     sentences = [] if not report.comparisons.empty else ["Only one group: nothing to compare."]
     for row in report.comparisons.itertuples(index=False):
-        sentences += [str(row.loss_verdict), str(row.time_verdict)]
+        sentences += [str(row.loss_verdict), str(row.time_verdict), memory_verdict(report.per_run, row.a, row.b)]
     return sentences + held_out_verdicts(report)
+
+
+def memory_verdict(per_run: pd.DataFrame, a: str, b: str) -> str:
+    """Host memory (the training process' RSS peak) of two groups under the verdict rule."""
+    metric = tracking.HOST_RSS_PEAK_BYTES
+    if metric not in per_run:
+        return f"host memory peak: {NOT_MEASURED}."
+    values = {group: per_run.loc[per_run["group"] == group, metric] for group in (a, b)}
+    called = stats.verdict("host memory peak", (a, values[a]), (b, values[b]), fmt=lambda v: _format(v, "bytes"))
+    return called.sentence
 
 
 def held_out_verdicts(report: Report) -> list[str]:

@@ -87,6 +87,7 @@ def per_run(values: dict[str, list[float]], cpu: str = "AMD EPYC (AuthenticAMD 2
     rows = [
         {"group": group, "run_id": f"{group}-{seed}", "seed": seed, tracking.BEST_VAL_LOSS: value}
         | {tracking.MEDIAN_EPOCH_TIME_S: 1.0 + 0.01 * seed, "cpu": cpu, "device": "cpu"}
+        | {tracking.HOST_RSS_PEAK_BYTES: (1.4 if group == "keras" else 0.7) * 2**30 + 2**20 * seed}
         for group, losses in values.items()
         for seed, value in enumerate(losses, start=1)
     ]
@@ -121,6 +122,8 @@ def test_the_report_names_the_processor_and_calls_no_winner_inside_the_spread() 
     assert lines[0].startswith("Measured on AMD EPYC (AuthenticAMD 25/17/1) (device: cpu).")
     assert any("best_val_loss: no winner" in line for line in lines)
     assert any("steady epoch time:" in line for line in lines)
+    memory = "- host memory peak: torch beats keras: its worst seed (719.80 MiB) is better than keras's best (1.40 GiB)"
+    assert any(line.startswith(memory) for line in lines), lines
     assert built.comparisons.loc[0, "loss_winner"] == ""
 
 
