@@ -73,6 +73,7 @@ class TrainConfig:
         check_seed(self, "seed")
         check_positive(self, ("epochs", "batch_size", "patience"))
         check_finite(self, ("learning_rate", "min_delta", "adam_epsilon", "device_data_fraction"))
+        check_float32(self, ("learning_rate", "adam_epsilon"))
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.adam_epsilon <= 0:
@@ -177,6 +178,22 @@ def check_finite(config: Any, names: tuple[str, ...]) -> None:
             finite = False
         if not finite:
             raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+#: The smallest positive normal float32 and the largest: a setting the frameworks hold as float32 must lie between
+#: them, or it arrives as 0 or inf (``--learning_rate 1e300`` passed every check, trained for minutes, then failed).
+FLOAT32_TINY, FLOAT32_MAX = 1.1754944e-38, 3.4028235e38
+
+
+def check_float32(config: Any, names: tuple[str, ...]) -> None:
+    """Settings the frameworks hold as float32 (a learning rate, an epsilon): 0, or a magnitude float32 keeps."""
+    for name in names:
+        value = getattr(config, name)
+        if value != 0 and not FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
+            raise ValueError(
+                f"{name} must fit in float32, as the frameworks hold it (a magnitude between {FLOAT32_TINY:.3g} "
+                f"and {FLOAT32_MAX:.3g}), got {value!r}"
+            )
 
 
 def check_split_fractions(config: Any) -> None:

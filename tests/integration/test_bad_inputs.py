@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 
@@ -26,6 +27,8 @@ NAN, INF = float("nan"), float("inf")
         (TrainConfig, {"min_delta": NAN}, "min_delta must be a finite number, got nan"),
         (TrainConfig, {"min_delta": INF}, "min_delta must be a finite number, got inf"),
         (TrainConfig, {"adam_epsilon": -1e-7}, "adam_epsilon must be > 0"),
+        (TrainConfig, {"learning_rate": 1e300}, r"learning_rate must fit in float32, as the frameworks hold it"),
+        (TrainConfig, {"adam_epsilon": 1e-50}, r"adam_epsilon must fit in float32, .* got 1e-50"),
         (TrainConfig, {"device_data_fraction": NAN}, "device_data_fraction must be a finite number"),
         (TrainConfig, {"seed": -1}, r"seed must be an integer in \[0, 2\*\*32\), got -1"),
         (TrainConfig, {"seed": 2**32}, r"seed must be an integer in \[0, 2\*\*32\), got 4294967296"),
@@ -35,6 +38,7 @@ NAN, INF = float("nan"), float("inf")
         (DataConfig, {"val_fraction": INF}, "val_fraction must be a finite number"),
         (ModelConfig, {"batchnorm_eps": NAN}, "batchnorm_eps must be a finite number"),
         (ModelConfig, {"batchnorm_eps": 0.0}, "batchnorm_eps must be > 0"),
+        (ModelConfig, {"batchnorm_eps": 1e-40}, "batchnorm_eps must fit in float32"),
         (ModelConfig, {"dropout": "0.1"}, "dropout must be a finite number, got '0.1'"),
     ],
 )
@@ -58,6 +62,7 @@ def test_the_largest_seed_is_accepted() -> None:
         (["--seed", str(2**32)], r"seed must be an integer in [0, 2**32), got 4294967296"),
         (["--data_seed", "-1"], r"the dataset's seed (--data_seed of a training"),
         (["--adam_epsilon", "0"], "adam_epsilon must be > 0"),
+        (["--learning_rate", "1e300"], "learning_rate must fit in float32, as the frameworks hold it (a magnitude"),
     ],
 )
 def test_bad_numbers_stop_a_training_before_any_run(
@@ -121,3 +126,21 @@ def test_a_given_dataset_with_an_impossible_label_is_refused(
     assert "train_labels.npy: 1 value(s) outside the plausible 1-100 threads/cm, the first at index 3" in err
     assert "diverged" not in err and err.count("\n") == 1
     assert not Path(tracking_store.removeprefix("sqlite:///")).exists(), "the store was not even opened"
+
+
+def test_a_diverging_training_ends_in_one_line_and_a_failed_run(
+    tracking_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A learning rate float32 holds but the model cannot take: the loss turns NaN in the first epoch."""
+    directory = make_fake_prepared(tmp_path, 16, 8, 8, 32)
+
+    status = torch_train.main(["--profile", "smoke", "--dataset", str(directory), "--learning_rate", "1e30"])
+
+    assert status == 1
+    ours = [line for line in capsys.readouterr().err.splitlines() if "mlflow" not in line]  # MLflow's INFO lines
+    assert ours == [
+        "python -m thread_bench.torch_train: train_loss is nan at epoch 0: training diverged (try a lower "
+        "learning_rate); the run is marked FAILED"
+    ]
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FAILED"

@@ -475,7 +475,11 @@ def main(argv: Sequence[str] | None, framework: Framework) -> int:
             except (ValueError, FileNotFoundError) as error:
                 cli.fail(parser, error)
                 return 2
-            run(request, trainer, knobs)
+            try:
+                run(request, trainer, knobs)
+            except FloatingPointError as error:  # diverged: the run is marked FAILED; the cause is one line
+                print(f"{parser.prog}: {error}; the run is marked FAILED", file=sys.stderr)
+                return 1
         except KeyboardInterrupt as interrupt:
             print(f"interrupted ({lifecycle.describe_stop(interrupt)}): no MLflow run is left RUNNING", file=sys.stderr)
             return lifecycle.exit_status(interrupt)

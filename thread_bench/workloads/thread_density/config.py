@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from thread_bench.config import check_finite, check_positive, check_seed, check_split_fractions
+from thread_bench.config import check_finite, check_float32, check_positive, check_seed, check_split_fractions
 
 #: The synthetic generator's style mixes (:data:`.synthetic.STYLE_MIXES`; a test keeps the two equal). Named
 #: here so that the settings need not import the generator (and OpenCV) to validate ``styles``.
@@ -77,6 +77,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check_positive(self, ("base_filters", "input_size"))
         check_finite(self, ("dropout", "batchnorm_momentum", "batchnorm_eps"))
+        check_float32(self, ("batchnorm_eps",))
         if self.input_size < 32:
             raise ValueError(f"input_size must be >= 32 (five 2x2 poolings), got {self.input_size}")
         if not 0.0 <= self.dropout < 1.0:
