@@ -264,19 +264,19 @@ def _held_out(
     candidates: Sequence[registry.Candidate], selected: pd.DataFrame, out: Path, settings: AnalysisSettings
 ) -> HeldOut | None:
     """The workload's held-out test of each group's best model, its metrics logged to the group's evaluation run,
-    and of every other selected run (scored by run id, for the spread over seeds); None (with a warning) where
-    the workload has none, it was not asked for, or a best model cannot take it."""
+    and of every other selected run (named by ``report.held_out_name``, for the spread over seeds); None (with a
+    warning) where the workload has none, it was not asked for, or a best model cannot take it."""
     workload = workloads.get(settings.workload)
     if not settings.held_out or workload.held_out is None:
         return None
     best = {c.source_run_id for c in candidates}
     others = {}
-    for run_id in selected["run_id"]:
-        if run_id not in best:
+    for run in selected.to_dict("records"):
+        if run["run_id"] not in best:
             try:
-                others[run_id] = evaluate.model_uri(run_id)
+                others[report.held_out_name(run)] = evaluate.model_uri(run["run_id"])
             except ValueError as error:
-                log.warning("held-out styles: run %s left out: %s", run_id, error)
+                log.warning("held-out styles: run %s left out: %s", run["run_id"], error)
     try:
         result = workload.held_out({c.group: c.model_uri for c in candidates}, out / report.HELD_OUT_DIR, others)
     except ValueError as error:

@@ -410,16 +410,25 @@ def memory_verdict(per_run: pd.DataFrame, a: str, b: str) -> str:
     return called.sentence
 
 
+def held_out_name(run: Mapping[str, Any]) -> str:
+    """What the held-out test calls a run that is not its group's best: ``keras seed 1 (fad24406)``."""
+    return f"{run['group']} seed {run['seed']} ({str(run['run_id'])[:8]})"
+
+
 def held_out_verdicts(report: Report) -> list[str]:
     """Per group, its runs' held-out scores against the baseline's under the verdict rule (the baseline has no
-    seed): empty without a held-out test. A run the test could not score is left out of its group."""
+    seed): empty without a held-out test. The test scored each group's best model under the group's name and the
+    other runs under :func:`held_out_name`; a run it could not score is left out of its group."""
     held_out = report.held_out
     if held_out is None or not held_out.scores:
         return []
     best_run = {row["group"]: str(row["source_run_id"]) for _, row in report.evaluations.iterrows()}
     lines = []
     for group, frame in report.per_run.groupby("group", sort=True):
-        names = [str(group) if run_id == best_run.get(group) else str(run_id) for run_id in frame["run_id"]]
+        names = [
+            str(group) if run["run_id"] == best_run.get(group) else held_out_name(run)
+            for run in frame.to_dict("records")
+        ]
         scores = [held_out.scores[name] for name in names if name in held_out.scores]
         called = stats.verdict(
             held_out.score_name, (str(group), scores), (held_out.baseline_name, held_out.baseline_score)
