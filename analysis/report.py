@@ -181,8 +181,13 @@ def _group_aggregate(per_run: pd.DataFrame, group: str, metric: str, how: str) -
 
 def _group_text(per_run: pd.DataFrame, group: str, column: str) -> str:
     """The distinct values of ``column`` over the group's runs, sorted, comma-separated."""
-    values = per_run.loc[per_run["group"] == group, column] if column in per_run else pd.Series(dtype=str)
-    return ", ".join(sorted({str(v) for v in values.dropna()}))
+    return _distinct(per_run[per_run["group"] == group], column)
+
+
+def _distinct(runs_: pd.DataFrame, column: str) -> str:
+    """The distinct values of ``column`` over ``runs_``, sorted, comma-separated; empty without the column."""
+    values = runs_[column].dropna() if column in runs_ else pd.Series(dtype=str)
+    return ", ".join(sorted({str(v) for v in values}))
 
 
 def _best_run(evaluation: pd.Series | None) -> str:
@@ -376,10 +381,10 @@ def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
 
 
 def verdict_lines(report: Report) -> list[str]:
-    """Which group beats which, on validation loss and on speed, under the verdict rule of
-    :mod:`analysis.stats`, after one line naming the processors the runs were measured on."""
-    where = _group_text(report.per_run.assign(group=""), "", "cpu") or "an unrecorded processor"
-    devices = _group_text(report.per_run.assign(group=""), "", "device")
+    """The verdicts (:func:`verdicts`) as a Markdown list, after one line naming the processors the runs were
+    measured on and the rule."""
+    where = _distinct(report.per_run, "cpu") or "an unrecorded processor"
+    devices = _distinct(report.per_run, "device")
     lines = [
         f"Measured on {where}" + (f" (device: {devices})" if devices else "") + ". A group beats another only "
         f"beyond the seeds' spread: each has at least {stats.MIN_SEEDS_FOR_VERDICT} runs and the worst of one is "
@@ -392,8 +397,8 @@ def verdict_lines(report: Report) -> list[str]:
 
 
 def verdicts(report: Report) -> list[str]:
-    """The verdict sentences: each pair of groups on validation loss and on speed, then each group against the
-    held-out baseline."""
+    """The verdict sentences under the rule of :mod:`analysis.stats`: each pair of groups on validation loss,
+    speed and host memory, then each group against the held-out baseline."""
     sentences = [] if not report.comparisons.empty else ["Only one group: nothing to compare."]
     for row in report.comparisons.itertuples(index=False):
         sentences += [str(row.loss_verdict), str(row.time_verdict), memory_verdict(report.per_run, row.a, row.b)]

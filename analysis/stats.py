@@ -123,7 +123,7 @@ def verdict(
     """
     (name_a, values_a), (name_b, values_b) = a, b
     seedless = isinstance(values_b, int | float)
-    sa, sb = spread(values_a), spread([values_b] if isinstance(values_b, int | float) else values_b)
+    sa, sb = spread(values_a), spread([values_b] if seedless else values_b)
     ranges = f"{name_a} {sa.text(fmt)}, {name_b} " + (fmt(sb.mean) if seedless else sb.text(fmt))
     groups = ((name_a, sa),) if seedless else ((name_a, sa), (name_b, sb))
     short = [f"{name} has {s.n}" for name, s in groups if s.n < min_seeds]
