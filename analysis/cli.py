@@ -314,7 +314,7 @@ def _context(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m analysis",
         description="Compare the frameworks: pick the best FINISHED training run of each framework (by "
         "best_val_loss), evaluate it on the test split, log evaluation runs, register the evaluated models "

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
-from thread_bench import backends, figures, frameworks, measure, tracking, workloads
+from thread_bench import backends, cli, figures, frameworks, measure, tracking, workloads
 from thread_bench.backends import Sync
 from thread_bench.config import PREDICT_BATCH_SIZE
 from thread_bench.data.prepared import PreparedDataset, Split, load_prepared
@@ -274,7 +274,7 @@ def log_evaluation(
 def build_parser() -> argparse.ArgumentParser:
     """``python -m analysis.evaluate``: evaluate one logged model in a fresh process (used by the analysis
     when the model needs a Keras backend other than the one already running)."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.evaluate", description=build_parser.__doc__)
+    parser = cli.Parser(prog="python -m analysis.evaluate", description=build_parser.__doc__)
     parser.add_argument("--model_uri", required=True)
     parser.add_argument("--framework", required=True, choices=frameworks.NAMES)
     parser.add_argument("--workload", default=workloads.DEFAULT, choices=workloads.names())

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from thread_bench import cli
 from thread_bench.config import resolve
 from thread_bench.workloads.thread_density.config import PROFILES, DataConfig
 from thread_bench.workloads.thread_density.prepare import ensure_prepared, synthetic_corpus_dir
@@ -61,7 +62,7 @@ def _cpu_seconds() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="data root to keep (default: a temporary one)")

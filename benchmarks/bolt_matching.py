@@ -14,7 +14,6 @@ p <= 0.01 and r >= 0.6), and for the same-bolt pairs how often the best shift an
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -23,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from thread_bench import cli
 from thread_bench.measure import cpu_model
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = cli.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20, help="pairs of each kind (default: %(default)s)")
     parser.add_argument("--width_cm", type=float, default=20.0)
     parser.add_argument("--height_cm", type=float, default=14.0)

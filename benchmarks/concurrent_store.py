@@ -21,7 +21,6 @@ then releases them together through a file. Correctness figures only: no timing 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import subprocess
@@ -32,6 +31,8 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+from thread_bench import cli
 
 EXPERIMENT = "concurrent-{trial}"
 METRIC_STEPS = 3
@@ -156,7 +157,7 @@ def worker(argv: list[str]) -> int:
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         return worker(sys.argv[2:])
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--launch", choices=("fork", "spawn"), default="fork")

@@ -14,7 +14,6 @@ JSON. The processor is named and other processes' CPU use is recorded: they slow
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ import mlflow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine_load import ForeignLoad
-from thread_bench import cpu_isa, measure
+from thread_bench import cli, cpu_isa, measure
 
 EXPERIMENT = "cpu-isa-drift"
 
@@ -91,7 +90,7 @@ def summarise(runs: list[Run], seed: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = cli.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="laptop")
     parser.add_argument("--frameworks", default="torch,keras", help="comma-separated: torch, keras, tensorflow")
     parser.add_argument("--seed", type=int, default=3, help="the seed trained under every cap")

@@ -19,7 +19,6 @@ notebook), so their figures are printed for orientation, not as a target for the
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import subprocess
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis import stats  # noqa: E402
-from thread_bench import tracking  # noqa: E402
+from thread_bench import cli, tracking  # noqa: E402
 from thread_bench.measure import cpu_description  # noqa: E402
 from thread_bench.workloads.digits import keys as digits_keys  # noqa: E402
 from thread_bench.workloads.digits import spec  # noqa: E402
@@ -67,7 +66,7 @@ def run(command: list[str], environment: dict[str, str]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="laptop")
     parser.add_argument("--models", default=",".join(spec.MODELS))
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated; each trains every model and style")

@@ -14,7 +14,6 @@ the first row; a variant that beats it on both mixes is a reason to change the d
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -22,6 +21,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from thread_bench import cli
 from thread_bench.measure import cpu_model
 from thread_bench.workloads.thread_density import held_out, synthetic
 from thread_bench.workloads.thread_density.counting import DEFAULT_FFT, FftSettings, fft_measure
@@ -96,7 +96,7 @@ def score(windows: held_out.Windows, settings: FftSettings) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = cli.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=held_out.DEFAULT_WINDOWS)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
     args = parser.parse_args(argv)

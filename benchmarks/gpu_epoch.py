@@ -41,7 +41,7 @@ import pandas as pd
 
 from analysis.report import markdown_table
 from machine_load import system_busy_cpu_s
-from thread_bench import tracking
+from thread_bench import cli, tracking
 from thread_bench.config import PRECISIONS, resolve, variant_names
 from thread_bench.workloads.thread_density import spec
 from thread_bench.workloads.thread_density.config import PROFILES, DataConfig, ModelConfig
@@ -51,7 +51,7 @@ EXPERIMENT = "gpu-epoch"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2: the first is warm-up)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per setting, interleaved (medians reported)")

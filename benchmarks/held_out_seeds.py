@@ -14,7 +14,6 @@ arithmetic as much as on the seed. ``--out`` also writes the per-run table and e
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,14 +22,14 @@ import mlflow
 import pandas as pd
 
 from analysis import evaluate, runs, stats
-from thread_bench import tracking, workloads
+from thread_bench import cli, tracking, workloads
 from thread_bench.measure import cpu_description
 from thread_bench.workloads.thread_density import held_out, synthetic
 from thread_bench.workloads.thread_density.weave_map import resolve_model
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = cli.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default=tracking.DEFAULT_EXPERIMENT)
     parser.add_argument("--study", default=None, help="only the runs of this study")
     parser.add_argument("--filter", default=None, help="extra MLflow search clause")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from machine_load import ForeignLoad, wait_until_quiet
+from thread_bench import cli
 
 FRAMEWORKS = ("torch-eager", "torch-channels_last", "keras-tensorflow", "keras-torch")
 ONEDNN_MARKER = "=== thread_bench profiled steps ==="
@@ -178,7 +179,7 @@ def _gated_steps(run: Callable[[], Any], steps: int, wait_quiet_s: float) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--framework", choices=FRAMEWORKS, default="torch-eager")
     parser.add_argument("--base-filters", type=int, default=8)
     parser.add_argument("--input-size", type=int, default=200)

@@ -9,7 +9,6 @@ Each cell is ``median ms · ratio × · GFLOP/s``; ratio = framework median / Ke
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -17,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from thread_bench import cli
 
 BASELINE = "keras-tensorflow"
 FRAMEWORK_ORDER = ("keras-tensorflow", "keras-jax", "keras-torch", "torch-eager", "torch-channels_last")
@@ -113,7 +114,7 @@ def format_machine_notes(results: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run directory or pytest-benchmark JSON files")
     args = parser.parse_args(argv)
     results = load_results(args.paths)

@@ -18,7 +18,6 @@ target: ``ray 1-at-a-time`` within 15 % of ``local``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -30,6 +29,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from thread_bench import cli
 
 
 def free_port() -> int:
@@ -77,7 +78,7 @@ def start_ray(directory: Path, cpus: int) -> tuple[subprocess.Popen[bytes], str]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=1)

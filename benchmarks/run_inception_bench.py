@@ -10,12 +10,13 @@ process of its own too, without TensorFlow or JAX loaded. Results: ``benchmarks/
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from thread_bench import cli
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -32,7 +33,7 @@ PROCESSES = (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="all shapes and batches (about 1 h on 2 cores)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per case (default 5)")
     parser.add_argument(

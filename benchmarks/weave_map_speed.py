@@ -15,7 +15,6 @@ model on 2 CPU cores, peak RSS <= 2 GB.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from thread_bench import cli
 from thread_bench.measure import cpu_model
 
 PARTS = ("read_s", "statistics_s", "fft_s", "cnn_s", "total_s")
@@ -53,7 +53,7 @@ def weave_map(radiograph: Path, options: list[str], scratch: Path, name: str) ->
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = cli.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model_uri", default="shipped", help="the model (default: the one shipped with thread_bench)")
     parser.add_argument(

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import functools
+import inspect
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from thread_bench import lifecycle, tracking
-from thread_bench.config import DEFAULT_PROFILE, DEFAULT_VARIANT, VARIANTS, profile_names, variant_names
+from thread_bench import lifecycle, quiet, tracking
+from thread_bench.config import (
+    DEFAULT_PROFILE,
+    DEFAULT_VARIANT,
+    VARIANTS,
+    profile_names,
+    resolve,
+    variant_names,
+)
 from thread_bench.tracking import DEFAULT_EXPERIMENT
 
 T = TypeVar("T")
@@ -33,7 +44,7 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
 
 
-def _optional(convert: Any) -> Any:
+def optional(convert: Any) -> Any:
     """Wrap a converter so that an empty string (MLflow's unset parameter) means "not given"."""
 
     def parse(text: str) -> Any:
@@ -50,8 +61,124 @@ def _optional(convert: Any) -> Any:
 
 _CONVERTERS: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": parse_bool}
 
+#: A workload's profiles for a config class, given what the command line says so far (``--workload``): how
+#: ``--help`` shows the values a run will use (:meth:`Parser.format_help`).
+ProfilesFor = Callable[[argparse.Namespace, type], Mapping[str, Mapping[str, Mapping[str, Any]]]]
 
-def add_profile_option(parser: argparse.ArgumentParser) -> None:
+
+class Parser(argparse.ArgumentParser):
+    """Every command line of the suite: argparse without its two surprises.
+
+    - **No prefix matching**, and an unknown option is refused with the closest valid name: ``mlflow run -P
+      epoch=2`` reaches the entry point as ``--epoch 2``, which argparse would take as ``--epochs``; here it
+      is "unknown option --epoch (did you mean --epochs?)".
+    - **``--help`` shows the values the run will use**: an option generated from a config field
+      (:func:`add_dataclass_options`) is shown with its value under the ``--profile``, ``--variant`` and
+      ``--workload`` on the same command line (``--profile paper --help``), not the dataclass' default.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        #: Set by :func:`add_profile_option`: where a config class' profiles come from.
+        self.profiles_for: ProfilesFor | None = None
+        self._argv: list[str] = []
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._argv, namespace)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(self.refusal(extras))
+        return parsed
+
+    def refusal(self, extras: Sequence[str]) -> str:
+        """The line that refuses what the parser did not recognise, with the closest valid option."""
+        unknown = next((token for token in extras if token.startswith("-")), None)
+        if unknown is None:
+            return f"unexpected argument(s): {' '.join(extras)} (every value belongs to an --option)"
+        name = unknown.split("=", 1)[0]
+        known = sorted(option for option in self._option_string_actions if option.startswith("--"))
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+        hint = f"; did you mean {close[0]}?" if close else f"; `{self.prog} --help` lists the options"
+        bare = name.lstrip("-")
+        return f"unknown option {name} (under `mlflow run`: the parameter -P {bare}=…){hint}"
+
+    def format_help(self) -> str:
+        shown = self._shown_values()
+        saved = {action: action.help for action in self._actions}
+        try:
+            for action in self._actions:
+                if shown.get(action.dest) and action.help is not None:
+                    action.help = f"{action.help} {shown[action.dest]}"
+            return super().format_help()
+        finally:
+            for action, text in saved.items():
+                action.help = text
+
+    def _shown_values(self) -> dict[str, str]:
+        """Option -> "(<profile> profile: <value>)" for the options generated from config fields, or
+        "(default: <value>)" where the command has no profiles."""
+        preview = self._preview()
+        profile = getattr(preview, "profile", None) or DEFAULT_PROFILE
+        variant = getattr(preview, "variant", None) or DEFAULT_VARIANT
+        label = f"{profile} profile" + (f", {variant} variant" if variant != DEFAULT_VARIANT else "")
+        resolved: dict[type, Any] = {}
+        shown = {}
+        for action in self._actions:
+            field = getattr(action, "config_field", None)
+            if field is None:
+                continue
+            cls, name = field
+            if cls not in resolved:
+                resolved[cls] = self._resolved(cls, preview, profile, variant)
+            if resolved[cls] is None:
+                value = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+                shown[action.dest] = "" if value == "" else f"(default: {_shown(value)})"
+            else:
+                shown[action.dest] = f"({label}: {_shown(getattr(resolved[cls], name))})"
+        return shown
+
+    def _resolved(self, cls: type, preview: argparse.Namespace, profile: str, variant: str) -> Any:
+        """``cls`` under the profile and variant, or ``None`` (no profiles here, or a name the run refuses)."""
+        if self.profiles_for is None:
+            return None
+        try:
+            return resolve(cls, profile, None, variant=variant, profiles=self.profiles_for(preview, cls))
+        except ValueError:
+            return None
+
+    def _preview(self) -> argparse.Namespace:
+        """The options on the command line being parsed, help aside (defaults where they do not parse)."""
+        preview = argparse.ArgumentParser(prog=self.prog, add_help=False, allow_abbrev=False)
+        for option in ("--profile", "--variant", "--workload"):
+            if option in self._option_string_actions:
+                preview.add_argument(option, default=None)
+        known, _ = preview.parse_known_args([token for token in self._argv if token not in ("-h", "--help")])
+        return known
+
+    def error(self, message: str) -> NoReturn:
+        """One line and exit status 2, without argparse's screen of usage (``--help`` has it)."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value == "":
+        return "''"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def add_profile_option(parser: argparse.ArgumentParser, profiles_for: ProfilesFor | None = None) -> None:
+    """``--profile``; with ``profiles_for`` (and a :class:`Parser`), ``--help`` shows each config option's value
+    under the profile given on the command line."""
+    if profiles_for is not None and isinstance(parser, Parser):
+        parser.profiles_for = profiles_for
     parser.add_argument(
         "--profile",
         default=DEFAULT_PROFILE,
@@ -85,7 +212,7 @@ def add_dataclass_options(
     option the parser has already (the same name in two workloads' configs) is left to the first.
 
     Args:
-        helps: field -> what it means, for options whose default is the field's own (not the profile's).
+        helps: field -> what it means (default: ``<Class>.<field> (<type>)``); ``--help`` appends the value.
     """
     wanted = set(include) if include is not None else None
     skipped = set(exclude)
@@ -99,25 +226,45 @@ def add_dataclass_options(
         dest = f"{prefix}{field.name}"
         if f"--{dest}" in parser._option_string_actions:
             continue
-        described = (helps or {}).get(field.name)
-        parser.add_argument(
+        action = parser.add_argument(
             f"--{dest}",
             dest=dest,
-            type=_optional(_CONVERTERS[type_name]),
+            type=optional(_CONVERTERS[type_name]),
             default=None,
-            help=_described(described, field.default)
-            if described
-            else f"{cls.__name__}.{field.name} ({type_name}; default from the profile: {field.default!r})",
+            # The value follows in --help: the profile's (Parser.format_help), else the field's default.
+            help=(helps or {}).get(field.name) or field_doc(cls, field.name) or f"{cls.__name__}.{field.name}",
         )
+        action.config_field = (cls, field.name)  # type: ignore[attr-defined]
         added.append(dest)
     return added
 
 
-def _described(meaning: str, default: Any) -> str:
-    """Help text with the default appended, unless the meaning says what an empty default stands for."""
-    if default == "":
-        return meaning
-    return f"{meaning} (default: {str(default).lower() if isinstance(default, bool) else default})"
+def field_doc(cls: type, name: str) -> str:
+    """The first sentence of the ``#:`` comment above field ``name`` of ``cls`` (its documentation in the
+    source, where Sphinx also finds it), without reST markup; ``""`` when it has none."""
+    text = _field_docs(cls).get(name, "")
+    first = re.split(r"(?<=[a-z)\]`]\.)\s+", text, maxsplit=1)[0]
+    return first.replace("``", "").removesuffix(".")
+
+
+@functools.cache
+def _field_docs(cls: type) -> dict[str, str]:
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # built in an interpreter session: no source
+        return {}
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        declared = re.match(r"(\w+)\s*:", stripped)
+        if declared and pending:
+            docs[declared.group(1)] = " ".join(pending)
+        pending = []
+    return docs
 
 
 def add_data_options(
@@ -160,7 +307,15 @@ def add_data_root_option(parser: argparse.ArgumentParser, name: str = "--data_ro
 
 
 def add_verbose_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    """``--verbose`` alone, or with a value (``--verbose true``, ``--verbose ''``): MLflow passes one."""
+    parser.add_argument(
+        "--verbose",
+        nargs="?",
+        const=True,
+        default=False,
+        type=optional(parse_bool),
+        help="debug logging, and the frameworks' own notices (default: false)",
+    )
 
 
 def given(namespace: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
@@ -175,12 +330,15 @@ def pick(namespace: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[
 
 
 def configure_logging(verbose: bool = False) -> None:
+    """INFO lines of the suite's own (DEBUG with ``verbose``); the libraries' notices only with ``verbose``
+    (:mod:`thread_bench.quiet`)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    quiet.quiet_loggers(bool(verbose))
 
 
 #: The exceptions an entry point reports as one line (bad input, a missing file), never as a traceback.
@@ -189,13 +347,16 @@ USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, argpa
 
 def guarded(parser: argparse.ArgumentParser, work: Callable[[], T], *, interrupted: str = "") -> tuple[int, T | None]:
     """Run an entry point's ``work`` the way every entry point does: SIGTERM handled like Ctrl-C (the runs end
-    KILLED), bad input reported as one line with exit status 2 (:data:`USER_ERRORS`, through :func:`fail`), an
-    interruption as one line. Returns (0, what ``work`` returned), or (the interruption's exit status, None).
+    KILLED; under ``mlflow run``, also when its launcher is stopped:
+    :func:`lifecycle.die_with_parent_from_environment`), bad input reported as one line with exit status 2
+    (:data:`USER_ERRORS`, through :func:`fail`), an interruption as one line. Returns (0, what ``work``
+    returned), or (the interruption's exit status, None).
 
     Args:
         interrupted: appended to the interruption's line (what to do next).
     """
     with lifecycle.stop_on_signals():
+        lifecycle.die_with_parent_from_environment()
         try:
             return 0, work()
         except USER_ERRORS as error:

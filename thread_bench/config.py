@@ -32,15 +32,22 @@ PROFILE_NAMES = ("laptop", "paper", "smoke")
 class TrainConfig:
     """The training protocol every framework and workload shares (docs/DESIGN.md §4)."""
 
+    #: Seeds the weights' initialisation and the batch order (the dataset has its own, ``data_seed``).
     seed: int = 0
+    #: Most epochs to train; early stopping may end sooner (``patience``).
     epochs: int = 100
+    #: Images per training step.
     batch_size: int = 32
+    #: Adam's learning rate at the first epoch (``lr_schedule`` says how it changes).
     learning_rate: float = 1e-3
     #: ``"none"``, ``"inverse_time"`` (learning_rate / (1 + epoch / 10)) or ``"cosine"`` (learning_rate *
     #: (1 + cos(pi * epoch / epochs)) / 2: from the full rate down to a tenth of it in the last of 5 epochs).
     lr_schedule: str = "none"
+    #: Epochs without a better validation loss (by more than ``min_delta``) before training stops.
     patience: int = 20
+    #: Smallest fall of the validation loss that counts as better, for ``patience``.
     min_delta: float = 0.0
+    #: Adam's epsilon, the same in every framework (Keras' default; PyTorch's own is 1e-8).
     adam_epsilon: float = 1e-7
     #: Deterministic kernels and seeded shuffling: the same seed on the same machine gives the same losses.
     deterministic: bool = True

@@ -15,7 +15,6 @@ module in each workload it should train. Its compute backend comes from :mod:`th
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import sys
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
-from thread_bench import backends, tracking
+from thread_bench import backends, quiet, tracking
 from thread_bench import cpu_isa as cpu_isa_module
 from thread_bench.config import TrainConfig
 from thread_bench.models.pyfunc import Product
@@ -169,7 +168,7 @@ class Framework:
         return self._import_trainer()
 
     def _import_trainer(self) -> Trainer:
-        return cast(Trainer, importlib.import_module(self.trainer_module))
+        return cast(Trainer, quiet.framework_import(self.trainer_module))  # TensorFlow's start-up notices hidden
 
 
 #: The frameworks, by the name runs log as ``framework``. The one place a framework is registered.

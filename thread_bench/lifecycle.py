@@ -152,10 +152,14 @@ def die_with_parent(parent_pid: int) -> None:
 
 def die_with_parent_from_environment() -> None:
     """:func:`die_with_parent` for a process started with :data:`PARENT_PID_ENV` (removed, so that this
-    process's own children do not take it for theirs)."""
+    process's own children do not take it for theirs), or by ``mlflow run`` (``MLFLOW_RUN_ID`` set), whose
+    launcher is the parent: a SIGTERM ends the launcher at once without passing the signal on, and the work
+    would run on, reparented, with its launch run left RUNNING; this way the kernel passes it on."""
     value = os.environ.pop(PARENT_PID_ENV, None)
     if value:
         die_with_parent(int(value))
+    elif os.environ.get("MLFLOW_RUN_ID"):
+        die_with_parent(os.getppid())
 
 
 def child_environment(environment: Mapping[str, str]) -> dict[str, str]:
@@ -235,7 +239,12 @@ class ProcessIdentity:
 
     @classmethod
     def current(cls) -> ProcessIdentity:
-        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time(), _namespace())
+        return cls.of(os.getpid())
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessIdentity:
+        """Process ``pid`` of this machine (``psutil.NoSuchProcess`` when there is none)."""
+        return cls(socket.gethostname(), pid, psutil.Process(pid).create_time(), _namespace())
 
     def on_this_machine(self) -> bool:
         """True when this process can tell whether the owner is alive (same host, boot and pid namespace)."""

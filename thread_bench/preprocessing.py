@@ -20,18 +20,18 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m thread_bench.preprocessing",
         description="Prepare a workload's dataset (thread density: histogram equalisation, augmentation, "
         "thread-count labels, split by painting; digits: MNIST split by class) and log it as an MLflow run.",
     )
     workloads.add_option(parser)
-    cli.add_profile_option(parser)
+    cli.add_profile_option(parser, workloads.profiles_for())
     for workload in workloads.WORKLOADS.values():
         cli.add_dataclass_options(parser, workload.data_config)
     cli.add_data_root_option(parser, "--out")
     cli.add_experiment_option(parser)
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    parser.add_argument("--workers", type=cli.optional(int), default=None, help="worker processes (default: all cores)")
     cli.add_verbose_option(parser)
     return parser
 

@@ -321,7 +321,7 @@ def start_team_server(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m thread_bench.server",
         description="Run a team's MLflow tracking server: PostgreSQL backend store (its own, unless "
         "--backend_store_uri), artifacts proxied through the server. Clients set MLFLOW_TRACKING_URI=http://HOST:PORT.",

@@ -819,13 +819,13 @@ def _items(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m thread_bench.study",
         description="Train every framework on several seeds (one prepared dataset, each training in its own "
         "process), tag the runs with a study id, then run the analysis. Re-running the same study skips the "
         "trainings that already finished.",
     )
-    cli.add_profile_option(parser)
+    cli.add_profile_option(parser, workloads.profiles_for())
     cli.add_dataclass_options(parser, StudyOptions, helps=_OPTION_HELPS)
     cli.add_dataclass_options(parser, TrainConfig, include=("epochs", "precision", "cpu_isa"))
     for workload in workloads.WORKLOADS.values():  # passed on to every training

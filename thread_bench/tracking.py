@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
+import psutil
 from mlflow.entities import LifecycleStage, Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -64,6 +65,11 @@ TAG_PROCESS_NAMESPACE = "thread_bench.process_namespace"
 TAG_STUDY_TRAINING = "thread_bench.study_training"
 #: Why a run ended other than FINISHED: ``signal SIGTERM``, the exception, or the reconciliation.
 TAG_END_REASON = "thread_bench.end_reason"
+#: MLflow's experiment-kind tag: the UI opens an experiment in its machine-learning view (runs, charts, models)
+#: rather than its GenAI view (traces) when it reads ``custom_model_development`` here. Set on every experiment
+#: the suite creates or writes to, unless someone chose a kind already.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 #: On a finished training run a study took out of itself on resuming (its ``TAG_STUDY`` removed): that study, and
 #: why (``commit 0123abcd4567 != 89ab…``, ``dataset digest differs …``, ``settings differ: epochs 3 != 5``).
 TAG_SET_ASIDE_STUDY = "thread_bench.set_aside_study"
@@ -311,10 +317,26 @@ def alias_uri(name: str, alias: str = ALIAS_CHAMPION) -> str:
 
 
 def experiment_name(given: str | None, default: str = DEFAULT_EXPERIMENT) -> str:
-    """``-P experiment=…`` wins, then ``MLFLOW_EXPERIMENT_NAME``, then ``default`` (the workload's)."""
+    """``-P experiment=…`` wins, then ``MLFLOW_EXPERIMENT_NAME``, then the experiment ``mlflow run
+    --experiment-name`` put its launch run in (:func:`launch_experiment`), then ``default`` (the workload's)."""
     if given:
         return given
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or default
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or launch_experiment() or default
+
+
+#: MLflow's ``Default`` experiment, where ``mlflow run`` puts its launch run when told no other.
+DEFAULT_EXPERIMENT_ID = "0"
+
+
+def launch_experiment() -> str | None:
+    """The name of the experiment ``mlflow run --experiment-name`` (or ``--experiment-id``) chose for its launch
+    run, which MLflow hands the entry point as ``MLFLOW_EXPERIMENT_ID`` next to ``MLFLOW_RUN_ID``; ``None``
+    outside ``mlflow run``, or when the launcher was given no experiment (its ``Default``): the workload's own
+    experiment is then the better home, and :func:`tracked_run` says how to bring the launch run along."""
+    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if not os.environ.get("MLFLOW_RUN_ID") or not experiment_id or experiment_id == DEFAULT_EXPERIMENT_ID:
+        return None
+    return str(mlflow.MlflowClient().get_experiment(experiment_id).name)
 
 
 #: Attempts at finding or creating an experiment when other processes create it at the same moment.
@@ -328,7 +350,8 @@ def ensure_experiment(name: str) -> str:
 
     ``mlflow.set_experiment`` is not: the process that loses the creation race gets the experiment back
     without making it active, and its run then lands in the Default experiment. Here the loser reads the
-    winner's experiment back, and callers pass the id on.
+    winner's experiment back, and callers pass the id on. The experiment carries :data:`TAG_EXPERIMENT_KIND`, so that
+    MLflow's UI opens it in its machine-learning view.
 
     Raises:
         ValueError: the experiment exists but is deleted.
@@ -342,15 +365,24 @@ def ensure_experiment(name: str) -> str:
                     f"experiment {name!r} (id {found.experiment_id}) is deleted in {mlflow.get_tracking_uri()}; "
                     f"restore it (mlflow experiments restore --experiment-id {found.experiment_id}) or use another name"
                 )
+            if TAG_EXPERIMENT_KIND not in found.tags:  # made by `mlflow run` or by hand; a kind set stays
+                _set_experiment_kind(client, found.experiment_id)
             return str(found.experiment_id)
         try:
-            return str(client.create_experiment(name))
+            return str(client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}))
         except MlflowException as error:
             if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
             log.debug("experiment %r was created by another process meanwhile (attempt %d)", name, attempt + 1)
             time.sleep(0.05 * (attempt + 1))
     raise RuntimeError(f"experiment {name!r}: neither found nor created after {_EXPERIMENT_ATTEMPTS} attempts")
+
+
+def _set_experiment_kind(client: mlflow.MlflowClient, experiment_id: str) -> None:
+    try:
+        client.set_experiment_tag(experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
+    except MlflowException as error:  # another process set it at the same moment; the UI's view is no reason to fail
+        log.debug("experiment %s: the experiment kind was not set (%s)", experiment_id, error)
 
 
 def process_tags(identity: lifecycle.ProcessIdentity | None = None) -> dict[str, str]:
@@ -459,12 +491,24 @@ def _top_level_placement(
 ) -> tuple[str, dict[str, str]]:
     """The experiment id of a top-level run (found or created; its stale runs reconciled) and the tags that
     tie it to an ``mlflow run`` launch run, if there is one."""
-    experiment_id = _enter_experiment(experiment_name(experiment))
+    name = experiment_name(experiment)
+    experiment_id = _enter_experiment(name)
     tags: dict[str, str] = {}
     if launch_run_id:
         tags[TAG_LAUNCH_RUN_ID] = launch_run_id
-        if experiment_id == client.get_run(launch_run_id).info.experiment_id:
+        launched_in = client.get_run(launch_run_id).info.experiment_id
+        if experiment_id == launched_in:
             tags[MLFLOW_PARENT_RUN_ID] = launch_run_id  # the UI shows this run under the launch run
+        else:
+            where = "the Default experiment" if launched_in == DEFAULT_EXPERIMENT_ID else f"experiment {launched_in}"
+            log.warning(
+                "`mlflow run` put its launch run %s in %s and this run is in %r; pass `--experiment-name %s` to "
+                "mlflow run to keep the two together",
+                launch_run_id,
+                where,
+                name,
+                name,
+            )
     return experiment_id, tags
 
 
@@ -494,6 +538,7 @@ def tracked_run(
     """
     store.open_store()
     launch_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    launcher = _launcher() if launch_run_id else None
     nested = nested or mlflow.active_run() is not None
     client = mlflow.MlflowClient()
     experiment_id, all_tags = None, {**process_tags(), **(tags or {})}
@@ -512,7 +557,7 @@ def tracked_run(
                 log_system_metrics=log_system_metrics,
             )
         if launch_run_id and not nested:
-            _link_launch_run(client, launch_run_id, run, launch_link_tag or TAG_LINKED_RUN_ID)
+            _link_launch_run(client, launch_run_id, run, launch_link_tag or TAG_LINKED_RUN_ID, launcher)
         yield run
         status = RunStatus.FINISHED
     except BaseException as error:
@@ -527,6 +572,8 @@ def tracked_run(
         if run is not None:
             with lifecycle.deferred_signals():
                 _end_run(client, run, status, reason)
+                if launch_run_id and not nested and launcher is not None and not launcher.alive():
+                    _end_launch_run(client, launch_run_id, launcher, run.info.run_id, status)
 
 
 def _enter_experiment(name: str) -> str:
@@ -561,8 +608,27 @@ def _end_run(client: mlflow.MlflowClient, run: mlflow.ActiveRun, status: int, re
         log.warning("interrupted (%s): run %s marked KILLED", reason, run_id)
 
 
-def _link_launch_run(client: mlflow.MlflowClient, launch_run_id: str, run: mlflow.ActiveRun, tag: str) -> None:
+def _launcher() -> lifecycle.ProcessIdentity | None:
+    """The ``mlflow run`` launcher: this process's parent (with ``--env-manager local`` MLflow's shell execs the
+    entry point's command, so the parent is the launcher itself)."""
+    try:
+        return lifecycle.ProcessIdentity.of(os.getppid())
+    except psutil.NoSuchProcess:  # gone already
+        return None
+
+
+def _link_launch_run(
+    client: mlflow.MlflowClient,
+    launch_run_id: str,
+    run: mlflow.ActiveRun,
+    tag: str,
+    launcher: lifecycle.ProcessIdentity | None,
+) -> None:
+    """Tie the launch run to ``run`` both ways, and give it its launcher's process tags: MLflow's launch runs
+    carry none, so a launcher killed outright left its run RUNNING where no reconciliation would find it."""
     client.set_tag(launch_run_id, tag, run.info.run_id)
+    for key, value in (process_tags(launcher) if launcher is not None else {}).items():
+        client.set_tag(launch_run_id, key, value)
     client.set_tag(
         launch_run_id,
         "mlflow.note.content",
@@ -570,6 +636,19 @@ def _link_launch_run(client: mlflow.MlflowClient, launch_run_id: str, run: mlflo
         f"the resolved parameters, metrics and artifacts, is run {run.info.run_id} in experiment "
         f"{run.info.experiment_id}.",
     )
+
+
+def _end_launch_run(
+    client: mlflow.MlflowClient, launch_run_id: str, launcher: lifecycle.ProcessIdentity, run_id: str, status: int
+) -> None:
+    """End the launch run of a launcher that is gone (stopped by a signal: it ends nothing itself) like the work
+    it started; one that still runs ends its run itself."""
+    if client.get_run(launch_run_id).info.status != RunStatus.to_string(RunStatus.RUNNING):
+        return
+    ended = RunStatus.to_string(status)
+    reason = f"its launcher, `mlflow run` ({launcher.describe()}), was stopped; run {run_id} ended {ended}"
+    client.set_tag(launch_run_id, TAG_END_REASON, reason[:_REASON_CHARS])
+    client.set_terminated(launch_run_id, status=ended)
 
 
 def log_params(params: Mapping[str, Any]) -> None:

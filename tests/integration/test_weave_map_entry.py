@@ -139,7 +139,10 @@ def test_without_arguments_it_maps_the_embedded_canvas(
             "made at px_per_cm=80, the map uses px_per_cm=40",
         ),
         (["--radiograph", "{image}", "--px_per_cm", "80", "--window_cm", "0.5"], "smaller than the model's window"),
-        (["--radiograph", "{image}", "--px_per_cm", "80", "--step"], "unrecognized arguments: --step"),
+        (
+            ["--radiograph", "{image}", "--px_per_cm", "80", "--step"],
+            "unknown option --step (under `mlflow run`: the parameter -P step=…); did you mean --step_cm?",
+        ),
     ],
 )
 def test_bad_input_is_one_line_naming_what_is_wrong(

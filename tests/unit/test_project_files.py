@@ -31,6 +31,8 @@ def test_entry_point_matches_its_parser(entry: str) -> None:
     options = _parser_options(match.group(1))
     used = dict(re.findall(r"(--[\w-]+) \{(\w+)\}", command))
     assert set(used.values()) == set(spec["parameters"]), f"{entry}: every parameter is passed, once"
+    unreachable = sorted(set(options) - set(used) - {"-h", "--help"})
+    assert not unreachable, f"{entry}: options `mlflow run -P` cannot set (add them to MLproject): {unreachable}"
     for option, param in used.items():
         assert option in options, f"{entry}: {option} is not an option of {match.group(1)}"
         default = str(spec["parameters"][param].get("default"))

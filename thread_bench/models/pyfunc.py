@@ -56,7 +56,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 
-from thread_bench import backends, tracking
+from thread_bench import backends, quiet, tracking
 from thread_bench.models import inputs, serving
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class WorkloadPyfunc(PythonModel):
             )
         self.framework = framework
         self.device = resolve_device(framework, settings.get(tracking.PARAM_MODEL_DEVICE), self.backend)
-        self.models = importlib.import_module(architecture.get("models", _REGVGG_MODELS))
+        self.models = quiet.framework_import(architecture.get("models", _REGVGG_MODELS))
         module_name, class_name = architecture.get("config_class", _REGVGG_CONFIG).split(":")
         config = getattr(importlib.import_module(module_name), class_name)(**architecture["model"])
         precision = architecture.get("precision") or _precision_of(architecture["compute_dtype"])
@@ -213,7 +213,7 @@ def choose_keras_backend(recorded: str | None, requested: str | None) -> str:
     previous = os.environ.get("KERAS_BACKEND")
     os.environ["KERAS_BACKEND"] = chosen
     try:
-        importlib.import_module("keras")  # Keras reads the variable now, once; the process's own is put back
+        quiet.framework_import("keras")  # Keras reads the variable now, once; the process's own is put back
     finally:
         if previous is None:
             del os.environ["KERAS_BACKEND"]

@@ -39,7 +39,7 @@ import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
-from thread_bench import cli, cpu_isa, frameworks, lifecycle, measure, store, tracking, workloads
+from thread_bench import cli, cpu_isa, frameworks, lifecycle, measure, quiet, store, tracking, workloads
 from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, TrainConfig, resolve
 from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.frameworks import Framework, Trainer
@@ -79,14 +79,14 @@ class TrainRequest:
 
 def build_parser(framework: Framework) -> argparse.ArgumentParser:
     """Options of ``python -m <framework.entry_module>``, generated from the config dataclasses."""
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog=f"python -m {framework.entry_module}",
         description=f"Train a workload's model with {framework.name} under the shared protocol and log the run to "
         "MLflow. Every option defaults to the profile's value (an empty string also means 'from the profile'); "
         "a workload's options are refused with another workload.",
     )
     workloads.add_option(parser)
-    cli.add_profile_option(parser)
+    cli.add_profile_option(parser, workloads.profiles_for(workloads.default_for(framework.name)))
     cli.add_variant_option(parser)
     cli.add_dataclass_options(parser, TrainConfig)
     for workload in workloads.WORKLOADS.values():
@@ -247,12 +247,13 @@ def run(request: TrainRequest, trainer: Trainer, knobs: dict[str, Any] | None = 
                 "input_pipeline=staged: every step sees one pre-made batch; the timings hold, the losses do not"
             )
         result = trainer.fit(model, data, train, request.options, models=models, on_epoch_end=_report_epoch)
-        _add_validation_scores(result, workload, models, model, data, check=train.input_pipeline != "staged")
-        _log_result(result)
-        product = pyfunc.Product(workload.name, workload.serving, preprocessing, step=result.best_epoch)
-        uri = trainer.log_model(
-            model, models, resolved_model, train.precision, data.val.images[:_EXAMPLE_IMAGES], product
-        )
+        with quiet.native_notices_hidden():  # TensorFlow's notices of scoring and saving (seconds, no output)
+            _add_validation_scores(result, workload, models, model, data, check=train.input_pipeline != "staged")
+            _log_result(result)
+            product = pyfunc.Product(workload.name, workload.serving, preprocessing, step=result.best_epoch)
+            uri = trainer.log_model(
+                model, models, resolved_model, train.precision, data.val.images[:_EXAMPLE_IMAGES], product
+            )
         _link_model_metrics(result, uri)
     _print_summary(result, workload, run_id)
     return run_id

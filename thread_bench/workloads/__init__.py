@@ -292,6 +292,21 @@ def add_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def profiles_for(default: Workload | None = None) -> cli.ProfilesFor:
+    """Where ``--help`` finds a config class' profiles (:func:`thread_bench.cli.add_profile_option`): a workload's
+    own data or model config -> that workload's; a shared one (``TrainConfig``, a framework's options) -> the
+    ``--workload`` on the command line, else ``default`` (else :data:`DEFAULT`)."""
+
+    def profiles(namespace: argparse.Namespace, cls: type) -> Mapping[str, Mapping[str, Mapping[str, Any]]]:
+        for workload in WORKLOADS.values():
+            if cls in (workload.data_config, workload.model_config):
+                return workload.profiles
+        name = getattr(namespace, "workload", None)
+        return (get(name) if name else default or WORKLOADS[DEFAULT]).profiles
+
+    return profiles
+
+
 def options_of(workload: Workload, *, data_prefixed: bool = True) -> set[str]:
     """The option names (destinations) of ``workload``'s data and model configs (a data config's ``seed`` is
     ``data_seed`` in a command that also trains: ``data_prefixed``)."""

@@ -45,6 +45,7 @@ class DigitsDataConfig:
     #: Validation fraction (of the training images) and test fraction (of all images; a directory source uses
     #: its own ``t10k`` files as the test split instead).
     val_fraction: float = 0.1
+    #: Test fraction of the images (ignored for MNIST files, which have their own ``t10k`` test split).
     test_fraction: float = 0.2
 
     def __post_init__(self) -> None:

@@ -36,7 +36,7 @@ from thread_bench.config import TrainConfig, resolve
 from thread_bench.frameworks import Trainer
 from thread_bench.metrics import accuracy, confusion_matrix
 from thread_bench.training.common import ArraySplit, TrainingData, seed_host
-from thread_bench.workloads import Models, digits
+from thread_bench.workloads import Models, digits, profiles_for
 from thread_bench.workloads.digits import keys
 from thread_bench.workloads.digits.config import N_CLASSES, DigitsDataConfig, DigitsModelConfig
 
@@ -280,13 +280,13 @@ def _log_stages(stages: Sequence[Stage], options: PingPongOptions) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m thread_bench.pingpong",
         description="Weight ping-pong on the digits: framework A trains on labels with two classes swapped, its "
         "weights go to framework B, which trains on the true labels, and back, for several rounds; every stage "
         "is scored on both objectives and logged to MLflow with its confusion matrix.",
     )
-    cli.add_profile_option(parser)
+    cli.add_profile_option(parser, profiles_for(WORKLOAD))
     cli.add_dataclass_options(
         parser,
         PingPongOptions,

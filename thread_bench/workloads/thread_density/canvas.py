@@ -28,7 +28,6 @@ fields, so strip boundaries do not change the result.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import itertools
@@ -47,6 +46,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from thread_bench import cli
 from thread_bench.workloads.thread_density.synthetic import (
     ImagingParams,
     _exposure,
@@ -904,10 +904,9 @@ def preview_figure(canvas: WholeCanvas) -> Figure:
 
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = CanvasSpec()
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m thread_bench.workloads.thread_density.canvas",
         description="Render a synthetic whole-canvas radiograph and its exact thread-density maps.",
-        allow_abbrev=False,
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for the image and the truth")
     parser.add_argument("--seed", type=int, default=DEFAULT_CANVAS.seed)

@@ -28,8 +28,9 @@ class DataConfig:
     source: str = "synthetic"
     #: Seeds the synthetic corpus, the augmentation draws and the split by painting.
     seed: int = 0
-    #: Synthetic corpus size (ignored for a user-supplied ``source``).
+    #: Synthetic corpus size in paintings (ignored for a user-supplied ``source``).
     n_paintings: int = 36
+    #: Synthetic corpus size in patches, spread over the paintings (ignored for a user-supplied ``source``).
     n_patches: int = 240
     #: The synthetic corpus's style mix (one of ``STYLE_MIX_NAMES``; ignored for a user-supplied ``source``):
     #: ``training`` varied weaves, yarns and imaging; ``held_out`` styles training never sees; ``classic``
@@ -43,8 +44,9 @@ class DataConfig:
     max_rotation_deg: float = 6.0
     #: Side of the stored images, pixels; ``crop_px`` is resized to it (area interpolation).
     input_size: int = 200
-    #: Validation and test fractions of the patches, assigned whole paintings at a time.
+    #: Validation fraction of the patches, assigned whole paintings at a time.
     val_fraction: float = PAPER_SPLIT_FRACTIONS[1]
+    #: Test fraction of the patches, assigned whole paintings at a time.
     test_fraction: float = PAPER_SPLIT_FRACTIONS[2]
 
     def __post_init__(self) -> None:
@@ -66,12 +68,15 @@ class DataConfig:
 class ModelConfig:
     """The RegVGG network (docs/DESIGN.md §3). Defaults reproduce the reference's 10,166,505 parameters."""
 
+    #: Width of the network: each inception branch's filters and the dense layers' units are multiples of it.
     base_filters: int = 8
     #: The images' side: the prepared data's (``DataConfig.input_size``; profiles state it there, once).
     input_size: int = DataConfig.input_size
+    #: Dropout rate after each of the five pooling stages (element-wise).
     dropout: float = 0.1
     #: BatchNorm momentum in the Keras convention (running = m * running + (1 - m) * batch).
     batchnorm_momentum: float = 0.99
+    #: BatchNorm's epsilon (Keras' default; PyTorch's own is 1e-5).
     batchnorm_eps: float = 1e-3
 
     def __post_init__(self) -> None:

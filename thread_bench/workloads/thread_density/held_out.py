@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from thread_bench import cli
 from thread_bench.progress import Ticker
 from thread_bench.workloads import HeldOut
 from thread_bench.workloads.thread_density import keys, synthetic
@@ -466,7 +467,7 @@ def held_out_test(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m thread_bench.workloads.thread_density.held_out",
         description="Score thread-density models and the FFT on canvases of styles training never saw.",
     )

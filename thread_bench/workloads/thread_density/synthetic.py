@@ -43,7 +43,6 @@ irregularity, thread widths, weave), so splitting by painting keeps a canvas out
 
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import json
@@ -60,6 +59,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
+
+from thread_bench import cli
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -1507,7 +1508,7 @@ def _preview_selection(patches: Sequence[SyntheticPatch]) -> list[SyntheticPatch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m thread_bench.workloads.thread_density.synthetic",
         description="Generate the synthetic canvas corpus.",
     )

@@ -628,7 +628,7 @@ def run_compare(options: CompareOptions, experiment: str | None) -> tuple[Compar
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m thread_bench.weave_compare",
         description="Were two canvases cut from one bolt? Compares the warp density profiles of two weave maps "
         "at every shift and both orientations, gives the best correlation a p-value against phase-randomised "

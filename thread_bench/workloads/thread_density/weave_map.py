@@ -148,9 +148,8 @@ def peak_rss_gib() -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog=PROG,
-        allow_abbrev=False,
         description="Weave maps of a whole radiograph: thread density (and angle) window by window, by the CNN and "
         "by the FFT side by side, written as CSV, .npy arrays and a figure and logged as one MLflow run. Without "
         "--radiograph: the embedded synthetic canvas, scored against its exact truth.",
