@@ -117,7 +117,7 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
         chosen.experiment, run_name=name, tags=tags, launch_link_tag=tracking.TAG_ANALYSIS_RUN_ID
     ) as active:
         tracking.log_params(_analysis_params(settings, chosen.experiment, chosen.digest))
-        evaluations, evaluation_run_ids, candidates = _evaluate_best(
+        evaluations, evaluation_run_ids, candidates, predictions = _evaluate_best(
             chosen.best, chosen.dataset, chosen.experiment, settings
         )
         registration = registry.try_register_best(candidates, experiment=chosen.experiment, promote=settings.promote)
@@ -139,6 +139,7 @@ def run_analysis(settings: AnalysisSettings) -> AnalysisResult:
             seed=settings.seed,
             workload=workload,
             held_out=held_out,
+            predictions=predictions,
         )
         report.write_report(built, out)
         for sentence in report.verdicts(built):
@@ -196,10 +197,12 @@ def _analysis_metrics(n_training_runs: int, n_groups: int, baseline: Baseline | 
 
 def _evaluate_best(
     best: pd.DataFrame, dataset: PreparedDataset, experiment: str, settings: AnalysisSettings
-) -> tuple[pd.DataFrame, dict[str, str], list[registry.Candidate]]:
+) -> tuple[pd.DataFrame, dict[str, str], list[registry.Candidate], pd.DataFrame]:
     """Evaluate each group's best run and log its evaluation run: the evaluations (one row per group), the
-    evaluation runs by group, and the models as candidates for the registry."""
-    rows, run_ids, candidates = [], {}, []
+    evaluation runs by group, the models as candidates for the registry, and a regression's predictions
+    (``group``, ``true``, ``predicted``; empty for a classifier)."""
+    workload = workloads.get(settings.workload)
+    rows, run_ids, candidates, predictions = [], {}, [], []
     for source in best.to_dict("records"):
         evaluation, uri = evaluate.evaluate_run(
             source, dataset, repeats=settings.repeats, batch_size=settings.batch_size
@@ -239,7 +242,13 @@ def _evaluate_best(
                 **_confusion(evaluation),
             }
         )
-    return pd.DataFrame(rows), run_ids, candidates
+        if workload.predicted_vs_true is not None:
+            true, predicted, _ = workload.predicted_vs_true
+            columns = workload.prediction_columns(dataset.test, evaluation.predictions)
+            frame = pd.DataFrame({"true": columns[true], "predicted": columns[predicted]})
+            predictions.append(frame.assign(group=source["group"], seed=source["seed"]))
+    predicted = pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()
+    return pd.DataFrame(rows), run_ids, candidates, predicted
 
 
 def _confusion(evaluation: evaluate.Evaluation) -> dict[str, Any]:

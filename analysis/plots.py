@@ -30,11 +30,13 @@ from thread_bench.workloads import Baseline
 
 _GIB = 1024.0**3
 _PALETTE = "colorblind"
+#: The default workload's loss, as the figures name it (a workload's own: ``Workload.loss_name``).
+LOSS_NAME = "normalised MAE"
 #: How the figures name the two minimal losses of a run.
 _LOSS_NAMES = {tracking.MIN_TRAIN_LOSS: "minimal train", tracking.BEST_VAL_LOSS: "minimal validation"}
 
 
-def learning_curves(history: pd.DataFrame) -> Figure:
+def learning_curves(history: pd.DataFrame, loss_name: str = LOSS_NAME) -> Figure:
     """Training (dashed) and validation (solid) loss per epoch of every run, one panel per group (7-1, 7-5)."""
     groups = _groups(history)
     figure = Figure(figsize=(5.0 * len(groups), 4.0), layout="constrained")
@@ -63,13 +65,13 @@ def learning_curves(history: pd.DataFrame) -> Figure:
         )
         n_runs = frame["run_id"].nunique()
         ax.set_title(f"{name}: {n_runs} run{'s' if n_runs != 1 else ''}")
-        ax.set_ylabel("normalised MAE")
+        ax.set_ylabel(loss_name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle("Training and validation loss per epoch")
     return figure
 
 
-def min_loss_vs_epochs(runs: pd.DataFrame) -> Figure:
+def min_loss_vs_epochs(runs: pd.DataFrame, loss_name: str = LOSS_NAME) -> Figure:
     """Minimal training and validation loss of each run against the epochs it trained (7-2)."""
     long = _minimal_losses(runs, tracking.EPOCHS_TRAINED)
     figure = Figure(figsize=(6.0, 4.0), layout="constrained")
@@ -87,7 +89,7 @@ def min_loss_vs_epochs(runs: pd.DataFrame) -> Figure:
     )
     ax.set_xlabel("epochs trained")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("normalised MAE")
+    ax.set_ylabel(loss_name)
     ax.set_title("Minimal losses vs epochs trained")
     return figure
 
@@ -145,7 +147,7 @@ def epoch_times(history: pd.DataFrame) -> Figure:
     return figure
 
 
-def losses(runs: pd.DataFrame) -> Figure:
+def losses(runs: pd.DataFrame, loss_name: str = LOSS_NAME) -> Figure:
     """Minimal training and validation loss of every run, per group (7-7)."""
     long = _minimal_losses(runs)
     figure = Figure(figsize=(6.0, 4.0), layout="constrained")
@@ -164,7 +166,7 @@ def losses(runs: pd.DataFrame) -> Figure:
         ax=ax,
     )
     ax.set_xlabel("")
-    ax.set_ylabel("normalised MAE")
+    ax.set_ylabel(loss_name)
     ax.set_title("Training and validation loss (minimum of each run)")
     return figure
 
@@ -197,7 +199,7 @@ def prediction_time(evaluations: pd.DataFrame) -> Figure:
     return _per_model_bar(evaluations, tracking.PREDICT_TIME_S, "seconds", "Prediction time on the test split (warm)")
 
 
-def test_loss(evaluations: pd.DataFrame, baseline: Baseline | None = None, loss_name: str = "normalised MAE") -> Figure:
+def test_loss(evaluations: pd.DataFrame, baseline: Baseline | None = None, loss_name: str = LOSS_NAME) -> Figure:
     """Test loss of each group's best model (7-11), with the workload's baseline (the FFT counter) as a dashed line
     when given."""
     figure = _per_model_bar(evaluations, tracking.TEST_LOSS, loss_name, "Test loss of the best model")
@@ -207,6 +209,113 @@ def test_loss(evaluations: pd.DataFrame, baseline: Baseline | None = None, loss_
             baseline.test_loss, color="grey", linestyle="--", label=f"{baseline.name} ({baseline.test_loss:.3g})"
         )
         ax.legend(loc="best")
+    return figure
+
+
+# ------------------------------------------------------------------------ the plots people look for
+
+
+def learning_curves_together(history: pd.DataFrame, loss_name: str = LOSS_NAME) -> Figure:
+    """Every group's validation (solid) and training (dashed) loss per epoch on one axis: the line is the mean
+    over the group's seeds, the band their range, so two frameworks are read against each other directly."""
+    long = history.melt(
+        id_vars=["group", "run_id", "epoch"],
+        value_vars=[tracking.VAL_LOSS, tracking.TRAIN_LOSS],
+        var_name="split",
+        value_name="loss",
+    )
+    long["split"] = long["split"].map({tracking.TRAIN_LOSS: "train", tracking.VAL_LOSS: "validation"})
+    figure = Figure(figsize=(7.0, 4.5), layout="constrained")
+    ax = figure.subplots()
+    sns.lineplot(
+        data=long,
+        x="epoch",
+        y="loss",
+        hue="group",
+        hue_order=_groups(history),
+        style="split",
+        style_order=["validation", "train"],
+        estimator="mean",
+        errorbar=("pi", 100),
+        palette=_PALETTE,
+        ax=ax,
+    )
+    ax.set_ylabel(loss_name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Learning curves of every group (line: mean over seeds; band: their range)")
+    return figure
+
+
+def time_vs_loss(runs: pd.DataFrame, loss_name: str = LOSS_NAME) -> Figure:
+    """Steady-state epoch time against best validation loss, one dot per run and a cross at each group's mean:
+    the trade-off in one picture (lower left is better on both)."""
+    frame = runs.assign(
+        epoch_s=pd.to_numeric(runs[tracking.MEDIAN_EPOCH_TIME_S], errors="coerce"),
+        loss=pd.to_numeric(runs[tracking.BEST_VAL_LOSS], errors="coerce"),
+    )
+    order = _groups(runs)
+    figure = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = figure.subplots()
+    sns.scatterplot(data=frame, x="epoch_s", y="loss", hue="group", hue_order=order, palette=_PALETTE, s=60, ax=ax)
+    means = frame.groupby("group")[["epoch_s", "loss"]].mean()
+    colours = dict(zip(order, sns.color_palette(_PALETTE, len(order)), strict=True))
+    for group, row in means.iterrows():
+        ax.scatter(row["epoch_s"], row["loss"], marker="X", s=160, color=colours[str(group)], edgecolor="black")
+    ax.set_xlabel("steady-state epoch time (s, median of each run)")
+    ax.set_ylabel(f"best validation loss ({loss_name})")
+    ax.set_title("Time per epoch against accuracy (dot: a run; cross: the group's mean)")
+    return figure
+
+
+def memory_over_run(history: pd.DataFrame) -> Figure:
+    """The training process's resident memory at each epoch's peak, every run (7-8 over time): growth across
+    epochs shows a leak or a cache filling up, which a single peak hides."""
+    figure = Figure(figsize=(7.0, 4.5), layout="constrained")
+    ax = figure.subplots()
+    values = pd.to_numeric(history.get(tracking.HOST_RSS_PEAK_BYTES), errors="coerce")
+    if values is None or not np.isfinite(values).any():
+        ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return figure
+    frame = history.assign(gib=values / _GIB, seed=history["seed"].astype(str))
+    sns.lineplot(
+        data=frame,
+        x="epoch",
+        y="gib",
+        hue="group",
+        hue_order=_groups(history),
+        units="run_id",
+        estimator=None,
+        marker="o",
+        palette=_PALETTE,
+        ax=ax,
+    )
+    ax.set_ylabel("host RSS peak of the epoch (GiB)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("Memory over the run (one line per run)")
+    return figure
+
+
+def predicted_vs_true(predictions: pd.DataFrame, unit: str) -> Figure:
+    """Each group's best model on the test split: predicted against true value, one dot per image, the identity
+    dashed; the title gives the mean absolute error in the value's unit. ``predictions``: ``group``, ``true``,
+    ``predicted``."""
+    groups = _groups(predictions)
+    figure = Figure(figsize=(4.5 * len(groups), 4.5), layout="constrained")
+    axes = figure.subplots(1, len(groups), sharex=True, sharey=True, squeeze=False)[0]
+    low = float(min(predictions["true"].min(), predictions["predicted"].min()))
+    high = float(max(predictions["true"].max(), predictions["predicted"].max()))
+    colours = sns.color_palette(_PALETTE, len(groups))
+    for ax, group, colour in zip(axes, groups, colours, strict=True):
+        frame = predictions[predictions["group"] == group]
+        ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+        ax.scatter(frame["true"], frame["predicted"], s=8, alpha=0.4, color=colour)
+        mae = float(np.mean(np.abs(frame["predicted"] - frame["true"])))
+        ax.set_title(f"{group}: MAE {mae:.3g} {unit} ({len(frame):,} images)")
+        ax.set_xlabel(f"true ({unit})")
+        ax.set_ylabel(f"predicted ({unit})")
+        ax.set_aspect("equal")
+    figure.suptitle("Predicted against true on the test split (best model of each group)")
     return figure
 
 

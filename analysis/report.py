@@ -5,11 +5,14 @@
 - ``table.md``, ``table.csv``, ``table.html``: the Table 7-1 equivalent, one column per group;
 - ``runs.csv``, ``history.csv``, ``evaluations.csv``: the data behind it;
 - ``statistics.csv``, ``comparisons.csv``: median/IQR per metric and group; ratio intervals and rank tests;
-- ``figures/*.png`` and ``report.md`` (all of the above with the figures embedded).
+- ``figures/*.png`` and ``report.md`` (all of the above with the figures linked);
+- ``report.html``: the same as one self-contained page, figures embedded, which MLflow's artifact viewer shows.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from markdown_it import MarkdownIt
 from matplotlib.figure import Figure
 
 from analysis import plots, runs, stats
@@ -91,6 +95,8 @@ class Report:
     workload: Workload = field(default_factory=lambda: workloads.get(workloads.DEFAULT))
     #: The best models on data made with settings kept out of training (``Workload.held_out``), if tested.
     held_out: HeldOut | None = None
+    #: A regression's test predictions of each group's best model: ``group``, ``seed``, ``true``, ``predicted``.
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def per_run_table(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
@@ -217,6 +223,7 @@ def build_report(
     seed: int = 0,
     workload: Workload | None = None,
     held_out: HeldOut | None = None,
+    predictions: pd.DataFrame | None = None,
 ) -> Report:
     """Everything the report shows, computed from the selected runs, their histories and evaluations.
 
@@ -226,6 +233,7 @@ def build_report(
         evaluations: one row per group: ``group``, ``seed``, ``source_run_id``, the evaluation metrics.
         seed: seeds the bootstrap.
         workload: what the runs learned (default: the default workload).
+        predictions: a regression's test predictions (``Report.predictions``).
     """
     workload = workload or workloads.get(workloads.DEFAULT)
     per_run = per_run_table(runs, history)
@@ -243,6 +251,7 @@ def build_report(
         context=dict(context or {}),
         workload=workload,
         held_out=held_out,
+        predictions=predictions if predictions is not None else pd.DataFrame(),
     )
 
 
@@ -284,18 +293,25 @@ def _same(a: Any, b: Any) -> bool:
 def figures(report: Report) -> dict[str, Figure]:
     """The report's figures by file stem (the reference's figure numbers in the comments)."""
     per_run, history, evaluations = report.per_run, report.history, report.evaluations
+    loss_name = report.workload.loss_name
     made = {
-        "learning_curves": plots.learning_curves(history),  # 7-1, 7-5
-        "min_loss_vs_epochs": plots.min_loss_vs_epochs(per_run),  # 7-2
+        # What people look for first: the groups against each other on one axis each.
+        "learning_curves_together": plots.learning_curves_together(history, loss_name),
+        "time_vs_loss": plots.time_vs_loss(per_run, loss_name),
+        "memory_over_run": plots.memory_over_run(history),
+        "learning_curves": plots.learning_curves(history, loss_name),  # 7-1, 7-5
+        "min_loss_vs_epochs": plots.min_loss_vs_epochs(per_run, loss_name),  # 7-2
         "training_times": plots.training_times(per_run),  # 7-3
         "epochs_trained": plots.epochs_trained(per_run),  # 7-4
         "epoch_times": plots.epoch_times(history),  # 7-6
-        "losses": plots.losses(per_run),  # 7-7
+        "losses": plots.losses(per_run, loss_name),  # 7-7
         "memory": plots.memory(per_run),  # 7-8, 7-9
     }
     if not evaluations.empty:
         made["prediction_time"] = plots.prediction_time(evaluations)  # 7-10
         made["test_loss"] = plots.test_loss(evaluations, report.baseline, report.workload.loss_name)  # 7-11
+    if not report.predictions.empty and report.workload.predicted_vs_true is not None:
+        made["predicted_vs_true"] = plots.predicted_vs_true(report.predictions, report.workload.predicted_vs_true[2])
     for row in evaluations.to_dict("records") if CONFUSION_COLUMN in evaluations else []:
         title = f"{row['group']}, seed {row['seed']}: test split"
         made[f"confusion_{row['group']}"] = confusion_matrix_figure(np.asarray(row[CONFUSION_COLUMN]), title)
@@ -325,6 +341,8 @@ def write_report(report: Report, directory: str | Path, *, dpi: int = 110) -> li
     write("statistics.csv", report.summary.to_csv(index=False))
     write("comparisons.csv", report.comparisons.to_csv(index=False))
     write("determinism.csv", report.determinism.to_csv(index=False))
+    if not report.predictions.empty:
+        write("predictions.csv", report.predictions.to_csv(index=False))
     figure_paths = {}
     for stem, figure in figures(report).items():
         path = out / "figures" / f"{stem}.png"
@@ -332,6 +350,7 @@ def write_report(report: Report, directory: str | Path, *, dpi: int = 110) -> li
         figure_paths[stem] = path.relative_to(out)
         written.append(path)
     write("report.md", report_markdown(report, figure_paths))
+    write("report.html", report_html(report, out, figure_paths))
     return written
 
 
@@ -345,7 +364,44 @@ def table_html(table: pd.DataFrame) -> str:
     return _formatted(table).to_html(index=False, classes="thread-bench-comparison", border=0) + "\n"
 
 
-def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
+#: The report page's look: readable tables and figures as wide as the page, nothing fetched from elsewhere.
+_HTML_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; line-height: 1.45; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+code { background: #f6f6f6; padding: 0 0.2em; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+"""
+
+
+def report_html(report: Report, directory: Path, figure_paths: Mapping[str, Path]) -> str:
+    """The report as one HTML page with every figure embedded (``data:`` URIs), so that it shows whole in MLflow's
+    artifact viewer, a mail or a browser with nothing beside it; the text is :func:`report_markdown`'s."""
+
+    def embedded(relative: str) -> str:
+        payload = base64.b64encode((directory / relative).read_bytes()).decode("ascii")
+        return f"data:image/png;base64,{payload}"
+
+    body = (
+        MarkdownIt("commonmark", {"html": False})
+        .enable("table")
+        .render(report_markdown(report, figure_paths, link=embedded))
+    )
+    title = html.escape(f"{report.workload.name}: comparison report")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+        f"<style>{_HTML_STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
+    )
+
+
+def report_markdown(
+    report: Report, figure_paths: Mapping[str, Path], *, link: Callable[[str], str] = lambda path: path
+) -> str:
+    """The report in Markdown; ``link`` turns a figure's path (relative to the report folder) into its reference
+    (:func:`report_html` embeds it)."""
     lines = ["# Keras vs PyTorch: comparison report", ""]
     lines += [f"- **{key}**: {value}" for key, value in report.context.items()]
     lines += ["", "## Verdicts", "", *verdict_lines(report)]
@@ -369,14 +425,13 @@ def report_markdown(report: Report, figure_paths: Mapping[str, Path]) -> str:
         lines += [f"- {line}" for line in report.held_out.lines]
         lines += ["", report.held_out.markdown.rstrip()]
         figures_ = [name for name in report.held_out.files if name.endswith(".png")]
-        lines += [f"![held-out {Path(name).stem}]({HELD_OUT_DIR}/{name})" for name in figures_]
-    lines += ["", "## Statistics across seeds", "", markdown_table(_summary_wide(report.summary)), ""]
-    lines += _comparison_lines(report.comparisons)
+        lines += [f"![held-out {Path(name).stem}]({link(f'{HELD_OUT_DIR}/{name}')})" for name in figures_]
+    lines += ["", "## Statistics across seeds", "", *_statistics_lines(report)]
     lines += ["", "## The cost of determinism", "", *_determinism_lines(report.determinism)]
     if figure_paths:
         lines += ["", "## Figures", ""]
         for stem, path in figure_paths.items():
-            lines += [f"![{stem.replace('_', ' ')}]({path.as_posix()})", ""]
+            lines += [f"![{stem.replace('_', ' ')}]({link(path.as_posix())})", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -440,6 +495,20 @@ def held_out_verdicts(report: Report) -> list[str]:
         )
         lines.append(called.sentence)
     return lines
+
+
+def _statistics_lines(report: Report) -> list[str]:
+    """Medians, quartiles, ratio intervals and rank tests where every group has the seeds they need
+    (:data:`analysis.stats.MIN_SEEDS_FOR_VERDICT`); otherwise what n there is and what n is needed."""
+    counts = report.per_run.groupby("group").size()
+    if counts.empty or counts.min() < stats.MIN_SEEDS_FOR_VERDICT:
+        have = ", ".join(f"{group} {n}" for group, n in counts.items())
+        return [
+            f"Not computed: runs per group: {have}. A median with its interquartile range, a bootstrap interval "
+            f"and a rank test need at least {stats.MIN_SEEDS_FOR_VERDICT} seeds in every group; a study with "
+            f"`-P seeds={stats.MIN_SEEDS_FOR_VERDICT}` or more gives them. The per-run values are in `runs.csv`."
+        ]
+    return [markdown_table(_summary_wide(report.summary)), "", *_comparison_lines(report.comparisons)]
 
 
 def _comparison_lines(comparisons: pd.DataFrame) -> list[str]:

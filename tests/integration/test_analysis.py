@@ -285,6 +285,47 @@ def test_report_has_a_column_per_framework_and_every_file(experiment: str, tmp_p
     assert comparison["loss_verdict"].startswith(f"{tracking.BEST_VAL_LOSS}: ") and comparison["loss_verdict"] in text
 
 
+def test_the_html_report_embeds_every_figure_and_the_plots_people_look_for(experiment: str, tmp_path: Path) -> None:
+    """report.html stands alone (MLflow's artifact viewer shows one file): every figure is inside it; and the
+    figures include the groups on one axis, time against loss, memory over the run and predicted against true."""
+    for seed in range(3):
+        fabricate_run("keras", seed, experiment=experiment, epoch_time_s=1.0)
+        fabricate_run("torch", seed, experiment=experiment, epoch_time_s=2.0)
+    chosen = selected(experiment)
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(10, 30, 50)
+    predictions = pd.concat(
+        [pd.DataFrame({"group": group, "seed": 0, "true": truth, "predicted": truth + rng.normal(0, 1, 50)})
+         for group in ("keras", "torch")]
+    )  # fmt: skip
+    built = report.build_report(
+        chosen, runs.load_histories(chosen), fake_evaluations(runs.best_per_group(chosen)), predictions=predictions
+    )
+    out = tmp_path / "report"
+    written = {path.relative_to(out).as_posix() for path in report.write_report(built, out)}
+
+    stems = set(report.figures(built))
+    assert {"learning_curves_together", "time_vs_loss", "memory_over_run", "predicted_vs_true"} <= stems
+    assert "predictions.csv" in written and "report.html" in written
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(stems)  # each figure, inside the page
+    assert 'src="figures/' not in page and "<table>" in page and "<h2>Verdicts</h2>" in page
+    assert "![" not in page  # rendered, not Markdown shown as text
+
+
+def test_statistics_across_seeds_wait_for_enough_seeds(experiment: str, tmp_path: Path) -> None:
+    for seed in range(2):
+        fabricate_run("keras", seed, experiment=experiment)
+        fabricate_run("torch", seed, experiment=experiment)
+    chosen = selected(experiment)
+    built = report.build_report(chosen, runs.load_histories(chosen), fake_evaluations(runs.best_per_group(chosen)))
+    report.write_report(built, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    section = text.split("## Statistics across seeds")[1].split("##")[0]
+    assert "Not computed: runs per group: keras 2, torch 2" in section and "at least 3 seeds" in section
+    assert "Mann" not in section and "IQR" not in section
+
+
 def test_the_report_reads_the_logged_times_and_older_runs_show_not_measured(experiment: str) -> None:
     fabricate_run("keras", 0, experiment=experiment, epoch_time_s=1.0)
     fabricate_run("torch", 0, experiment=experiment, epoch_time_s=2.0, logged_before_pass_times=True)

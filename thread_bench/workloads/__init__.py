@@ -169,6 +169,9 @@ class Workload:
     #: The module through which its logged models answer a user (:mod:`thread_bench.models.serving` says what it
     #: has; that module itself is the generic one: gray-level images of the model's side in, raw outputs out).
     serving: str = "thread_bench.models.serving"
+    #: A regression's ``(true column, predicted column, unit)`` of :attr:`prediction_columns`: the report then plots
+    #: predicted against true (a classifier has its confusion matrices instead).
+    predicted_vs_true: tuple[str, str, str] | None = None
 
     @property
     def frameworks(self) -> tuple[str, ...]:

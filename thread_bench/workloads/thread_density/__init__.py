@@ -129,4 +129,5 @@ WORKLOAD = Workload(
     held_out=held_out_test,
     source_marker="index.csv",
     serving="thread_bench.workloads.thread_density.serving",
+    predicted_vs_true=("label_threads_per_cm", "prediction_threads_per_cm", "threads/cm"),
 )
