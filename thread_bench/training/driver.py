@@ -39,7 +39,7 @@ import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 
-from thread_bench import cli, cpu_isa, frameworks, lifecycle, measure, quiet, store, tracking, workloads
+from thread_bench import cli, cpu_isa, frameworks, lifecycle, measure, progress, quiet, store, tracking, workloads
 from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, TrainConfig, resolve
 from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.frameworks import Framework, Trainer
@@ -246,7 +246,14 @@ def run(request: TrainRequest, trainer: Trainer, knobs: dict[str, Any] | None = 
             log.warning(
                 "input_pipeline=staged: every step sees one pre-made batch; the timings hold, the losses do not"
             )
-        result = trainer.fit(model, data, train, request.options, models=models, on_epoch_end=_report_epoch)
+        label = f"{trainer.FRAMEWORK} seed {train.seed}"
+        with progress.EpochProgress(train.epochs, label) as live:  # a live line on a terminal only
+
+            def on_epoch_end(record: EpochRecord) -> None:
+                live.epoch_done()
+                _report_epoch(record)
+
+            result = trainer.fit(model, data, train, request.options, models=models, on_epoch_end=on_epoch_end)
         with quiet.native_notices_hidden():  # TensorFlow's notices of scoring and saving (seconds, no output)
             _add_validation_scores(result, workload, models, model, data, check=train.input_pipeline != "staged")
             _log_result(result)

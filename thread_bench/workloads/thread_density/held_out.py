@@ -189,13 +189,13 @@ def fft_estimates(windows: Windows) -> np.ndarray:
 def cnn_estimates(predict: Predict, windows: Windows, *, batch: int = 256, label: str = "model") -> np.ndarray:
     """``(N, 2)`` densities (vertical, horizontal) by a model, through its own preprocessing."""
     estimates = np.full((len(windows.images), 2), np.nan)
-    ticker = Ticker("held_out", f"{label} windows", len(windows.images), every_s=10.0)
-    for first in range(0, len(windows.images), batch):
-        chunk = list(windows.images[first : first + batch])
-        answer = predict(pd.DataFrame({"image": chunk, "px_per_cm": windows.px_per_cm}))
-        estimates[first : first + len(chunk), 0] = np.asarray(answer["density_v"], dtype=np.float64)
-        estimates[first : first + len(chunk), 1] = np.asarray(answer["density_h"], dtype=np.float64)
-        ticker.advance(len(chunk))
+    with Ticker("held_out", f"{label} windows", len(windows.images), every_s=10.0) as ticker:
+        for first in range(0, len(windows.images), batch):
+            chunk = list(windows.images[first : first + batch])
+            answer = predict(pd.DataFrame({"image": chunk, "px_per_cm": windows.px_per_cm}))
+            estimates[first : first + len(chunk), 0] = np.asarray(answer["density_v"], dtype=np.float64)
+            estimates[first : first + len(chunk), 1] = np.asarray(answer["density_h"], dtype=np.float64)
+            ticker.advance(len(chunk))
     return estimates
 
 

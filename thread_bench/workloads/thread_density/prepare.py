@@ -46,6 +46,7 @@ from thread_bench.data.prepared import (
     canonical_json,
     load_prepared,
 )
+from thread_bench.progress import Ticker
 from thread_bench.workloads.thread_density import corpus, keys, synthetic
 from thread_bench.workloads.thread_density.config import DataConfig
 from thread_bench.workloads.thread_density.counting import CountingError, ThreadDensity, count_threads
@@ -404,10 +405,14 @@ def _write_splits(
     reasons: Counter[str] = Counter()
     ordered = [(split, record) for split in SPLITS for record in rows[split]]
     tasks = [(corpus_dir, record, config) for _, record in ordered]
-    with contextlib.closing(_map(prepare_patch, tasks, workers)) as outputs:  # closed (pool ended) on any exit
+    with (
+        contextlib.closing(_map(prepare_patch, tasks, workers)) as outputs,  # closed (pool ended) on any exit
+        Ticker("preprocessing", "patches", len(tasks), every_s=10.0) as ticker,
+    ):
         for (split, record), output in zip(ordered, outputs, strict=True):
             mismatches += _report_mismatches(corpus_dir, record, output.density_mismatches)
             _collect(output, split, record, writers, skipped_patches, reasons)
+            ticker.advance()
     splits = {split: writer.close() for split, writer in writers.items()}
     for split, summary in splits.items():
         if summary["n"] == 0:

@@ -61,6 +61,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from thread_bench import cli
+from thread_bench.progress import Ticker
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -1341,7 +1342,7 @@ def write_corpus(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the corpus is ordinary data
-        _write_files(staging, generate_corpus(n_paintings, n_patches, seed, mix=mix))
+        _write_files(staging, generate_corpus(n_paintings, n_patches, seed, mix=mix), n_patches)
         (staging / SETTINGS_NAME).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
         try:
             os.replace(staging, out_dir)  # atomic; fails if out_dir is a non-empty directory
@@ -1378,51 +1379,62 @@ def _existing_corpus(out_dir: Path, settings: Mapping[str, object]) -> bool:
     return True
 
 
-def _write_files(directory: Path, patches: Iterator[SyntheticPatch]) -> None:
+#: A corpus index row, and a styles row (the columns of ``INDEX_COLUMNS`` and ``STYLES_COLUMNS``).
+_Row = tuple[str, ...]
+
+
+def _write_files(directory: Path, patches: Iterator[SyntheticPatch], total: int) -> None:
     (directory / "images").mkdir()
     (directory / "masks").mkdir()
-    rows = []
-    styles = []
-    for patch in patches:
-        extension = ".png" if patch.image.dtype == np.uint8 else ".tiff"
-        image_path = f"images/{patch.patch_id}{extension}"
-        h_path = f"masks/{patch.patch_id}_h.png"
-        v_path = f"masks/{patch.patch_id}_v.png"
-        _write_image(directory / image_path, patch.image)
-        _write_image(directory / h_path, patch.h_mask.astype(np.uint8) * 255)
-        _write_image(directory / v_path, patch.v_mask.astype(np.uint8) * 255)
-        # repr() is the shortest string that round-trips the float: exact and deterministic.
-        rows.append(
-            (
-                patch.painting_id,
-                patch.patch_id,
-                image_path,
-                h_path,
-                v_path,
-                repr(patch.px_per_cm),
-                repr(patch.density_h),
-                repr(patch.density_v),
-            )
-        )
-        style = patch.style if patch.style is not None else PatchStyle(source_px_per_cm=patch.px_per_cm)
-        styles.append(
-            (
-                patch.patch_id,
-                style.weave,
-                style.profile,
-                style.imaging,
-                repr(style.source_px_per_cm),
-                repr(patch.occluded_share),
-                "+".join(patch.artefacts),
-                repr(patch.canvas.irregularity_v) if patch.canvas is not None else "",
-                repr(patch.canvas.irregularity_h) if patch.canvas is not None else "",
-            )
-        )
+    rows: list[_Row] = []
+    styles: list[_Row] = []
+    with Ticker("preprocessing", "synthetic patches", total, every_s=10.0) as ticker:
+        for patch in patches:
+            _write_patch(directory, patch, rows, styles)
+            ticker.advance()
     for name, columns, table in ((INDEX_NAME, INDEX_COLUMNS, rows), (STYLES_NAME, STYLES_COLUMNS, styles)):
         with open(directory / name, "w", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(columns)
             writer.writerows(table)
+
+
+def _write_patch(directory: Path, patch: SyntheticPatch, rows: list[_Row], styles: list[_Row]) -> None:
+    """Write a patch's image and masks; append its index row and its styles row."""
+    extension = ".png" if patch.image.dtype == np.uint8 else ".tiff"
+    image_path = f"images/{patch.patch_id}{extension}"
+    h_path = f"masks/{patch.patch_id}_h.png"
+    v_path = f"masks/{patch.patch_id}_v.png"
+    _write_image(directory / image_path, patch.image)
+    _write_image(directory / h_path, patch.h_mask.astype(np.uint8) * 255)
+    _write_image(directory / v_path, patch.v_mask.astype(np.uint8) * 255)
+    # repr() is the shortest string that round-trips the float: exact and deterministic.
+    rows.append(
+        (
+            patch.painting_id,
+            patch.patch_id,
+            image_path,
+            h_path,
+            v_path,
+            repr(patch.px_per_cm),
+            repr(patch.density_h),
+            repr(patch.density_v),
+        )
+    )
+    style = patch.style if patch.style is not None else PatchStyle(source_px_per_cm=patch.px_per_cm)
+    styles.append(
+        (
+            patch.patch_id,
+            style.weave,
+            style.profile,
+            style.imaging,
+            repr(style.source_px_per_cm),
+            repr(patch.occluded_share),
+            "+".join(patch.artefacts),
+            repr(patch.canvas.irregularity_v) if patch.canvas is not None else "",
+            repr(patch.canvas.irregularity_h) if patch.canvas is not None else "",
+        )
+    )
 
 
 def _write_image(path: Path, array: np.ndarray) -> None:

@@ -311,31 +311,29 @@ def measure(
         return image[top : top + side, left : left + side]
 
     started = time.perf_counter()
-    ticker = Ticker("weave_map", "FFT windows", len(places)) if progress else None
     failed = 0
-    for row, col in places:
-        try:
-            counted = fft_measure(window(row, col), grid.px_per_cm, FFT_SETTINGS)
-        except ValueError:  # a CountingError, or a constant window that passed the blank test: nothing to count
-            failed += 1
-        else:
-            maps[FFT_V][row, col], maps[FFT_H][row, col] = counted.vertical, counted.horizontal
-            maps[ANGLE_V][row, col], maps[ANGLE_H][row, col] = counted.angle_v_deg, counted.angle_h_deg
-        if ticker is not None:
+    with Ticker("weave_map", "FFT windows", len(places), enabled=progress) as ticker:
+        for row, col in places:
+            try:
+                counted = fft_measure(window(row, col), grid.px_per_cm, FFT_SETTINGS)
+            except ValueError:  # a CountingError, or a constant window that passed the blank test: nothing to count
+                failed += 1
+            else:
+                maps[FFT_V][row, col], maps[FFT_H][row, col] = counted.vertical, counted.horizontal
+                maps[ANGLE_V][row, col], maps[ANGLE_H][row, col] = counted.angle_v_deg, counted.angle_h_deg
             ticker.advance()
     timings["fft_s"] = time.perf_counter() - started
     reasons["fft_failed"] = failed
 
     if predict is not None:
         started = time.perf_counter()
-        ticker = Ticker("weave_map", "CNN windows", len(places)) if progress else None
-        for first in range(0, len(places), batch_windows):
-            batch = places[first : first + batch_windows]
-            request = pd.DataFrame({"image": [window(row, col) for row, col in batch], PX_PER_CM: grid.px_per_cm})
-            answer = predict(request)
-            for (row, col), density_v, density_h in zip(batch, answer[DENSITY_V], answer[DENSITY_H], strict=True):
-                maps[CNN_V][row, col], maps[CNN_H][row, col] = density_v, density_h
-            if ticker is not None:
+        with Ticker("weave_map", "CNN windows", len(places), enabled=progress) as ticker:
+            for first in range(0, len(places), batch_windows):
+                batch = places[first : first + batch_windows]
+                request = pd.DataFrame({"image": [window(row, col) for row, col in batch], PX_PER_CM: grid.px_per_cm})
+                answer = predict(request)
+                for (row, col), v, h in zip(batch, answer[DENSITY_V], answer[DENSITY_H], strict=True):
+                    maps[CNN_V][row, col], maps[CNN_H][row, col] = v, h
                 ticker.advance(len(batch))
         timings["cnn_s"] = time.perf_counter() - started
     return WeaveMap(grid=grid, valid=valid, maps=maps, invalid_reasons=reasons, timings=timings)
