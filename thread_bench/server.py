@@ -13,6 +13,13 @@ folder or an S3-compatible store (``MLFLOW_S3_ENDPOINT_URL`` and the AWS variabl
 It prints the URI to give the clients (``MLFLOW_TRACKING_URI=http://HOST:PORT``) and runs until Ctrl-C or
 SIGTERM, then stops both servers.
 
+**What it starts, it stops.** ``mlflow server`` runs in a process group of its own (its uvicorn workers are
+spawned and reparented, so stopping the one process left them holding the port), and that group is ended
+whole on every exit: Ctrl-C, SIGTERM, the server's own death, or the death of its PostgreSQL, which the team
+server watches (each ends it with one line saying which; it does not restart them: a server that died once
+is looked at before it is trusted again). A port already in use is refused before anything starts, by trying
+to bind it (a ``/health`` check would be answered by whatever holds the port).
+
 **Schema.** A database whose MLflow schema is older than this MLflow's is refused with one line that says
 how to upgrade it (``mlflow db upgrade``, after a backup), unless ``--upgrade`` asks for that here; a new,
 empty database gets the schema when the server starts.
@@ -24,6 +31,8 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,8 +97,21 @@ class LocalPostgres:
             engine.dispose()
 
     def stop(self) -> None:
-        if self.server is not None:
+        if self.server is None:
+            return
+        try:
             self.server.cleanup()
+        except Exception as error:  # already dead (killed under us): pg_ctl's complaint is no news
+            log.debug("PostgreSQL in %s: %s", self.data_dir, _one_line(error))
+
+    def alive(self) -> bool:
+        """Whether PostgreSQL still runs on ``data_dir`` (its postmaster's pid file names a live process)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir)
+        return info is not None and bool(info.is_running())
 
 
 def start_postgres(data_dir: Path) -> LocalPostgres:
@@ -176,7 +198,48 @@ class TrackingServer:
     log_path: Path | None
 
     def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM to the server's whole process group, ``grace_s`` to exit, then SIGKILL to what is left of the
+        group (workers that outlived their parent would keep the port)."""
+        group = self.process.pid  # its own session: the group's id is its pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
         lifecycle.stop_child(self.process, grace_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on, naming what, before anything starts.
+
+    Raises:
+        StoreError: the port is taken (or the address cannot be bound here).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise StoreError(
+                f"port {port} on {host} is in use{_listener(port)} ({error.strerror}): stop that process or pass "
+                "another --port"
+            ) from None
+
+
+def _listener(port: int) -> str:
+    """`` by pid N (command)`` for the process listening on ``port``, when this user may see it."""
+    import psutil
+
+    try:
+        for connection in psutil.net_connections(kind="inet"):
+            if connection.status == psutil.CONN_LISTEN and connection.laddr and connection.laddr.port == port:
+                if connection.pid is None:
+                    return ""
+                command = " ".join(psutil.Process(connection.pid).cmdline())[:120]
+                return f" by pid {connection.pid} ({command})"
+    except (psutil.Error, OSError):
+        pass
+    return ""
 
 
 def server_command(
@@ -218,12 +281,19 @@ def start_tracking_server(
     if "://" not in artifacts_destination:
         Path(artifacts_destination).mkdir(parents=True, exist_ok=True)
         artifacts_destination = str(Path(artifacts_destination).resolve())
+    check_port_free(host, port)
     command = server_command(
         backend_uri, artifacts_destination, host=host, port=port, workers=workers, allowed_hosts=allowed_hosts
     )
     environment = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     output: IO[bytes] | None = log_path.open("ab") if log_path is not None else None
-    process = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT if output else None)
+    process = subprocess.Popen(  # a session (and process group) of its own: TrackingServer.stop ends all of it
+        command,
+        env=environment,
+        stdout=output,
+        stderr=subprocess.STDOUT if output else None,
+        start_new_session=True,
+    )
     if output is not None:
         output.close()  # the child holds its own descriptor
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -298,6 +368,7 @@ def start_team_server(
     Raises:
         StoreError: one line: PostgreSQL did not start, an old schema, the server did not start.
     """
+    check_port_free(host, port)  # before PostgreSQL starts for nothing
     directory.mkdir(parents=True, exist_ok=True)
     postgres = None if backend_uri else start_postgres(directory / "postgres")
     try:
@@ -369,8 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{team.artifacts}); clients: export MLFLOW_TRACKING_URI={team.tracking.url}",
                 flush=True,
             )
-            status = team.tracking.process.wait()
-            print(f"mlflow server exited with status {status}{_log_tail(team.tracking.log_path)}", file=sys.stderr)
+            print(watch(team), file=sys.stderr)
             return 1
         except KeyboardInterrupt as interrupt:
             print(f"stopping ({lifecycle.describe_stop(interrupt)})", file=sys.stderr)
@@ -379,6 +449,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             if team is not None:
                 with lifecycle.deferred_signals():
                     team.stop()
+
+
+#: How often the team server looks at its two servers.
+WATCH_INTERVAL_S = 1.0
+
+
+def watch(team: TeamServer, interval_s: float = WATCH_INTERVAL_S) -> str:
+    """Wait until the tracking server exits or its PostgreSQL dies; return the line that says which (the caller
+    then stops what is left)."""
+    while True:
+        status = team.tracking.process.poll()
+        if status is not None:
+            return f"mlflow server exited with status {status}{_log_tail(team.tracking.log_path)}; stopping"
+        if team.postgres is not None and not team.postgres.alive():
+            return (
+                f"PostgreSQL ({team.postgres.data_dir}) stopped under the tracking server: stopping it too; "
+                f"clients get a refused connection, not a server answering 503 (start the team server again)"
+            )
+        time.sleep(interval_s)
 
 
 @contextlib.contextmanager
