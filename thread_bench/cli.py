@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from thread_bench import lifecycle, quiet, tracking
+from thread_bench import lifecycle, quiet, store, tracking
 from thread_bench.config import (
     DEFAULT_PROFILE,
     DEFAULT_VARIANT,
@@ -364,7 +364,23 @@ def guarded(parser: argparse.ArgumentParser, work: Callable[[], T], *, interrupt
             raise  # fail exits; for the type checker
         except KeyboardInterrupt as interrupt:
             print(f"{parser.prog}: interrupted ({lifecycle.describe_stop(interrupt)}){interrupted}", file=sys.stderr)
+            if tracking.UNENDED:
+                print(f"{parser.prog}: {tracking.ending_note()}", file=sys.stderr)
             return lifecycle.exit_status(interrupt), None
+        except Exception as error:
+            if not report_lost_store(parser, error):
+                raise
+            return 1, None
+
+
+def report_lost_store(parser: argparse.ArgumentParser, error: BaseException) -> bool:
+    """Print one line when ``error`` means the tracking server stopped answering (:func:`store.unreachable`),
+    with what became of the runs; False (nothing printed) for any other error."""
+    line = store.unreachable(error)
+    if line is None:
+        return False
+    print(f"{parser.prog}: {line}; {tracking.ending_note()}", file=sys.stderr)
+    return True
 
 
 def fail(parser: argparse.ArgumentParser, error: Exception) -> None:

@@ -7,8 +7,9 @@ oneDNN custom operations are on…``, twice per process. :func:`framework_import
 descriptor caught and lets through every line but those (a ``W``arning, an ``E``rror or a Python traceback
 passes); ``--verbose`` (the root logger at DEBUG, :func:`thread_bench.cli.configure_logging`) shows them all.
 MLflow's informational lines about its own machinery (creating the store's tables, starting and stopping the
-system-metrics monitor, checking an input example) are held back the same way (:func:`quiet_loggers`); its
-other lines (a run's link on a tracking server) and every warning still show.
+system-metrics monitor, checking an input example) are held back the same way (:func:`quiet_loggers`), and
+urllib3's warning per retry becomes one line; MLflow's other lines (a run's link on a tracking server) and its
+warnings still show.
 """
 
 from __future__ import annotations
@@ -71,17 +72,46 @@ def framework_import(name: str) -> ModuleType:
         return importlib.import_module(name)
 
 
-#: Loggers whose informational lines are about the library's machinery, not the user's work.
-NOTICE_LOGGERS = (
-    "alembic",
-    "mlflow.store.db.utils",
-    "mlflow.system_metrics.system_metrics_monitor",
-    "mlflow.pyfunc",
-    "mlflow.models.model",
-)
+#: Loggers whose lines below the level given are about the library's machinery, not the user's work (the
+#: system-metrics thread warns on every sample it cannot send to a server that is gone).
+NOTICE_LOGGERS = {
+    "alembic": logging.WARNING,
+    "mlflow.store.db.utils": logging.WARNING,
+    "mlflow.system_metrics.system_metrics_monitor": logging.ERROR,
+    "mlflow.pyfunc": logging.WARNING,
+    "mlflow.models.model": logging.WARNING,
+}
+
+
+class _FirstRetryOnly(logging.Filter):
+    """urllib3 warns once per retry of every request (a dozen lines while MLflow gives a dead server up): the
+    first becomes one line saying what is going on, the others are dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Retrying"):
+            return True
+        if self.said:
+            return False
+        self.said = True
+        retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLflow's default number of")
+        record.msg, record.args = f"a request to the tracking server failed; retrying ({retries} retries at most)", ()
+        return True
+
+
+_RETRIES = _FirstRetryOnly()
 
 
 def quiet_loggers(verbose_run: bool) -> None:
-    """:data:`NOTICE_LOGGERS` at WARNING, or back to their parents' level with ``--verbose``."""
-    for name in NOTICE_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose_run else logging.WARNING)
+    """:data:`NOTICE_LOGGERS` at their levels and urllib3's retries as one line, or everything with ``--verbose``."""
+    for name, level in NOTICE_LOGGERS.items():
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose_run else level)
+    connections = logging.getLogger("urllib3.connectionpool")
+    _RETRIES.said = False
+    if verbose_run:
+        connections.removeFilter(_RETRIES)
+    else:
+        connections.addFilter(_RETRIES)

@@ -595,17 +595,58 @@ def _classify(error: BaseException) -> tuple[int, str]:
     return RunStatus.FAILED, f"{type(error).__name__}: {message}"[:_REASON_CHARS]
 
 
+#: Runs this process could not end because the tracking server stopped answering: they stay RUNNING until a
+#: command reaches the store again and reconciles them (their process is gone: KILLED).
+UNENDED: list[str] = []
+
+
 def _end_run(client: mlflow.MlflowClient, run: mlflow.ActiveRun, status: int, reason: str | None) -> None:
+    """Give ``run`` its end status (and reason). Unless it FINISHED, with MLflow's quick retry settings
+    (:func:`store.quick_calls`): after SIGTERM or a lost server the process ends within seconds. A server that
+    does not answer leaves the run RUNNING, noted in :data:`UNENDED` (the entry point says so), and this
+    process's side of it (the active-run stack, the system-metrics thread) ended all the same."""
     run_id = run.info.run_id
-    if reason is not None:
-        client.set_tag(run_id, TAG_END_REASON, reason)
-    active = mlflow.active_run()
-    if active is not None and active.info.run_id == run_id:
-        mlflow.end_run(RunStatus.to_string(status))  # also stops system metrics and flushes async logging
-    else:
-        client.set_terminated(run_id, status=RunStatus.to_string(status))
+    with store.quick_calls() if status != RunStatus.FINISHED else contextlib.nullcontext():
+        try:
+            if reason is not None:
+                client.set_tag(run_id, TAG_END_REASON, reason)
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == run_id:
+                mlflow.end_run(RunStatus.to_string(status))  # also stops system metrics and flushes async logging
+            else:
+                client.set_terminated(run_id, status=RunStatus.to_string(status))
+        except Exception as error:
+            if store.unreachable(error) is None:
+                raise
+            _drop_local_run(run_id)
+            UNENDED.append(run_id)
+            return
     if status == RunStatus.KILLED:
         log.warning("interrupted (%s): run %s marked KILLED", reason, run_id)
+
+
+def _drop_local_run(run_id: str) -> None:
+    """Forget ``run_id`` in this process without the server: off MLflow's active-run stack, its system-metrics
+    thread stopped (it would go on sending to a server that is gone)."""
+    from mlflow.tracking import fluent
+
+    while (active := mlflow.active_run()) is not None and active.info.run_id == run_id:
+        fluent._active_run_stack.get().pop()
+    monitor = fluent.run_id_to_system_metrics_monitor.pop(run_id, None)
+    if monitor is not None:
+        with contextlib.suppress(Exception):  # its last send fails quickly (quick_calls): nothing to add
+            monitor.finish()
+
+
+def ending_note() -> str:
+    """What became of the runs this process started, for an entry point's last line."""
+    if not UNENDED:
+        return "no MLflow run is left RUNNING"
+    runs = ", ".join(UNENDED)
+    return (
+        f"run {runs} is left RUNNING (the tracking server did not answer); the next command that reaches the store "
+        "marks it KILLED"
+    )
 
 
 def _launcher() -> lifecycle.ProcessIdentity | None:

@@ -18,11 +18,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import psutil
 import pytest
 
 from conftest import free_port, short_tmp_dir
-from thread_bench import server
+from thread_bench import server, store, tracking
 from thread_bench.store import StoreError
 
 pytestmark = pytest.mark.system
@@ -115,6 +116,82 @@ def test_when_mlflow_server_dies_its_workers_go_too_and_the_port_is_free(team_di
     mlflow_server.send_signal(signal.SIGKILL)  # the leader only: its workers are orphaned, still in its group
     stderr = _ended(team, pgid, port)
     assert "mlflow server exited with status -9" in stderr and "; stopping" in stderr
+
+
+def _training(url: str, data: Path, log: Path, experiment: str) -> subprocess.Popen[str]:
+    """A smoke training with many epochs against ``url``, its output in ``log``."""
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": url, "THREAD_BENCH_DATA": str(data)}
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", *store.HTTP_RETRIES):
+        environment.pop(name, None)  # the suite's own retry settings, as a user gets them
+    command = [sys.executable, "-m", "thread_bench.torch_train", "--profile", "smoke", "--epochs", "500"]
+    command += ["--patience", "500", "--threads", "1", "--experiment", experiment]
+    with log.open("w") as output:
+        return subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(log: Path, text: str, process: subprocess.Popen[str], timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def test_a_training_whose_server_dies_ends_in_one_line_and_keeps_every_epoch_it_logged(
+    team_dir: Path, tmp_path: Path
+) -> None:
+    """Killing the tracking server mid-training: the training used to print nothing for 10.6 min, then 89 lines
+    of tracebacks. Now it gives up within MLflow's bounded retries (store.HTTP_RETRIES: about 30 s) with one line
+    naming the server; a second training, sent SIGTERM meanwhile, ends within seconds and does not claim its run
+    was ended. After a restart every epoch printed before the fault is in the store, and the runs are reconciled."""
+    team, port, mlflow_server = _start(team_dir)
+    url = f"http://127.0.0.1:{port}"
+    first = _training(url, tmp_path / "data", tmp_path / "first.log", "faults")
+    _wait_for(tmp_path / "first.log", "epoch   0 ", first)  # the dataset is ready: the second reuses it
+    second = _training(url, tmp_path / "data", tmp_path / "second.log", "faults")
+    try:
+        _wait_for(tmp_path / "first.log", "epoch   3 ", first)
+        _wait_for(tmp_path / "second.log", "epoch   1 ", second)
+        mlflow_server.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        _ended(team, mlflow_server.pid, port)  # the team server stops its PostgreSQL too
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+        stopped_after = time.monotonic() - killed_at
+        first.wait(timeout=120)
+        failed_after = time.monotonic() - killed_at
+    finally:
+        for process in (first, second):
+            if process.poll() is None:
+                process.kill()
+    first_log, second_log = (tmp_path / "first.log").read_text(), (tmp_path / "second.log").read_text()
+    assert first.returncode == 1 and "Traceback" not in first_log, first_log[-3000:]
+    assert failed_after < 90, failed_after  # MLflow's own settings took 10 minutes
+    after = first_log.strip().split("\nepoch ")[-1].splitlines()[1:]  # what came after the last epoch's line
+    assert len(after) == 2 and "retrying (5 retries at most)" in after[0], after  # not a screen of retries
+    last = after[-1]
+    assert last.startswith(f"python -m thread_bench.torch_train: the tracking server {url} stopped answering (")
+    assert "is left RUNNING (the tracking server did not answer); the next command that reaches the store" in last
+    assert second.returncode == 143 and stopped_after < 40 and "Traceback" not in second_log, second_log[-3000:]
+    assert "no MLflow run is left RUNNING" not in second_log and "is left RUNNING" in second_log
+
+    team, port, _ = _start(team_dir)  # restarted: the same database
+    try:
+        mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
+        experiment = mlflow.get_experiment_by_name("faults")
+        assert experiment is not None
+        runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+        trainings = [run for run in runs if run.data.tags.get(tracking.TAG_ROLE) == tracking.ROLE_TRAIN]
+        assert len(trainings) == 2 and {run.info.status for run in trainings} == {"RUNNING"}
+        for run, log in zip(sorted(trainings, key=lambda r: r.info.start_time), (first_log, second_log), strict=True):
+            printed = sum(line.startswith("epoch ") for line in log.splitlines())
+            steps = {m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, tracking.VAL_LOSS)}
+            assert set(range(printed)) <= steps  # every epoch printed was logged first: none lost
+        assert sorted(tracking.reconcile_runs([experiment.experiment_id])) == sorted(r.info.run_id for r in trainings)
+        assert {mlflow.get_run(r.info.run_id).info.status for r in trainings} == {"KILLED"}
+    finally:
+        mlflow.set_tracking_uri(None)
+        team.send_signal(signal.SIGTERM)
+        team.communicate(timeout=60)
 
 
 def test_when_postgresql_dies_the_tracking_server_is_stopped_saying_so(team_dir: Path) -> None:

@@ -60,11 +60,28 @@ def test_what_was_caught_is_written_back_when_the_block_fails(
 
 
 def test_library_machinery_is_shown_only_with_verbose() -> None:
+    tables = logging.getLogger("mlflow.store.db.utils")
     monitor = logging.getLogger("mlflow.system_metrics.system_metrics_monitor")
     try:
         quiet.quiet_loggers(False)
-        assert not monitor.isEnabledFor(logging.INFO) and monitor.isEnabledFor(logging.WARNING)
+        assert not tables.isEnabledFor(logging.INFO) and tables.isEnabledFor(logging.WARNING)
+        assert not monitor.isEnabledFor(logging.WARNING) and monitor.isEnabledFor(logging.ERROR)
         quiet.quiet_loggers(True)
-        assert monitor.level == logging.NOTSET  # the level of its parents again
+        assert tables.level == monitor.level == logging.NOTSET  # the level of their parents again
+    finally:
+        quiet.quiet_loggers(True)
+
+
+def test_urllib3s_retries_are_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    connections = logging.getLogger("urllib3.connectionpool")
+    try:
+        quiet.quiet_loggers(False)
+        with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+            for left in range(5):
+                connections.warning("Retrying (%s) after connection broken by %r: %s", left, "refused", "/api")
+            connections.warning("Connection pool is full, discarding connection")  # not a retry: kept
+        messages = [record.getMessage() for record in caplog.records]
+        assert len(messages) == 2 and messages[1] == "Connection pool is full, discarding connection"
+        assert messages[0].startswith("a request to the tracking server failed; retrying (")
     finally:
         quiet.quiet_loggers(True)

@@ -488,7 +488,11 @@ def main(argv: Sequence[str] | None, framework: Framework) -> int:
             except FloatingPointError as error:  # diverged: the run is marked FAILED; the cause is one line
                 print(f"{parser.prog}: {error}; the run is marked FAILED", file=sys.stderr)
                 return 1
+            except Exception as error:
+                if not cli.report_lost_store(parser, error):
+                    raise
+                return 1
         except KeyboardInterrupt as interrupt:
-            print(f"interrupted ({lifecycle.describe_stop(interrupt)}): no MLflow run is left RUNNING", file=sys.stderr)
+            print(f"interrupted ({lifecycle.describe_stop(interrupt)}): {tracking.ending_note()}", file=sys.stderr)
             return lifecycle.exit_status(interrupt)
     return 0
