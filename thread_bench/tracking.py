@@ -328,15 +328,24 @@ def experiment_name(given: str | None, default: str = DEFAULT_EXPERIMENT) -> str
 DEFAULT_EXPERIMENT_ID = "0"
 
 
+#: The experiment ``mlflow run`` put its launch run in, as the environment said when this process started:
+#: MLflow hands it to the entry point as ``MLFLOW_EXPERIMENT_ID`` beside ``MLFLOW_RUN_ID``. Read once, at import,
+#: because ``mlflow.set_experiment`` later writes ``MLFLOW_EXPERIMENT_ID`` into the process's own environment.
+_LAUNCH_EXPERIMENT_ID = os.environ.get("MLFLOW_EXPERIMENT_ID") if os.environ.get("MLFLOW_RUN_ID") else None
+
+
 def launch_experiment() -> str | None:
     """The name of the experiment ``mlflow run --experiment-name`` (or ``--experiment-id``) chose for its launch
-    run, which MLflow hands the entry point as ``MLFLOW_EXPERIMENT_ID`` next to ``MLFLOW_RUN_ID``; ``None``
-    outside ``mlflow run``, or when the launcher was given no experiment (its ``Default``): the workload's own
-    experiment is then the better home, and :func:`tracked_run` says how to bring the launch run along."""
-    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
-    if not os.environ.get("MLFLOW_RUN_ID") or not experiment_id or experiment_id == DEFAULT_EXPERIMENT_ID:
+    run; ``None`` outside ``mlflow run``, when the launcher was given no experiment (its ``Default``: the
+    workload's own experiment is then the better home, and :func:`tracked_run` says how to bring the launch run
+    along), or when the store does not know it."""
+    if _LAUNCH_EXPERIMENT_ID is None or _LAUNCH_EXPERIMENT_ID == DEFAULT_EXPERIMENT_ID:
         return None
-    return str(mlflow.MlflowClient().get_experiment(experiment_id).name)
+    try:
+        return str(mlflow.MlflowClient().get_experiment(_LAUNCH_EXPERIMENT_ID).name)
+    except MlflowException as error:
+        log.debug("the launch run's experiment %s: %s", _LAUNCH_EXPERIMENT_ID, error)
+        return None
 
 
 #: Attempts at finding or creating an experiment when other processes create it at the same moment.

@@ -33,12 +33,13 @@ def test_an_experiment_made_elsewhere_gets_the_kind_unless_one_was_chosen(tracki
 
 
 def _launched(monkeypatch: pytest.MonkeyPatch, experiment: str | None) -> str:
-    """Set the environment `mlflow run` gives its entry point; returns the launch run's id."""
+    """What `mlflow run` gives its entry point: MLFLOW_RUN_ID, and MLFLOW_EXPERIMENT_ID as the process started
+    with it (tracking reads it at import); returns the launch run's id."""
     client = mlflow.MlflowClient()
     experiment_id = client.create_experiment(experiment) if experiment else tracking.DEFAULT_EXPERIMENT_ID
     launch = client.create_run(experiment_id)
     monkeypatch.setenv("MLFLOW_RUN_ID", launch.info.run_id)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", str(experiment_id))
+    monkeypatch.setattr(tracking, "_LAUNCH_EXPERIMENT_ID", str(experiment_id))
     return launch.info.run_id
 
 
@@ -57,8 +58,11 @@ def test_the_default_experiment_of_the_launcher_is_not_chosen(
 ) -> None:
     _launched(monkeypatch, None)
     assert tracking.experiment_name(None, "workload-default") == "workload-default"
-    monkeypatch.delenv("MLFLOW_RUN_ID")  # outside `mlflow run`, an experiment id in the environment is no launcher's
+    # mlflow.set_experiment writes MLFLOW_EXPERIMENT_ID into the process's environment: no launcher's choice.
+    monkeypatch.setattr(tracking, "_LAUNCH_EXPERIMENT_ID", None)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", mlflow.MlflowClient().create_experiment("elsewhere"))
+    assert tracking.experiment_name(None, "workload-default") == "workload-default"
+    monkeypatch.setattr(tracking, "_LAUNCH_EXPERIMENT_ID", "12345")  # a store that does not know it: no failure
     assert tracking.experiment_name(None, "workload-default") == "workload-default"
 
 
