@@ -19,6 +19,11 @@ from thread_bench.data.prepared import MANIFEST, PreparedDataset
 from thread_bench.workloads import Workload
 
 
+class PreparationError(ValueError):
+    """The data could not be prepared (a damaged image, a bad row, a missing file): one line naming it, wherever
+    it was raised, a preparation worker process included (whose traceback is not the user's business)."""
+
+
 def prepare_and_log(
     config: Any,
     root: str | Path | None = None,
@@ -33,9 +38,15 @@ def prepare_and_log(
     workload's); log a ``preprocess`` run when one is built.
 
     Called inside an active run (a training run), the preprocess run is its child.
+
+    Raises:
+        PreparationError: bad input data, in one line.
     """
     workload = workload or workloads.get(workloads.DEFAULT)
-    result = workload.prepare(config, root, workers)
+    try:
+        result = workload.prepare(config, root, workers)
+    except (ValueError, FileNotFoundError) as error:  # a worker's arrives with its RemoteTraceback chained
+        raise PreparationError(" ".join(str(error).split())) from None
     if result.built or always_log:
         nested = mlflow.active_run() is not None
         experiment = tracking.experiment_name(experiment, workload.experiment)

@@ -144,3 +144,22 @@ def test_a_diverging_training_ends_in_one_line_and_a_failed_run(
     ]
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.info.status == "FAILED"
+
+
+def test_a_damaged_image_found_by_a_preparation_worker_is_one_line_and_a_failed_run(
+    tracking_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dataset is built by worker processes: a damaged PNG there used to reach a training's user as 73 lines
+    (a RemoteTraceback and two tracebacks) where the preprocessing entry point gave one."""
+    from corpus_helpers import write_grid_corpus
+
+    corpus = write_grid_corpus(tmp_path / "corpus", n_paintings=4, patches_per_painting=2)  # 8 tasks: a pool
+    (corpus / "p2_0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a header, then nothing
+    argv = ["--profile", "smoke", "--source", str(corpus), "--subpatches_per_patch", "2", "--experiment", "damaged"]
+    assert torch_train.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("python -m thread_bench.torch_train: error: ")
+    assert "p2_0.png is not a readable PNG/TIFF image" in lines[-1] and lines[-1].endswith("the run is marked FAILED")
+    assert not any("Traceback" in line for line in lines)
+    runs = mlflow.search_runs(experiment_names=["damaged"], output_format="list")
+    assert runs and {run.info.status for run in runs} == {"FAILED"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
+import shutil
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -221,6 +223,41 @@ def test_existing_complete_corpus_is_reused_not_rewritten(
     assert write_corpus(written_corpus, seed=7, n_paintings=N_PAINTINGS, n_patches=N_PATCHES) == written_corpus
     with pytest.raises(ValueError, match="holds a synthetic corpus with settings"):
         write_corpus(written_corpus, seed=8, n_paintings=N_PAINTINGS, n_patches=N_PATCHES)
+
+
+def _damaged_copy(written_corpus: Path, target: Path) -> Path:
+    """A copy of the corpus with one image truncated, as a full disk or a killed copy leaves it."""
+    shutil.copytree(written_corpus, target)
+    image = next(path for path in sorted((target / "images").iterdir()) if path.suffix == ".png")
+    image.write_bytes(image.read_bytes()[:100])
+    return target
+
+
+def test_a_damaged_corpus_is_refused_naming_it(written_corpus: Path, tmp_path: Path) -> None:
+    damaged = _damaged_copy(written_corpus, tmp_path / "damaged")
+    with pytest.raises(ValueError, match=f"the synthetic corpus {damaged} changed since it was written"):
+        write_corpus(damaged, seed=7, n_paintings=N_PAINTINGS, n_patches=N_PATCHES)
+
+
+def test_a_damaged_or_unverifiable_cache_is_written_again(
+    written_corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The preparation's own corpus (cache=True) is rebuilt, byte for byte, rather than prepared from damage."""
+    damaged = _damaged_copy(written_corpus, tmp_path / "damaged")
+    with caplog.at_level(logging.WARNING):
+        assert write_corpus(damaged, seed=7, n_paintings=N_PAINTINGS, n_patches=N_PATCHES, cache=True) == damaged
+    assert _files(damaged) == _files(written_corpus)
+    assert "changed since it was written" in caplog.text and "writing it again" in caplog.text
+    older = tmp_path / "older"  # written before the digest existed
+    shutil.copytree(written_corpus, older)
+    (older / synthetic.CONTENT_NAME).unlink()
+    write_corpus(older, seed=7, n_paintings=N_PAINTINGS, n_patches=N_PATCHES, cache=True)
+    assert _files(older) == _files(written_corpus)
+    stale = tmp_path / "stale"  # other settings in the cache's folder: written again with these
+    write_corpus(stale, seed=8, n_paintings=N_PAINTINGS, n_patches=N_PATCHES)
+    write_corpus(stale, seed=7, n_paintings=N_PAINTINGS, n_patches=N_PATCHES, cache=True)
+    assert _files(stale) == _files(written_corpus)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["damaged", "older", "stale"]  # nothing set aside
 
 
 def test_incomplete_directory_is_refused(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, TrainConfig
 from thread_bench.data.prepared import DamagedDatasetError, PreparedDataset, load_prepared
 from thread_bench.frameworks import Framework, Trainer
 from thread_bench.models import pyfunc
-from thread_bench.preparation import prepare_and_log
+from thread_bench.preparation import PreparationError, prepare_and_log
 from thread_bench.training.common import EpochRecord, TrainingData, TrainResult, seed_host
 from thread_bench.training.options import FrameworkOptions
 from thread_bench.workloads import Models, Workload
@@ -488,6 +488,9 @@ def main(argv: Sequence[str] | None, framework: Framework) -> int:
             except FloatingPointError as error:  # diverged: the run is marked FAILED; the cause is one line
                 print(f"{parser.prog}: {error}; the run is marked FAILED", file=sys.stderr)
                 return 1
+            except PreparationError as error:  # bad data, found while the run's dataset was prepared
+                print(f"{parser.prog}: error: {error}; the run is marked FAILED", file=sys.stderr)
+                return 2
             except Exception as error:
                 if not cli.report_lost_store(parser, error):
                     raise

@@ -144,6 +144,7 @@ def _resolve_source(config: DataConfig, root: Path) -> Path:
             n_patches=config.n_patches,
             seed=config.seed,
             mix=synthetic.STYLE_MIXES[config.styles],
+            cache=True,  # the preparation's own: checked on every reuse, written again when damaged or stale
         )
     directory = Path(config.source)
     if not directory.is_dir():

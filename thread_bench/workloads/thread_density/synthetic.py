@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -62,6 +64,8 @@ from scipy.ndimage import gaussian_filter1d
 
 from thread_bench import cli
 from thread_bench.progress import Ticker
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -86,6 +90,8 @@ SIXTEEN_BIT_EVERY = 3
 INDEX_NAME = "index.csv"
 #: Written next to ``index.csv``: the generator settings, so an existing corpus can be checked for reuse.
 SETTINGS_NAME = "synthetic.json"
+#: Written last: the SHA-256 of every other file of the corpus, checked whenever the corpus is reused.
+CONTENT_NAME = "content.sha256"
 #: Bump when the generator's output changes for the same seed (existing corpora are then rejected).
 GENERATOR_VERSION = 2
 INDEX_COLUMNS = ("painting_id", "patch_id", "image", "h_mask", "v_mask", "px_per_cm", "density_h", "density_v")
@@ -1317,14 +1323,16 @@ def write_corpus(
     n_patches: int = DEFAULT_N_PATCHES,
     seed: int = 0,
     mix: StyleMix = TRAINING_MIX,
+    cache: bool = False,
 ) -> Path:
     """Write the corpus in the raw-corpus format (docs/DESIGN.md §2.1) to ``out_dir``; return ``out_dir``.
 
     Atomic: the corpus is built in a hidden sibling directory and renamed into place, so ``out_dir`` either
     does not exist or holds a complete corpus. If ``out_dir`` already holds a complete corpus written with
-    the same settings (the style mix included) it is returned untouched; one with other settings raises
-    ``ValueError``. The same arguments give byte-identical files. Besides ``index.csv``, ``styles.csv``
-    records each patch's style.
+    the same settings (the style mix included) and its files are as written (:data:`CONTENT_NAME`), it is
+    returned untouched; otherwise ``ValueError`` names what differs, or, for a ``cache`` (the corpus the
+    preparation makes for itself), a warning says so and the corpus is written again. The same arguments give
+    byte-identical files. Besides ``index.csv``, ``styles.csv`` records each patch's style.
     """
     out_dir = Path(out_dir)
     settings = {
@@ -1336,7 +1344,7 @@ def write_corpus(
         "px_per_cm": DEFAULT_PX_PER_CM,
         "mix": mix.as_dict(),
     }
-    if _existing_corpus(out_dir, settings):
+    if _existing_corpus(out_dir, settings, cache=cache):
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
@@ -1344,11 +1352,12 @@ def write_corpus(
         staging.chmod(0o755)  # mkdtemp makes it private; the corpus is ordinary data
         _write_files(staging, generate_corpus(n_paintings, n_patches, seed, mix=mix), n_patches)
         (staging / SETTINGS_NAME).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        (staging / CONTENT_NAME).write_text(content_digest(staging) + "\n")
         try:
             os.replace(staging, out_dir)  # atomic; fails if out_dir is a non-empty directory
         except OSError:
             # Another process may have finished the same corpus first; that one is as good as ours.
-            if _existing_corpus(out_dir, settings):
+            if _existing_corpus(out_dir, settings, cache=cache):
                 return out_dir
             raise
     finally:
@@ -1357,26 +1366,73 @@ def write_corpus(
     return out_dir
 
 
-def _existing_corpus(out_dir: Path, settings: Mapping[str, object]) -> bool:
-    """True if ``out_dir`` is a complete corpus with ``settings``; False if it is absent or empty."""
+def _existing_corpus(out_dir: Path, settings: Mapping[str, object], *, cache: bool = False) -> bool:
+    """True if ``out_dir`` is a complete corpus with ``settings`` and its files as written; False if it is absent
+    or empty, or (``cache``) was set aside to be written again.
+
+    Raises:
+        ValueError: (not ``cache``) incomplete, other settings, or files changed since they were written.
+    """
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         return False
+    problem = _corpus_problem(out_dir, settings, cache=cache)
+    if problem is None:
+        return True
+    if not cache:
+        raise ValueError(problem)
+    log.warning("%s: writing it again", problem)
+    _discard(out_dir)
+    return False
+
+
+def _corpus_problem(out_dir: Path, settings: Mapping[str, object], *, cache: bool) -> str | None:
+    """Why ``out_dir`` is not the corpus of ``settings`` as written, or None."""
     settings_path = out_dir / SETTINGS_NAME
     if not (settings_path.is_file() and (out_dir / INDEX_NAME).is_file()):
-        raise ValueError(
+        return (
             f"{out_dir} exists but is not a complete synthetic corpus (no {INDEX_NAME} / {SETTINGS_NAME}); "
             "remove it or choose another directory"
         )
-    existing = json.loads(settings_path.read_text())
+    try:
+        existing = json.loads(settings_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        existing = None
     if existing != settings:
-        existing_mix = existing.get("mix", {}).get("name", "classic (generator version 1)")
+        existing_mix = existing.get("mix", {}).get("name", "classic (generator version 1)") if existing else "?"
         wanted = settings.get("mix")
         wanted_mix = wanted.get("name") if isinstance(wanted, dict) else wanted
-        raise ValueError(
+        return (
             f"{out_dir} holds a synthetic corpus with settings {existing} (style mix {existing_mix!r}), "
             f"expected {settings} (style mix {wanted_mix!r})"
         )
-    return True
+    recorded_path = out_dir / CONTENT_NAME
+    if not recorded_path.is_file():  # written before the digest existed: a cache is rebuilt, a user's kept
+        return f"{out_dir} has no {CONTENT_NAME} to check its files against" if cache else None
+    if recorded_path.read_text().strip() != content_digest(out_dir):
+        return (
+            f"the synthetic corpus {out_dir} changed since it was written (its files' SHA-256 differs from "
+            f"{CONTENT_NAME}): a file is damaged, missing or added"
+        )
+    return None
+
+
+def content_digest(directory: Path) -> str:
+    """SHA-256 of every file under ``directory`` but :data:`CONTENT_NAME`, names and bytes, in name order."""
+    hasher = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != CONTENT_NAME):
+        hasher.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        hasher.update(path.read_bytes())
+    return hasher.hexdigest()
+
+
+def _discard(directory: Path) -> None:
+    """Remove ``directory``: renamed aside first (atomic), so no other process reads it half removed."""
+    aside = directory.with_name(f".{directory.name}.discarded-{os.getpid()}")
+    try:
+        os.replace(directory, aside)
+    except FileNotFoundError:  # another process set it aside first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 #: A corpus index row, and a styles row (the columns of ``INDEX_COLUMNS`` and ``STYLES_COLUMNS``).
