@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-if .venv/bin/python -c "import thread_bench, torch, keras, tensorflow, jax, mlflow, pytest, ray, pgserver, psycopg2, tifffile, imagecodecs" 2>/dev/null; then
+if .venv/bin/python -c "import thread_bench, torch, keras, tensorflow, jax, mlflow, pytest, ray, pgserver, psycopg2, tifffile, imagecodecs, flask_wtf" 2>/dev/null; then
     exit 0
 fi
 "$python" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version}"'

@@ -20,6 +20,16 @@ server watches (each ends it with one line saying which; it does not restart the
 is looked at before it is trusted again). A port already in use is refused before anything starts, by trying
 to bind it (a ``/health`` check would be answered by whatever holds the port).
 
+**A login.** ``--auth`` runs MLflow's own authentication (``--app-name basic-auth``): every request but
+``/health`` needs a user and password (HTTP basic auth), kept in a database of their own (``mlflow_auth`` on the
+team server's PostgreSQL, else ``DIR/auth/users.db``); the user ``admin`` is created at the first start with the
+password in ``MLFLOW_AUTH_ADMIN_PASSWORD``, or one generated into ``DIR/auth/admin-password`` (readable by its
+owner only; so is ``DIR/auth/secret-key``, which signs the login forms). Signed-in users may log to any
+experiment (``default_permission = EDIT``); deleting others' work takes MANAGE, which the admin grants. Clients
+set ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD`` (or ``~/.mlflow/credentials``). The server
+refuses to listen beyond this machine (``--host 0.0.0.0``) without ``--auth``, unless told
+``--insecure-no-auth``.
+
 **Schema.** A database whose MLflow schema is older than this MLflow's is refused with one line that says
 how to upgrade it (``mlflow db upgrade``, after a backup), unless ``--upgrade`` asks for that here; a new,
 empty database gets the schema when the server starts.
@@ -29,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -49,6 +61,10 @@ log = logging.getLogger(__name__)
 
 #: The database the tracking server keeps its store in, on a PostgreSQL server of its own.
 DATABASE = "mlflow"
+#: ... and its users and permissions, with ``--auth``.
+AUTH_DATABASE = "mlflow_auth"
+#: The user MLflow's authentication creates at its first start.
+ADMIN_USER = "admin"
 #: Seconds the tracking server may take to answer ``/health`` after its start (schema creation included).
 START_TIMEOUT_S = 120.0
 DEFAULT_PORT = 5000
@@ -242,6 +258,60 @@ def _listener(port: int) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class Auth:
+    """MLflow's basic-auth app for the server: its configuration file and the admin's password."""
+
+    config_path: Path
+    admin_password: str
+    #: Signs the login forms' CSRF tokens (MLflow refuses to start the app without one); one per team server.
+    secret_key: str
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.config_path),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secret_key,
+        }
+
+
+def prepare_auth(directory: Path, database_uri: str) -> Auth:
+    """Write ``directory/basic_auth.ini`` (users in ``database_uri``; signed-in users may edit) and find the admin's
+    password: ``MLFLOW_AUTH_ADMIN_PASSWORD``, else ``directory/admin-password``, generated at the first start."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    password = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD") or _secret(directory / "admin-password")
+    secret_key = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or _secret(directory / "secret-key")
+    config = directory / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = EDIT\n"
+        f"database_uri = {database_uri}\n"
+        f"admin_username = {ADMIN_USER}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    config.chmod(0o600)
+    return Auth(config, password, secret_key)
+
+
+def _secret(path: Path) -> str:
+    """The secret kept in ``path`` (its owner's only), made at the first call."""
+    if not path.is_file():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
+
+
 def server_command(
     backend_uri: str,
     artifacts_destination: str,
@@ -250,13 +320,16 @@ def server_command(
     port: int,
     workers: int,
     allowed_hosts: str | None = None,
+    auth: bool = False,
 ) -> list[str]:
-    """The ``mlflow server`` command line: PostgreSQL backend, proxied artifacts."""
+    """The ``mlflow server`` command line: PostgreSQL backend, proxied artifacts, with ``auth`` MLflow's login."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri]
     command += ["--serve-artifacts", "--artifacts-destination", artifacts_destination]
     command += ["--host", host, "--port", str(port), "--workers", str(workers)]
     if allowed_hosts:
         command += ["--allowed-hosts", allowed_hosts]
+    if auth:
+        command += ["--app-name", "basic-auth"]
     return command
 
 
@@ -270,6 +343,7 @@ def start_tracking_server(
     allowed_hosts: str | None = None,
     log_path: Path | None = None,
     timeout_s: float = START_TIMEOUT_S,
+    auth: Auth | None = None,
 ) -> TrackingServer:
     """Start ``mlflow server`` and wait until it answers ``/health``.
 
@@ -283,9 +357,16 @@ def start_tracking_server(
         artifacts_destination = str(Path(artifacts_destination).resolve())
     check_port_free(host, port)
     command = server_command(
-        backend_uri, artifacts_destination, host=host, port=port, workers=workers, allowed_hosts=allowed_hosts
+        backend_uri,
+        artifacts_destination,
+        host=host,
+        port=port,
+        workers=workers,
+        allowed_hosts=allowed_hosts,
+        auth=auth is not None,
     )
     environment = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    environment.update(auth.environment() if auth is not None else {})
     output: IO[bytes] | None = log_path.open("ab") if log_path is not None else None
     process = subprocess.Popen(  # a session (and process group) of its own: TrackingServer.stop ends all of it
         command,
@@ -342,6 +423,7 @@ class TeamServer:
     postgres: LocalPostgres | None
     backend_uri: str
     artifacts: str
+    auth: Auth | None = None
 
     def stop(self) -> None:
         try:
@@ -361,6 +443,7 @@ def start_team_server(
     artifacts_destination: str | None = None,
     allowed_hosts: str | None = None,
     upgrade: bool = False,
+    auth: bool = False,
 ) -> TeamServer:
     """PostgreSQL (unless ``backend_uri``), the schema check, then ``mlflow server`` (log in
     ``directory/mlflow-server.log``).
@@ -374,6 +457,13 @@ def start_team_server(
     try:
         uri = backend_uri or (postgres.uri() if postgres else "")
         check_schema(uri, upgrade=upgrade)
+        login = None
+        if auth:
+            if postgres is not None:
+                postgres.create_database(AUTH_DATABASE)
+            users_file = (directory / "auth" / "users.db").resolve()
+            users = postgres.uri(AUTH_DATABASE) if postgres else f"sqlite:///{users_file}"
+            login = prepare_auth(directory / "auth", users)
         artifacts = artifacts_destination or str(directory / "artifacts")
         tracking = start_tracking_server(
             uri,
@@ -383,12 +473,13 @@ def start_team_server(
             workers=workers,
             allowed_hosts=allowed_hosts,
             log_path=directory / "mlflow-server.log",
+            auth=login,
         )
     except BaseException:
         if postgres is not None:
             postgres.stop()
         raise
-    return TeamServer(tracking, postgres, uri, artifacts)
+    return TeamServer(tracking, postgres, uri, artifacts, login)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,6 +502,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="Host headers the server accepts besides localhost and private addresses (its DNS-rebinding guard)",
     )
     parser.add_argument("--upgrade", action="store_true", help="upgrade an older MLflow schema (after a backup!)")
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="require a login (MLflow's basic-auth app; the admin's password in DIR/auth/admin-password)",
+    )
+    parser.add_argument(
+        "--insecure-no-auth",
+        dest="insecure_no_auth",
+        action="store_true",
+        help="listen beyond this machine without a login (anyone who reaches the port may write and delete)",
+    )
     cli.add_verbose_option(parser)
     return parser
 
@@ -418,6 +520,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = cli.start(parser, argv)
+    if not is_loopback(args.host) and not args.auth and not args.insecure_no_auth:
+        cli.fail(
+            parser,
+            ValueError(
+                f"--host {args.host} serves every machine that can reach this one, and without a login anyone "
+                "could write and delete runs: add --auth, or --insecure-no-auth on a network you trust"
+            ),
+        )
     with lifecycle.stop_on_signals():
         team = None
         try:
@@ -431,13 +541,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     artifacts_destination=args.artifacts_destination,
                     allowed_hosts=args.allowed_hosts,
                     upgrade=args.upgrade,
+                    auth=args.auth,
                 )
             except StoreError as error:
                 cli.fail(parser, error)
                 return 2
+            login = (
+                f"; login: user {ADMIN_USER}, password in {team.auth.config_path.parent / 'admin-password'} (or "
+                "MLFLOW_AUTH_ADMIN_PASSWORD); clients also export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+                if team.auth is not None
+                else ""
+            )
             print(
                 f"tracking server {team.tracking.url} (backend {_hide_password(team.backend_uri)}, artifacts "
-                f"{team.artifacts}); clients: export MLFLOW_TRACKING_URI={team.tracking.url}",
+                f"{team.artifacts}); clients: export MLFLOW_TRACKING_URI={team.tracking.url}{login}",
                 flush=True,
             )
             print(watch(team), file=sys.stderr)

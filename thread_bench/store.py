@@ -145,6 +145,13 @@ def _probe_http(uri: str) -> None:
             f"tracking store {uri} is unreachable ({_root_cause(str(error))}); start the tracking server or "
             "point MLFLOW_TRACKING_URI elsewhere"
         ) from None
+    if response.status_code == 401:
+        given = (
+            "the login in MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD was refused"
+            if os.environ.get("MLFLOW_TRACKING_USERNAME")
+            else "export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or write ~/.mlflow/credentials)"
+        )
+        raise StoreError(f"tracking store {uri} asks for a login (HTTP 401): {given}")
     if response.status_code != 200:
         text = " ".join(response.text.split())[:200]
         raise StoreError(f"tracking store {uri} answered HTTP {response.status_code} to {endpoint} ({text})")

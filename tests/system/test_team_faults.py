@@ -200,3 +200,81 @@ def test_when_postgresql_dies_the_tracking_server_is_stopped_saying_so(team_dir:
     os.kill(postmaster, signal.SIGKILL)
     stderr = _ended(team, mlflow_server.pid, port)
     assert f"PostgreSQL ({(team_dir / 'postgres').resolve()}) stopped under the tracking server" in stderr
+
+
+# ------------------------------------------------------------------------------------------------ a login
+
+
+def test_beyond_this_machine_without_a_login_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "thread_bench.server", "--dir", str(tmp_path / "team"), "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "python -m thread_bench.server: error: --host 0.0.0.0 serves every machine that can reach this one, and "
+        "without a login anyone could write and delete runs: add --auth, or --insecure-no-auth on a network you trust"
+    ]
+    assert not (tmp_path / "team").exists()
+
+
+def test_with_auth_writes_and_deletes_need_a_login_and_a_training_logs_with_one(tmp_path: Path) -> None:
+    """MLflow's own basic-auth app: no credentials, no write and no delete (401); the admin's password, generated
+    at the first start and readable by its owner only, lets a training log as any client would."""
+    import requests
+
+    directory = short_tmp_dir("tb-auth-")
+    port = free_port()
+    command = [sys.executable, "-m", "thread_bench.server", "--dir", str(directory), "--port", str(port), "--auth"]
+    team = subprocess.Popen([*command, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert team.stdout is not None
+        line = team.stdout.readline()
+        assert line.startswith("tracking server http://") and "login: user admin, password in" in line, line
+        url = f"http://127.0.0.1:{port}"
+        password_file = directory / "auth" / "admin-password"
+        assert password_file.stat().st_mode & 0o777 == 0o600
+        admin = ("admin", password_file.read_text().strip())
+        api = f"{url}/api/2.0/mlflow"
+        assert requests.post(f"{api}/experiments/create", json={"name": "x"}, timeout=30).status_code == 401
+        created = requests.post(f"{api}/experiments/create", json={"name": "x"}, auth=admin, timeout=30)
+        assert created.status_code == 200
+        experiment_id = created.json()["experiment_id"]
+        deleted = requests.post(f"{api}/experiments/delete", json={"experiment_id": experiment_id}, timeout=30)
+        assert deleted.status_code == 401
+        assert requests.get(f"{url}/health", timeout=30).status_code == 200  # the health check needs no login
+        alice = ("alice", "a-team-members-password")  # a user the admin adds, as README says
+        assert requests.post(
+            f"{api}/users/create", json={"username": alice[0], "password": alice[1]}, auth=admin, timeout=30
+        ).ok
+        own = requests.post(f"{api}/experiments/create", json={"name": "alice's"}, auth=alice, timeout=30)
+        assert own.status_code == 200  # a signed-in user may log
+        others = requests.post(
+            f"{api}/experiments/delete", json={"experiment_id": experiment_id}, auth=alice, timeout=30
+        )
+        assert others.status_code == 403  # but not delete someone else's work
+
+        environment = {**os.environ, "MLFLOW_TRACKING_URI": url, "THREAD_BENCH_DATA": str(tmp_path / "data")}
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+            environment.pop(name, None)
+        train = [sys.executable, "-m", "thread_bench.torch_train", "--profile", "smoke", "--experiment", "auth"]
+        refused = subprocess.run(train, env=environment, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2
+        assert f"tracking store {url} asks for a login (HTTP 401): export MLFLOW_TRACKING_USERNAME" in refused.stderr
+        environment |= {"MLFLOW_TRACKING_USERNAME": admin[0], "MLFLOW_TRACKING_PASSWORD": admin[1]}
+        trained = subprocess.run(train, env=environment, capture_output=True, text=True, timeout=300)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        found = requests.get(
+            f"{api}/experiments/get-by-name", params={"experiment_name": "auth"}, auth=admin, timeout=30
+        )
+        runs = requests.post(
+            f"{api}/runs/search", json={"experiment_ids": [found.json()["experiment"]["experiment_id"]]}, auth=admin,
+            timeout=30,
+        ).json()["runs"]  # fmt: skip
+        assert any(run["info"]["status"] == "FINISHED" and run["data"].get("metrics") for run in runs)
+    finally:
+        team.send_signal(signal.SIGTERM)
+        team.communicate(timeout=60)
+        shutil.rmtree(directory, ignore_errors=True)
