@@ -7,6 +7,11 @@ Two failure modes this exists for:
   migration (``duplicate column name: step``, ``table _alembic_tmp_latest_metrics already exists``) and left
   the store half-migrated for good. Here the first open is serialised by a lock on the database's directory;
   later processes find the schema complete and only verify it.
+- **A store broken by a race it did not see.** ``mlflow run``'s launcher opens the store before any of the
+  project's code runs, so several launches at once on a new file can still break it (tables left half
+  migrated, ``_alembic_tmp_*`` leftovers). The refusal says so and how to repair it:
+  ``python -m thread_bench.store repair [URI]`` (:func:`repair`) backs the file up, then makes a store with no
+  runs new again, or drops the leftovers of one with runs and completes its migrations.
 - **A store that cannot be used.** Unreachable servers cost minutes of MLflow's own retries and then several
   chained tracebacks; a read-only database fails only at the first write. Here a quick probe (no retries, a
   short timeout; a real write inside a transaction that is rolled back) says in one line which URI failed and
@@ -19,7 +24,10 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -253,7 +261,114 @@ def _open_sqlite(uri: str) -> None:
             mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except (MlflowException, sqlalchemy.exc.SQLAlchemyError) as error:
             cause = " ".join(str(error).split())[:300]
-            raise StoreError(f"tracking store {uri}: cannot open it ({cause})") from None
+            hint = ""
+            if _migration_leftovers(path) or re.search(r"already exists|duplicate column|out-of-date", cause):
+                hint = (
+                    "; its schema was left half made, as by several processes creating it at once: "
+                    f"python -m thread_bench.store repair {uri}"
+                )
+            raise StoreError(f"tracking store {uri}: cannot open it ({cause}){hint}") from None
+
+
+def _migration_leftovers(path: Path) -> list[str]:
+    """The ``_alembic_tmp_*`` tables a migration that died left in the SQLite file ``path``."""
+    if not path.is_file():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=PROBE_TIMEOUT_S)) as db:
+        names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return sorted(name for name in names if name.startswith("_alembic_tmp_"))
+
+
+def _count(db: sqlite3.Connection, table: str) -> int:
+    """Rows of ``table`` (0 when the table is missing)."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
+        return 0
+    return int(db.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0])
+
+
+def repair(uri: str) -> str:
+    """Repair a SQLite store whose schema was left half made; returns what was done, in one line.
+
+    Under the store's lock, the file is first copied to ``<name>.backup-<UTC time>``. A store that holds no run,
+    no registered model and no experiment but MLflow's Default is made new (nothing is lost); one with work in it
+    loses its migrations' leftover ``_alembic_tmp_*`` tables and has its migrations completed (``mlflow db
+    upgrade``'s). A store that opens already is left alone.
+
+    Raises:
+        StoreError: not a SQLite file, or the migrations cannot be completed (the backup is named).
+    """
+    database = make_url(uri).database if urlparse(uri).scheme == "sqlite" else None
+    if not database or database == ":memory:":
+        raise StoreError(f"{uri}: repair knows SQLite files only (sqlite:///path/to/mlflow.db)")
+    path = Path(database).absolute()
+    if not path.is_file():
+        raise StoreError(f"{uri}: no such file {path}")
+    with lifecycle.directory_lock(path.parent):
+        try:
+            mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            if not _migration_leftovers(path):
+                return f"{uri} opens and has no migration leftovers: nothing to repair"
+        except (MlflowException, sqlalchemy.exc.SQLAlchemyError):
+            pass
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        backup = path.with_name(f"{path.name}.backup-{stamp}")
+        shutil.copy2(path, backup)
+        with contextlib.closing(sqlite3.connect(path, timeout=PROBE_TIMEOUT_S)) as db:
+            work = _count(db, "runs") + _count(db, "registered_models") + max(_count(db, "experiments") - 1, 0)
+            leftovers = _migration_leftovers(path)
+            if work:
+                for table in leftovers:
+                    db.execute(f'DROP TABLE "{table}"')
+                db.commit()
+        if not work:
+            path.unlink()
+            _opened.discard(uri)
+            _new_schema(uri)
+            return f"{uri} held no runs: made new (the broken file is kept as {backup})"
+        from mlflow.store.db.utils import _upgrade_db
+
+        engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+        try:
+            _upgrade_db(engine)
+        except Exception as error:  # alembic's and SQLite's errors alike: the backup is the way back
+            cause = " ".join(str(error).split())[:300]
+            raise StoreError(
+                f"{uri}: its migrations could not be completed ({cause}); the file before this attempt is {backup}"
+            ) from None
+        finally:
+            engine.dispose()
+        dropped = f", dropped {', '.join(leftovers)}" if leftovers else ""
+        return f"{uri} holds {work} runs, models or experiments: migrations completed{dropped} (backup: {backup})"
+
+
+def _new_schema(uri: str) -> None:
+    """MLflow's schema in the new file at ``uri``, made by MLflow as any first open makes it, in a process of its
+    own: this one's MLflow keeps the store it opened before (cached by URI, on the file just removed)."""
+    code = "import sys, mlflow; mlflow.MlflowClient(tracking_uri=sys.argv[1]).search_experiments(max_results=1)"
+    done = subprocess.run([sys.executable, "-c", code, uri], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise StoreError(f"{uri}: a new schema could not be made ({lines[-1] if lines else done.returncode})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m thread_bench.store repair [URI]``: :func:`repair` (URI default: MLflow's tracking URI)."""
+    from thread_bench import cli
+
+    parser = cli.Parser(prog="python -m thread_bench.store", description="Repair a tracking store (SQLite).")
+    parser.add_argument("action", choices=["repair"], help="repair: a store whose schema was left half made")
+    parser.add_argument("uri", nargs="?", default=None, help="the store (default: $MLFLOW_TRACKING_URI, else MLflow's)")
+    args = parser.parse_args(argv)
+    cli.configure_logging(False)
+    try:
+        print(repair(args.uri or mlflow.get_tracking_uri()))
+    except StoreError as error:
+        cli.fail(parser, error)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
 
 
 def _probe_sqlite_write(uri: str, path: Path) -> None:
