@@ -17,6 +17,7 @@ Column conventions (as built by :mod:`analysis.report`):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -225,25 +226,16 @@ def learning_curves_together(history: pd.DataFrame, loss_name: str = LOSS_NAME) 
         value_name="loss",
     )
     long["split"] = long["split"].map({tracking.TRAIN_LOSS: "train", tracking.VAL_LOSS: "validation"})
-    figure = Figure(figsize=(7.0, 4.5), layout="constrained")
-    ax = figure.subplots()
-    sns.lineplot(
-        data=long,
-        x="epoch",
-        y="loss",
-        hue="group",
-        hue_order=_groups(history),
+    return _per_epoch_lines(
+        long,
+        "loss",
+        loss_name,
+        "Learning curves of every group (line: mean over seeds; band: their range)",
         style="split",
         style_order=["validation", "train"],
         estimator="mean",
         errorbar=("pi", 100),
-        palette=_PALETTE,
-        ax=ax,
     )
-    ax.set_ylabel(loss_name)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title("Learning curves of every group (line: mean over seeds; band: their range)")
-    return figure
 
 
 def time_vs_loss(runs: pd.DataFrame, loss_name: str = LOSS_NAME) -> Figure:
@@ -270,30 +262,25 @@ def time_vs_loss(runs: pd.DataFrame, loss_name: str = LOSS_NAME) -> Figure:
 def memory_over_run(history: pd.DataFrame) -> Figure:
     """The training process's resident memory at each epoch's peak, every run (7-8 over time): growth across
     epochs shows a leak or a cache filling up, which a single peak hides."""
-    figure = Figure(figsize=(7.0, 4.5), layout="constrained")
-    ax = figure.subplots()
-    values = pd.to_numeric(history.get(tracking.HOST_RSS_PEAK_BYTES), errors="coerce")
-    if values is None or not np.isfinite(values).any():
+    if tracking.HOST_RSS_PEAK_BYTES in history.columns:
+        values = pd.to_numeric(history[tracking.HOST_RSS_PEAK_BYTES], errors="coerce")
+    else:
+        values = pd.Series(np.nan, index=history.index)
+    if not np.isfinite(values).any():
+        figure = Figure(figsize=(7.0, 4.5), layout="constrained")
+        ax = figure.subplots()
         ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return figure
-    frame = history.assign(gib=values / _GIB, seed=history["seed"].astype(str))
-    sns.lineplot(
-        data=frame,
-        x="epoch",
-        y="gib",
-        hue="group",
-        hue_order=_groups(history),
+    return _per_epoch_lines(
+        history.assign(gib=values / _GIB),
+        "gib",
+        "host RSS peak of the epoch (GiB)",
+        "Memory over the run (one line per run)",
         units="run_id",
         estimator=None,
         marker="o",
-        palette=_PALETTE,
-        ax=ax,
     )
-    ax.set_ylabel("host RSS peak of the epoch (GiB)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title("Memory over the run (one line per run)")
-    return figure
 
 
 def predicted_vs_true(predictions: pd.DataFrame, unit: str) -> Figure:
@@ -320,6 +307,18 @@ def predicted_vs_true(predictions: pd.DataFrame, unit: str) -> Figure:
 
 
 # ------------------------------------------------------------------------------------------- helpers
+
+
+def _per_epoch_lines(frame: pd.DataFrame, column: str, label: str, title: str, **lines: Any) -> Figure:
+    """``column`` per epoch, a colour per group, on one axis (``lines``: seaborn's lineplot options)."""
+    figure = Figure(figsize=(7.0, 4.5), layout="constrained")
+    ax = figure.subplots()
+    order = _groups(frame)
+    sns.lineplot(data=frame, x="epoch", y=column, hue="group", hue_order=order, palette=_PALETTE, ax=ax, **lines)
+    ax.set_ylabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    return figure
 
 
 def _groups(frame: pd.DataFrame) -> list[str]:
