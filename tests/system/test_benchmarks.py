@@ -2,9 +2,9 @@
 in a process of its own. Nothing else runs them, so without this they rot unseen (two of them did: they imported
 a loss from where it no longer lives).
 
-Not here: ``ray_vs_local.py`` (it starts Ray clusters), ``held_out_seeds.py`` (it scores a study's runs; its
-machinery is the analysis' held-out test, which the study's end-to-end test runs); ``digits_table.py`` trains
-every digits style (74 s at its smallest) and runs with ``-m slow``. ``machine_load.py`` is a module the others
+``held_out_seeds.py`` needs a study's runs: the study's end-to-end test (tests/system/test_study.py) runs it on
+its tiny study. ``digits_table.py`` (every digits style, 74 s at its smallest) and ``ray_vs_local.py`` (a team
+server, a Ray cluster and three smoke studies) run with ``-m slow``. ``machine_load.py`` is a module the others
 import; ``ratio_table.py`` runs at the end of ``run_inception_bench.py``.
 """
 
@@ -100,6 +100,8 @@ SCRIPTS = {
 #: Minutes rather than seconds at their smallest: run with ``-m slow``.
 SLOW = {
     "digits_table": (["benchmarks/digits_table.py", "--profile", "smoke", "--models", "mlp", "--seeds", "0"], "| mlp"),
+    # A team server, a Ray cluster and three smoke studies.
+    "ray_vs_local": (["benchmarks/ray_vs_local.py", "--repeats", "1", "--seeds", "1"], "ray 1-at-a-time"),
 }
 
 

@@ -28,6 +28,9 @@ from thread_bench.workloads.thread_density import keys as thread_density_keys
 pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplotlib.MatplotlibDeprecationWarning")
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def search(experiment: str, role: str) -> pd.DataFrame:
     found = mlflow.search_runs(
         experiment_names=[experiment], filter_string=f"tags.`{tracking.TAG_ROLE}` = '{role}'", output_format="pandas"
@@ -109,6 +112,18 @@ def test_tiny_study_trains_resumes_and_reports(
     held_out = evaluations[f"metrics.{thread_density_keys.HELD_OUT_TEST_LOSS}"]
     assert (held_out > 0).all()
     assert (evaluations[f"metrics.{thread_density_keys.HELD_OUT_FFT_TEST_LOSS}"] > 0).all()
+
+    # benchmarks/held_out_seeds.py on this study at its smallest (it needs a study's runs: here is one).
+    script = [sys.executable, str(ROOT / "benchmarks" / "held_out_seeds.py"), "--experiment", "e2e", "--study", "tiny"]
+    scored = subprocess.run(
+        [*script, "--windows", "8", "--out", str(tmp_path / "seeds")],
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_store, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert "torch: held-out nMAE" in scored.stdout and "keras: held-out nMAE" in scored.stdout
 
     # Resuming the same study trains nothing more.
     capsys.readouterr()
