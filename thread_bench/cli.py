@@ -212,7 +212,8 @@ def add_dataclass_options(
     option the parser has already (the same name in two workloads' configs) is left to the first.
 
     Args:
-        helps: field -> what it means (default: ``<Class>.<field> (<type>)``); ``--help`` appends the value.
+        helps: field -> what it means (default: the field's ``#:`` comment, :func:`field_doc`, else
+            ``<Class>.<field>``); ``--help`` appends the value.
     """
     wanted = set(include) if include is not None else None
     skipped = set(exclude)
