@@ -10,6 +10,7 @@ epochs before it, so a progress display cannot change what the benchmark measure
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -70,7 +71,7 @@ class Ticker:
     console: Console | None = None
     done: int = 0
     started_at: float = field(default_factory=time.monotonic)
-    _last: float = field(default=-1.0)
+    _last: float = field(default=-math.inf)  # the first step is always said
     _bar: Progress | None = field(default=None, repr=False)
 
     def __enter__(self) -> Ticker:
