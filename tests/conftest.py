@@ -10,6 +10,7 @@ concurrent processes on one store). Helper modules stay here, next to this file,
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,23 @@ def short_tmp_dir(prefix: str) -> Path:
     return directory
 
 
+def start_team_server(directory: Path, *, workers: int) -> tuple[subprocess.Popen[str], str]:
+    """``python -m thread_bench.server`` on ``directory`` and a free port, started and answering: the process
+    and the tracking URL from the one line it prints once both of its servers answer."""
+    import sys
+
+    command = [sys.executable, "-m", "thread_bench.server", "--dir", str(directory), "--port", str(free_port())]
+    process = subprocess.Popen(
+        [*command, "--workers", str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("tracking server http://"):
+        process.kill()
+        raise RuntimeError(f"the team server did not start: {line}{process.communicate()[1][-3000:]}")
+    return process, line.split()[2]
+
+
 @dataclass(frozen=True)
 class TeamServer:
     url: str
@@ -199,18 +217,10 @@ def team_server() -> Iterator[TeamServer]:
     creating MLflow's schema takes seconds, not worth repeating per test. Stopped with SIGTERM, as Ctrl-C would."""
     import shutil
     import signal
-    import subprocess
-    import sys
 
     directory = short_tmp_dir("tb-team-")
-    command = [sys.executable, "-m", "thread_bench.server", "--dir", str(directory), "--port", str(free_port())]
-    process = subprocess.Popen([*command, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()  # the one line it prints once both servers answer
-    if not line.startswith("tracking server http://"):
-        process.kill()
-        raise RuntimeError(f"the team server did not start: {line}{process.communicate()[1][-3000:]}")
-    yield TeamServer(line.split()[2], directory)
+    process, url = start_team_server(directory, workers=1)
+    yield TeamServer(url, directory)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143 and "Traceback" not in stderr, stderr[-3000:]
@@ -248,28 +258,22 @@ class RayCluster:
     environment: dict[str, str]
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayCluster]:
-    """A local Ray cluster of 2 CPUs for the session (``ray start --head --block``, stopped by its pid at the
-    end), with a token of its own."""
+def start_ray_cluster(directory: Path, *, cpus: int) -> tuple[subprocess.Popen[bytes], RayCluster]:
+    """A local Ray cluster of ``cpus`` CPUs (``ray start --head --block`` in a session of its own, its files in
+    ``directory``), with a token of its own; stop it with :func:`stop_ray_cluster`."""
     import os
-    import shutil
-    import signal
-    import subprocess
     import sys
     import time
     import uuid
 
     token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
-
-    directory = short_tmp_dir("tbray")
     port = free_port()
     log_path = directory / "ray-start.log"
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--port", str(port)]
-    command += ["--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--num-gpus", "0", "--temp-dir", str(directory)]
-    command += ["--include-dashboard", "false", "--disable-usage-stats", "--object-store-memory", str(200 * 2**20)]
-    command += ["--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port())]
-    command += ["--metrics-export-port", str(free_port())]
+    command += ["--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus), "--num-gpus", "0"]
+    command += ["--temp-dir", str(directory), "--include-dashboard", "false", "--disable-usage-stats"]
+    command += ["--object-store-memory", str(200 * 2**20), "--ray-client-server-port", str(free_port())]
+    command += ["--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
     with log_path.open("wb") as output:
         process = subprocess.Popen(
             command,
@@ -284,13 +288,37 @@ def ray_cluster() -> Iterator[RayCluster]:
             process.kill()
             raise RuntimeError(f"ray start failed: {log_path.read_text(errors='replace')[-3000:]}")
         time.sleep(0.2)
-    yield RayCluster(f"127.0.0.1:{port}", token)
-    process.send_signal(signal.SIGTERM)  # --block: ray start stops the processes it started
+    return process, RayCluster(f"127.0.0.1:{port}", token)
+
+
+def stop_ray_cluster(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to ``ray start --block`` (it stops what it started), then SIGKILL to its whole session."""
+    import os
+    import signal
+
+    import psutil
+
+    process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    for left in psutil.process_iter():  # what a killed head left behind (its workers, its other servers)
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getsid(left.pid) == process.pid:
+                left.kill()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """A local Ray cluster of 2 CPUs for the session, stopped at the end."""
+    import shutil
+
+    directory = short_tmp_dir("tbray")
+    process, cluster = start_ray_cluster(directory, cpus=2)
+    yield cluster
+    stop_ray_cluster(process)
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from thread_bench import lifecycle, quiet, store, tracking
+from thread_bench import diskspace, lifecycle, quiet, store, tracking
 from thread_bench.config import (
     DEFAULT_PROFILE,
     DEFAULT_VARIANT,
@@ -369,18 +369,26 @@ def guarded(parser: argparse.ArgumentParser, work: Callable[[], T], *, interrupt
                 print(f"{parser.prog}: {tracking.ending_note()}", file=sys.stderr)
             return lifecycle.exit_status(interrupt), None
         except Exception as error:
-            if not report_lost_store(parser, error):
+            if not report_fault(parser, error):
                 raise
             return 1, None
 
 
-def report_lost_store(parser: argparse.ArgumentParser, error: BaseException) -> bool:
-    """Print one line when ``error`` means the tracking server stopped answering (:func:`store.unreachable`),
-    with what became of the runs; False (nothing printed) for any other error."""
+def report_fault(parser: argparse.ArgumentParser, error: BaseException) -> bool:
+    """Print one line when ``error`` is a fault of the machines, not of the code: the tracking server stopped
+    answering (:func:`store.unreachable`), the machines running the work are gone (``lifecycle.WorkLost``) or a
+    disk is full (:func:`diskspace.disk_full`), with what became of the runs; False (nothing printed) for any
+    other error."""
     line = store.unreachable(error)
+    if line is None and isinstance(error, lifecycle.WorkLost):
+        line = f"error: {error}"
+    if line is None:
+        full = diskspace.disk_full(error) if isinstance(error, Exception) else None
+        line = f"error: {full}" if full is not None else None
     if line is None:
         return False
-    print(f"{parser.prog}: {line}; {tracking.ending_note()}", file=sys.stderr)
+    note = f"; {tracking.ending_note()}" if tracking.STARTED else ""  # nothing to say of runs never started
+    print(f"{parser.prog}: {line}{note}", file=sys.stderr)
     return True
 
 

@@ -224,6 +224,7 @@ class RayExecutor:
         self._resources: dict[str, Any] = {}
         self._remote: Any = None
         self._connected = False
+        self._head = HeadWatch("", "")
 
     def describe(self) -> str:
         where = self.address or os.environ.get("RAY_ADDRESS") or "a new local Ray instance"
@@ -286,6 +287,7 @@ class RayExecutor:
                 "machine: start a tracking server (scripts/team_server.sh) and set MLFLOW_TRACKING_URI=http://…"
             )
         self._remote = ray.remote(max_retries=0, retry_exceptions=False)(run_training_task)
+        self._head = HeadWatch(where, ray.get_runtime_context().gcs_address)
         log.info("%s (%d nodes)", self.describe(), len(nodes))
 
     def run(self, jobs: Sequence[Job], environment: EnvironmentOf, ended: EndedCallback) -> list[Ending]:
@@ -309,6 +311,7 @@ class RayExecutor:
             submit(job)  # Ray queues them; the cluster's resources decide how many run at once
         try:
             while running:
+                self._head.check(running, ended)
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=_POLL_S)
                 for reference in ready:
                     job, attempt, started = running.pop(reference)
@@ -324,6 +327,8 @@ class RayExecutor:
                     last[job.key] = ending
                     level = logging.INFO if ending.succeeded else logging.ERROR
                     log.log(level, "%s; %s", ending.describe(), progress.line())
+        except lifecycle.WorkLost:
+            raise  # nothing left to cancel: the cluster and its tasks are gone
         except BaseException:
             self._cancel(ray, running)
             raise
@@ -338,8 +343,9 @@ class RayExecutor:
             status, host, seconds = ray.get(reference)
             return Ending(job, attempt, int(status), str(host), float(seconds))
         except RayTaskError as error:  # the task itself raised (the command could not be started, …)
-            cause = getattr(error, "cause", None) or error
-            message = " ".join(str(cause).split())[:300]
+            cause = getattr(error, "cause", None)  # the exception raised on the worker; Ray's traceback is not said
+            said = f"{type(cause).__name__}: {cause}" if cause is not None else str(error).strip().splitlines()[-1]
+            message = " ".join(said.split())[:300]
             return Ending(job, attempt, None, "?", elapsed, reason=f"the Ray task failed: {message}")
         except RayError as error:  # the worker or its node is gone
             message = " ".join(str(error).split())[:200]
@@ -357,11 +363,56 @@ class RayExecutor:
             ray.wait(list(running), num_returns=len(running), timeout=self.grace_s + 5)
 
     def close(self) -> None:
-        if self._connected:
+        if self._connected and not self._head.lost:  # a lost cluster: nothing to disconnect from
             import ray
 
             ray.shutdown()
-            self._connected = False
+        self._connected = False
+
+
+#: Consecutive failed probes of a Ray head, one per poll, after which its cluster is taken for lost: Ray's own
+#: core would wait for it 60 s (``gcs_rpc_server_reconnect_timeout_s``), then end the process with a C++ message.
+HEAD_PROBES = 3
+#: Seconds one probe of the head may take.
+HEAD_PROBE_TIMEOUT_S = 2.0
+
+
+class HeadWatch:
+    """Watches a Ray cluster's head (its GCS address) while a study's tasks run; when it stops accepting
+    connections, the running attempts are ended as lost (the study marks their runs KILLED) and the study stops
+    with one line (:class:`lifecycle.WorkLost`), within seconds, not when Ray's core gives up."""
+
+    def __init__(self, where: str, gcs_address: str) -> None:
+        self.where, self.address = where, gcs_address
+        self.failures, self.lost = 0, False
+
+    def check(self, running: Mapping[Any, tuple[Job, int, float]], ended: EndedCallback) -> None:
+        cause = self._probe()
+        self.failures = self.failures + 1 if cause else 0
+        if self.failures < HEAD_PROBES:
+            return
+        self.lost = True
+        reason = f"lost with Ray cluster {self.where}, whose head {self.address} is gone ({cause})"
+        for job, attempt, started in running.values():
+            ended(Ending(job, attempt, None, "?", time.monotonic() - started, reason=reason, lost=True))
+        raise lifecycle.WorkLost(
+            f"Ray cluster {self.where} is gone: its head {self.address} does not answer ({cause}); "
+            f"{_count(len(running), 'running training')} ended KILLED; start the cluster again and re-run the same "
+            "command to resume the study"
+        )
+
+    def _probe(self) -> str | None:
+        """None when the head accepts a connection; else the operating system's words."""
+        host, _, port = self.address.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=HEAD_PROBE_TIMEOUT_S):
+                return None
+        except OSError as error:
+            return f"[Errno {error.errno}] {error.strerror}" if error.errno else "no answer"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def probe_address(address: str) -> None:

@@ -54,6 +54,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+class WorkLost(RuntimeError):
+    """The machines running the work are gone (a Ray cluster died): its runs end KILLED, as work stopped by a
+    signal does, and the command ends with this error's one line."""
+
+
 # ------------------------------------------------------------------------------------------- signals
 
 

@@ -105,13 +105,26 @@ class _FirstRetryOnly(logging.Filter):
 _RETRIES = _FirstRetryOnly()
 
 
+class _RaisedAnyway(logging.Filter):
+    """MLflow's SQL store logs every ``OperationalError`` with its traceback ("SQLAlchemy database error. The
+    following exception is caught.") and then raises it as an ``MlflowException``: the command reports that
+    exception in one line (a full disk, a locked database), so the logged copy only repeats it at length."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SQLAlchemy database error. The following exception is caught.")
+
+
+_REPEATS = _RaisedAnyway()
+
+
 def quiet_loggers(verbose_run: bool) -> None:
-    """:data:`NOTICE_LOGGERS` at their levels and urllib3's retries as one line, or everything with ``--verbose``."""
+    """:data:`NOTICE_LOGGERS` at their levels, urllib3's retries as one line and MLflow's logged copies of the
+    SQL errors it raises dropped; or everything with ``--verbose``."""
     for name, level in NOTICE_LOGGERS.items():
         logging.getLogger(name).setLevel(logging.NOTSET if verbose_run else level)
-    connections = logging.getLogger("urllib3.connectionpool")
     _RETRIES.said = False
-    if verbose_run:
-        connections.removeFilter(_RETRIES)
-    else:
-        connections.addFilter(_RETRIES)
+    for name, shortened in (("urllib3.connectionpool", _RETRIES), ("mlflow.store.db.utils", _REPEATS)):
+        if verbose_run:
+            logging.getLogger(name).removeFilter(shortened)
+        else:
+            logging.getLogger(name).addFilter(shortened)

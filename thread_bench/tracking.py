@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from thread_bench import lifecycle, store
+from thread_bench import diskspace, lifecycle, store
 
 log = logging.getLogger(__name__)
 
@@ -555,7 +555,7 @@ def tracked_run(
         experiment_id, launch_tags = _top_level_placement(client, experiment, launch_run_id)
         all_tags.update(launch_tags)
     run = None
-    status, reason = RunStatus.FAILED, None
+    status, reason, lost = RunStatus.FAILED, None, False
     try:
         with lifecycle.deferred_signals():  # a run started is a run ended, whenever the signal comes
             run = mlflow.start_run(
@@ -565,13 +565,15 @@ def tracked_run(
                 nested=nested,
                 log_system_metrics=log_system_metrics,
             )
+        STARTED.append(run.info.run_id)
         if launch_run_id and not nested:
             _link_launch_run(client, launch_run_id, run, launch_link_tag or TAG_LINKED_RUN_ID, launcher)
         yield run
         status = RunStatus.FINISHED
     except BaseException as error:
         status, reason = _classify(error)
-        if status == RunStatus.KILLED and not isinstance(error, KeyboardInterrupt):
+        lost = isinstance(error, lifecycle.WorkLost)  # the command's last line says it: no warning besides
+        if status == RunStatus.KILLED and not isinstance(error, KeyboardInterrupt | lifecycle.WorkLost):
             # Native code turned the interrupt into another exception (pybind11 under Keras): still a kill.
             signum = lifecycle.stop_signal()
             assert signum is not None
@@ -580,7 +582,7 @@ def tracked_run(
     finally:
         if run is not None:
             with lifecycle.deferred_signals():
-                _end_run(client, run, status, reason)
+                _end_run(client, run, status, reason, announce=not lost)
                 if launch_run_id and not nested and launcher is not None and not launcher.alive():
                     _end_launch_run(client, launch_run_id, launcher, run.info.run_id, status)
 
@@ -600,20 +602,31 @@ def _classify(error: BaseException) -> tuple[int, str]:
     """(status, end reason) of a run left by ``error``: KILLED for a stop signal, FAILED otherwise."""
     if isinstance(error, KeyboardInterrupt) or lifecycle.stop_signal() is not None:
         return RunStatus.KILLED, lifecycle.describe_stop(error)
-    message = " ".join(str(error).split())
-    return RunStatus.FAILED, f"{type(error).__name__}: {message}"[:_REASON_CHARS]
+    if isinstance(error, lifecycle.WorkLost):
+        return RunStatus.KILLED, str(error)[:_REASON_CHARS]
+    full = diskspace.disk_full(error) if isinstance(error, Exception) else None
+    cause = full if full is not None else error
+    message = " ".join(str(cause).split())
+    return RunStatus.FAILED, f"{type(cause).__name__}: {message}"[:_REASON_CHARS]
 
 
-#: Runs this process could not end because the tracking server stopped answering: they stay RUNNING until a
-#: command reaches the store again and reconciles them (their process is gone: KILLED).
-UNENDED: list[str] = []
+#: The runs this process started (:func:`tracked_run`), by id: an entry point says what became of them.
+STARTED: list[str] = []
+
+#: Runs this process could not end, by id, with why: the tracking server stopped answering, or the store's disk
+#: is full. They stay RUNNING until a command reaches the store again and reconciles them (their process is
+#: gone: KILLED).
+UNENDED: dict[str, str] = {}
 
 
-def _end_run(client: mlflow.MlflowClient, run: mlflow.ActiveRun, status: int, reason: str | None) -> None:
+def _end_run(
+    client: mlflow.MlflowClient, run: mlflow.ActiveRun, status: int, reason: str | None, *, announce: bool = True
+) -> None:
     """Give ``run`` its end status (and reason). Unless it FINISHED, with MLflow's quick retry settings
     (:func:`store.quick_calls`): after SIGTERM or a lost server the process ends within seconds. A server that
-    does not answer leaves the run RUNNING, noted in :data:`UNENDED` (the entry point says so), and this
-    process's side of it (the active-run stack, the system-metrics thread) ended all the same."""
+    does not answer, or a store whose disk is full, leaves the run RUNNING, noted in :data:`UNENDED` (the entry
+    point says so), and this process's side of it (the active-run stack, the system-metrics thread) ended all
+    the same."""
     run_id = run.info.run_id
     with store.quick_calls() if status != RunStatus.FINISHED else contextlib.nullcontext():
         try:
@@ -625,12 +638,16 @@ def _end_run(client: mlflow.MlflowClient, run: mlflow.ActiveRun, status: int, re
             else:
                 client.set_terminated(run_id, status=RunStatus.to_string(status))
         except Exception as error:
-            if store.unreachable(error) is None:
+            if store.unreachable(error) is not None:
+                why = "the tracking server did not answer"
+            elif diskspace.disk_full(error) is not None:
+                why = "the store's disk is full"
+            else:
                 raise
             _drop_local_run(run_id)
-            UNENDED.append(run_id)
+            UNENDED[run_id] = why
             return
-    if status == RunStatus.KILLED:
+    if status == RunStatus.KILLED and announce:
         log.warning("interrupted (%s): run %s marked KILLED", reason, run_id)
 
 
@@ -651,11 +668,8 @@ def ending_note() -> str:
     """What became of the runs this process started, for an entry point's last line."""
     if not UNENDED:
         return "no MLflow run is left RUNNING"
-    runs = ", ".join(UNENDED)
-    return (
-        f"run {runs} is left RUNNING (the tracking server did not answer); the next command that reaches the store "
-        "marks it KILLED"
-    )
+    runs = "; ".join(f"run {run_id} is left RUNNING ({why})" for run_id, why in UNENDED.items())
+    return f"{runs}; the next command that reaches the store marks it KILLED"
 
 
 def _launcher() -> lifecycle.ProcessIdentity | None:

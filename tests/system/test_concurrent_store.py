@@ -17,6 +17,8 @@ import pytest
 
 from thread_bench import tracking
 
+pytestmark = pytest.mark.fault
+
 WORKERS = Path(__file__).parents[1] / "tracking_workers.py"
 PROCESSES = 8
 

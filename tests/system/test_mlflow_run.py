@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import psutil
+import pytest
 
 from thread_bench import tracking
 
@@ -85,6 +86,7 @@ def test_readme_main_command_trains_and_links_the_launch_run(tmp_path: Path) -> 
     assert tracking.BEST_VAL_LOSS in trained.data.metrics
 
 
+@pytest.mark.fault
 def test_sigterm_to_the_launcher_stops_the_training_and_leaves_no_run_running(tmp_path: Path) -> None:
     """``kill <pid of mlflow run>``: MLflow's launcher dies at once without passing the signal on; the training
     used to be reparented and train on, its launch run RUNNING for good. Now the kernel passes SIGTERM on (the

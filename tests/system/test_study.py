@@ -485,6 +485,7 @@ def test_of_two_studies_started_at_once_the_first_goes_on(tracking_store: str) -
         study.refuse_concurrent_study(settings, experiment_id, second)
 
 
+@pytest.mark.fault
 def test_runs_of_a_killed_study_are_reconciled_not_refused(tracking_store: str) -> None:
     experiment_id = mlflow.MlflowClient().create_experiment("killed")
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -539,6 +540,7 @@ def _statuses() -> dict[str, str]:
     }
 
 
+@pytest.mark.fault
 def test_sigterm_to_a_study_stops_its_training_and_ends_every_run(tracking_store: str, tmp_path: Path) -> None:
     process = _start_study(tracking_store, tmp_path / "data")
     training = _wait_for_training(process)
@@ -555,6 +557,7 @@ def test_sigterm_to_a_study_stops_its_training_and_ends_every_run(tracking_store
     assert trained[f"tags.{tracking.TAG_END_REASON}"] == "signal SIGTERM"
 
 
+@pytest.mark.fault
 @pytest.mark.slow
 def test_a_killed_study_takes_its_training_with_it(tracking_store: str, tmp_path: Path) -> None:
     process = _start_study(tracking_store, tmp_path / "data")

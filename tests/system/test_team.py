@@ -84,6 +84,7 @@ def _training_under_a_ray_worker(url: str, experiment: str, study_process: subpr
     raise AssertionError("no training started")
 
 
+@pytest.mark.fault
 def test_a_ray_study_through_the_tracking_server_survives_a_killed_worker(
     team_store: str, ray_cluster: RayCluster, tmp_path: Path, team_data: Path
 ) -> None:
@@ -153,6 +154,7 @@ def test_a_ray_study_through_the_tracking_server_survives_a_killed_worker(
 CONCURRENT = 8
 
 
+@pytest.mark.fault
 @pytest.mark.slow  # 60-80 s on 2 cores: over the default run's budget (README, "A team")
 def test_eight_concurrent_trainings_lose_no_metric(team_store: str, team_data: Path) -> None:
     """8 smoke trainings started at once against one server: every run FINISHED with its whole per-epoch

@@ -22,11 +22,11 @@ import mlflow
 import psutil
 import pytest
 
-from conftest import free_port, short_tmp_dir
+from conftest import free_port, short_tmp_dir, start_team_server
 from thread_bench import server, store, tracking
 from thread_bench.store import StoreError
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.fault]
 
 
 def test_a_port_in_use_is_refused_naming_its_holder_before_anything_starts(tmp_path: Path) -> None:
@@ -66,14 +66,8 @@ def team_dir() -> Iterator[Path]:
 
 def _start(directory: Path) -> tuple[subprocess.Popen[str], int, psutil.Process]:
     """A team server, its port and its ``mlflow server`` process (the leader of the server's process group)."""
-    port = free_port()
-    command = [sys.executable, "-m", "thread_bench.server", "--dir", str(directory), "--port", str(port)]
-    team = subprocess.Popen([*command, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert team.stdout is not None
-    line = team.stdout.readline()
-    if not line.startswith("tracking server http://"):
-        team.kill()
-        raise RuntimeError(f"the team server did not start: {line}{team.communicate()[1][-3000:]}")
+    team, url = start_team_server(directory, workers=2)
+    port = int(url.rsplit(":", 1)[1])
     mlflow_server = next(
         child for child in psutil.Process(team.pid).children() if "mlflow" in " ".join(child.cmdline())
     )

@@ -85,3 +85,23 @@ def test_urllib3s_retries_are_one_line(caplog: pytest.LogCaptureFixture) -> None
         assert messages[0].startswith("a request to the tracking server failed; retrying (")
     finally:
         quiet.quiet_loggers(True)
+
+
+def test_mlflows_logged_copy_of_a_raised_sql_error_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    tables = logging.getLogger("mlflow.store.db.utils")
+    caught = "SQLAlchemy database error. The following exception is caught.\n%s"
+    try:
+        quiet.quiet_loggers(False)
+        with caplog.at_level(logging.WARNING, logger="mlflow.store.db.utils"):
+            tables.error(caught, "(sqlite3.OperationalError) database or disk is full")
+            tables.warning("SQLAlchemy engine could not be created. The following exception is caught.")  # kept
+        assert [record.getMessage() for record in caplog.records] == [
+            "SQLAlchemy engine could not be created. The following exception is caught."
+        ]
+        caplog.clear()
+        quiet.quiet_loggers(True)
+        with caplog.at_level(logging.WARNING, logger="mlflow.store.db.utils"):
+            tables.error(caught, "database or disk is full")
+        assert len(caplog.records) == 1  # --verbose: everything
+    finally:
+        quiet.quiet_loggers(True)

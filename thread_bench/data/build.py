@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from thread_bench import lifecycle
+from thread_bench import diskspace, lifecycle
 from thread_bench.data.prepared import (
     FORMAT_VERSION,
     MANIFEST,
@@ -115,14 +115,15 @@ def build_prepared(target: Path, write: Callable[[Path], dict[str, Any]]) -> dic
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        manifest = {"format_version": FORMAT_VERSION, "key": target.name, **write(staging)}
-        manifest["content_digest"] = content_digest(staging, manifest)
-        # The manifest is the completeness marker: written last, then the directory appears atomically.
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        # The digest was just computed from these very files: record it, so the first reuse is cheap too.
-        arrays = dataset_layout(manifest, staging / MANIFEST).arrays
-        write_stamp(staging, manifest["content_digest"], file_stamps(staging, arrays))
-        _publish(staging, target)
+        with diskspace.writing(target.parent, "the prepared dataset"):  # a full disk: one line naming the folder
+            manifest = {"format_version": FORMAT_VERSION, "key": target.name, **write(staging)}
+            manifest["content_digest"] = content_digest(staging, manifest)
+            # The manifest is the completeness marker: written last, then the directory appears atomically.
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            # The digest was just computed from these very files: record it, so the first reuse is cheap too.
+            arrays = dataset_layout(manifest, staging / MANIFEST).arrays
+            write_stamp(staging, manifest["content_digest"], file_stamps(staging, arrays))
+            _publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest

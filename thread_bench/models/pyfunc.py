@@ -44,7 +44,8 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,7 +57,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 
-from thread_bench import backends, quiet, tracking
+from thread_bench import backends, diskspace, quiet, tracking
 from thread_bench.models import inputs, serving
 
 log = logging.getLogger(__name__)
@@ -328,21 +329,68 @@ def log_model(
             "step": product.step,
         }
         architecture.write_text(json.dumps({**description, "model": dataclasses.asdict(config)}, indent=1))
-        info = mlflow.pyfunc.log_model(
-            name=tracking.ARTIFACT_MODEL,
-            python_model=str(_MODEL_CODE),
-            artifacts={WEIGHTS_ARTIFACT: str(weights), ARCHITECTURE_ARTIFACT: str(architecture)},
-            code_paths=[str(_package_copy(Path(directory)))],
-            signature=signature,
-            input_example=example,
-            pip_requirements=[*requirements, *serving.pinned(("numpy", "pandas", *module.REQUIREMENTS))],
-            # Both keys for every framework: a keras_backend given for another model reaches it and is refused by
-            # name. MLflow also logs them as params of the run (device=auto, keras_backend=auto: how it loads).
-            model_config=dict.fromkeys(LOADER_SETTINGS, AUTO),
-            metadata={"thread_bench": {key: description[key] for key in ("workload", "framework", "backend", "step")}},
-            step=product.step,
-        )
+        code = _package_copy(Path(directory))
+        destination, needed = _artifact_destination(), diskspace.directory_bytes(directory)
+        if destination is not None:  # refused before MLflow writes a byte: the store keeps room to end the run
+            diskspace.check_room(destination, needed, "the model")
+        # A remote artifact store: MLflow writes the model to a local temporary folder first, then uploads it.
+        written = destination or Path(tempfile.gettempdir())
+        with diskspace.writing(written, "the model", needed), _discarded_if_full():
+            info = mlflow.pyfunc.log_model(
+                name=tracking.ARTIFACT_MODEL,
+                python_model=str(_MODEL_CODE),
+                artifacts={WEIGHTS_ARTIFACT: str(weights), ARCHITECTURE_ARTIFACT: str(architecture)},
+                code_paths=[str(code)],
+                signature=signature,
+                input_example=example,
+                pip_requirements=[*requirements, *serving.pinned(("numpy", "pandas", *module.REQUIREMENTS))],
+                # Both keys for every framework: a keras_backend given for another model reaches it and is refused by
+                # name. MLflow also logs them as params of the run (device=auto, keras_backend=auto: how it loads).
+                model_config=dict.fromkeys(LOADER_SETTINGS, AUTO),
+                metadata={"thread_bench": {key: description[key] for key in _METADATA}},
+                step=product.step,
+            )
     return str(info.model_uri)
+
+
+@contextlib.contextmanager
+def _discarded_if_full() -> Iterator[None]:
+    """On a full disk (met although the room was checked: another process took it), remove what MLflow had
+    written of the active run's model, which gives the room back, and mark that logged model FAILED: the store,
+    often on the same disk, can then record the run's end."""
+    try:
+        yield
+    except Exception as error:
+        if diskspace.disk_full(error) is not None and (run := mlflow.active_run()) is not None:
+            _discard_partial_models(run.info.run_id, run.info.experiment_id)
+        raise
+
+
+def _discard_partial_models(run_id: str, experiment_id: str) -> None:
+    client = mlflow.MlflowClient()
+    with contextlib.suppress(Exception):  # best effort: the error being raised says what happened
+        found = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+        for logged in found:
+            if str(logged.status) == "READY":
+                continue
+            location = logged.artifact_location
+            if location.startswith("file:"):
+                location = urllib.parse.unquote(urllib.parse.urlparse(location).path)
+            if "://" not in location:
+                shutil.rmtree(location, ignore_errors=True)
+            client.finalize_logged_model(logged.model_id, "FAILED")
+
+
+#: What a logged model's MLflow metadata says of it (``description``'s keys).
+_METADATA = ("workload", "framework", "backend", "step")
+
+
+def _artifact_destination() -> Path | None:
+    """The local folder the active run's artifacts go to; None for a remote artifact store."""
+    uri = mlflow.get_artifact_uri()
+    if uri.startswith("file:"):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
+    return Path(uri) if "://" not in uri and ":" not in uri[:3] else None
 
 
 def _package_copy(directory: Path) -> Path:

@@ -492,7 +492,7 @@ def main(argv: Sequence[str] | None, framework: Framework) -> int:
                 print(f"{parser.prog}: error: {error}; the run is marked FAILED", file=sys.stderr)
                 return 2
             except Exception as error:
-                if not cli.report_lost_store(parser, error):
+                if not cli.report_fault(parser, error):
                     raise
                 return 1
         except KeyboardInterrupt as interrupt:

@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from thread_bench import lifecycle
+from thread_bench import diskspace, lifecycle
 from thread_bench.data.build import (  # re-exported: older code imported them from here
     PrepareResult,
     build_prepared,
@@ -400,6 +400,8 @@ def _write_splits(
     size = config.input_size
     rows = {split: [r for r in records if split_of[r.painting_id] == split] for split in SPLITS}
     capacity = {split: len(rows[split]) * config.subpatches_per_patch for split in SPLITS}
+    # Refused before a byte is written when the disk lacks the room (images, then three 4-byte columns)
+    diskspace.check_room(staging.parent, sum(capacity.values()) * (size * size + 12), "the prepared dataset")
     writers = {split: _SplitWriter(staging, split, capacity[split], size) for split in SPLITS}
     skipped_patches: list[dict[str, str]] = []
     mismatches: list[dict[str, Any]] = []
@@ -502,12 +504,16 @@ class _SplitWriter:
         self.split = split
         self.count = 0
         self.capacity = capacity
+        path = directory / array_filename(split, "images")
         self.images = np.lib.format.open_memmap(
-            directory / array_filename(split, "images"),
+            path,
             mode="w+",
             dtype=np.uint8,
             shape=(capacity, size, size),
         )
+        # The file's blocks taken now: a memory map written on a full disk dies of SIGBUS, not of an error.
+        with path.open("r+b") as file:
+            os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
         self.labels = np.empty(capacity, np.float32)
         self.density_h = np.empty(capacity, np.float32)
         self.patch_index = np.empty(capacity, np.int32)

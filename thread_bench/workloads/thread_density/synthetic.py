@@ -43,6 +43,7 @@ irregularity, thread widths, weave), so splitting by painting keeps a canvas out
 
 from __future__ import annotations
 
+import argparse
 import csv
 import functools
 import hashlib
@@ -62,7 +63,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from thread_bench import cli
+from thread_bench import cli, diskspace
 from thread_bench.progress import Ticker
 
 log = logging.getLogger(__name__)
@@ -1350,9 +1351,10 @@ def write_corpus(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the corpus is ordinary data
-        _write_files(staging, generate_corpus(n_paintings, n_patches, seed, mix=mix), n_patches)
-        (staging / SETTINGS_NAME).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-        (staging / CONTENT_NAME).write_text(content_digest(staging) + "\n")
+        with diskspace.writing(out_dir.parent, "the synthetic corpus"):
+            _write_files(staging, generate_corpus(n_paintings, n_patches, seed, mix=mix), n_patches)
+            (staging / SETTINGS_NAME).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+            (staging / CONTENT_NAME).write_text(content_digest(staging) + "\n")
         try:
             os.replace(staging, out_dir)  # atomic; fails if out_dir is a non-empty directory
         except OSError:
@@ -1591,6 +1593,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.preview is None and args.out is None:
         parser.error("nothing to do: give --preview PATH and/or --out DIR")
+    status, _ = cli.guarded(parser, lambda: _write_and_preview(args))  # a full disk: one line
+    return status
+
+
+def _write_and_preview(args: argparse.Namespace) -> None:
     mix = STYLE_MIXES[args.styles]
     if args.out is not None:
         path = write_corpus(args.out, n_paintings=args.n_paintings, n_patches=args.n_patches, seed=args.seed, mix=mix)
@@ -1604,7 +1611,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.preview.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(args.preview, dpi=90)
         print(f"preview: {args.preview}")
-    return 0
 
 
 if __name__ == "__main__":
