@@ -37,12 +37,14 @@ class DiskFullError(OSError):
     so that code which handles a full disk by its errno handles this one too; picklable, so that it crosses
     from a worker process whole."""
 
-    def __init__(self, path: str | Path, needed: int | None = None, what: str = "", *, local: bool = True) -> None:
-        self.path, self.needed, self.what, self.local = str(path), needed, what, local
+    def __init__(
+        self, path: str | Path, needed: int | None = None, what: str = "", *, local: bool = True, spare: int = 0
+    ) -> None:
+        self.path, self.needed, self.what, self.local, self.spare = str(path), needed, what, local, spare
         super().__init__(errno.ENOSPC, "No space left on device", self.path)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild, (self.path, self.needed, self.what, self.local)
+        return _rebuild, (self.path, self.needed, self.what, self.local, self.spare)
 
     def __str__(self) -> str:
         return self._message()
@@ -56,11 +58,12 @@ class DiskFullError(OSError):
         left, mount = room(self.path)  # when said: after the half-written files are gone
         free = f"{size(left)} free on {mount}" if left is not None else "the room left is unknown"
         need = f"; it needs {size(self.needed)}" if self.needed is not None else ""
+        need += f" plus {size(self.spare)} kept free" if self.needed is not None and self.spare else ""
         return f"disk full: cannot write{writing} to {self.path} ({free}{need}); free some space and run again"
 
 
-def _rebuild(path: str, needed: int | None, what: str, local: bool) -> DiskFullError:
-    return DiskFullError(path, needed, what, local=local)
+def _rebuild(path: str, needed: int | None, what: str, local: bool, spare: int) -> DiskFullError:
+    return DiskFullError(path, needed, what, local=local, spare=spare)
 
 
 def size(nbytes: int) -> str:
@@ -92,14 +95,14 @@ def _mount_point(path: Path) -> Path:
 
 def check_room(path: str | Path, needed: int, what: str) -> None:
     """Refuse a write of ``needed`` bytes to ``path`` before it starts when its file system lacks the room for it
-    and :data:`MARGIN_BYTES` to spare (the error's need counts both).
+    and :data:`MARGIN_BYTES` to spare (the error says both).
 
     Raises:
         DiskFullError: naming ``path``, the room left and ``needed``.
     """
     free, _ = room(path)
     if free is not None and free < needed + MARGIN_BYTES:
-        raise DiskFullError(path, needed + MARGIN_BYTES, what)
+        raise DiskFullError(path, needed, what, spare=MARGIN_BYTES)
 
 
 def directory_bytes(directory: str | Path) -> int:

@@ -15,7 +15,8 @@ lost with its worker or node surfaces here as a Ray error: the study marks the a
 cannot check a pid on another machine) and the training is submitted again, up to ``retries`` times. A
 training that fails on its own (exit status not 0) is not retried: a re-run of the study retries it, as with
 the local executor. The training dies with its worker (parent-death signal), so a killed worker does not
-leave a training running unseen.
+leave a training running unseen. A cluster whose head stops answering is watched for (:class:`HeadWatch`):
+the study then ends at once, its runs and the running trainings' KILLED, with one line.
 """
 
 from __future__ import annotations

@@ -90,14 +90,14 @@ def test_a_write_larger_than_the_room_is_refused_before_it_starts(tmp_path: Path
     diskspace.check_room(tmp_path, 1000, "a little")  # fits
     with pytest.raises(DiskFullError) as raised:
         diskspace.check_room(tmp_path / "not" / "yet", free + 1, "the model")
-    assert raised.value.needed == free + 1 + diskspace.MARGIN_BYTES  # the room to spare is part of the need
+    assert (raised.value.needed, raised.value.spare) == (free + 1, diskspace.MARGIN_BYTES)
     message = str(raised.value)
-    assert f"it needs {diskspace.size(free + 1 + diskspace.MARGIN_BYTES)}" in message
+    assert f"it needs {diskspace.size(free + 1)} plus 1.0 MB kept free)" in message
     assert message.startswith(f"disk full: cannot write the model to {tmp_path / 'not' / 'yet'} (")
 
 
 def test_the_error_crosses_from_a_worker_process_whole(tmp_path: Path) -> None:
-    error = DiskFullError(tmp_path, 123, "the prepared dataset")
+    error = DiskFullError(tmp_path, 123, "the prepared dataset", spare=4)
     again = pickle.loads(pickle.dumps(error))
     assert type(again) is DiskFullError and str(again) == str(error) and again.errno == errno.ENOSPC
 
