@@ -599,7 +599,8 @@ def _enter_experiment(name: str) -> str:
 
 
 def _classify(error: BaseException) -> tuple[int, str]:
-    """(status, end reason) of a run left by ``error``: KILLED for a stop signal, FAILED otherwise."""
+    """(status, end reason) of a run left by ``error``: KILLED for a stop signal or work lost with its machines
+    (``lifecycle.WorkLost``), FAILED otherwise (a full disk said as :class:`diskspace.DiskFullError` says it)."""
     if isinstance(error, KeyboardInterrupt) or lifecycle.stop_signal() is not None:
         return RunStatus.KILLED, lifecycle.describe_stop(error)
     if isinstance(error, lifecycle.WorkLost):
