@@ -132,7 +132,7 @@ def disk_full(error: BaseException) -> DiskFullError | None:
     (an ``OSError`` with ``ENOSPC`` from a copy, SQLite's "database or disk is full" under SQLAlchemy and MLflow,
     a tracking server's error answer quoting either); None when it is not a full disk. SQLite's error names no
     file: the tracking store's database is named (the one the tracking URI gives)."""
-    chain = _chain(error)
+    chain = causes(error)
     for current in chain:  # a named file first: SQLite's complaint may only follow it (MLflow's own cleanup)
         if isinstance(current, DiskFullError):
             return current
@@ -148,8 +148,8 @@ def disk_full(error: BaseException) -> DiskFullError | None:
     return None
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    """``error`` and its causes and contexts, outermost first."""
+def causes(error: BaseException) -> list[BaseException]:
+    """``error`` and the causes (else contexts) it was raised from, outermost first, each once."""
     chain: list[BaseException] = []
     current: BaseException | None = error
     while current is not None and all(current is not seen for seen in chain):

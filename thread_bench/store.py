@@ -39,7 +39,7 @@ import sqlalchemy
 from mlflow.exceptions import MlflowException
 from sqlalchemy.engine import make_url
 
-from thread_bench import lifecycle
+from thread_bench import diskspace, lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -217,10 +217,7 @@ _API_FAILURE = re.compile(r"API request to (https?://[^/\s]+)\S* failed with exc
 def unreachable(error: BaseException) -> str | None:
     """One line for an error that means the tracking server stopped answering (MLflow gave up its retries on a
     refused connection, a timeout or 5xx answers, e.g. its database died); None for any other error."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in diskspace.causes(error):
         found = _API_FAILURE.search(str(current)) if isinstance(current, MlflowException) else None
         if found:
             server, detail = found.groups()
@@ -228,7 +225,6 @@ def unreachable(error: BaseException) -> str | None:
             why = f"it answered HTTP {cause.group(1)} again and again" if cause else _root_cause(detail)
             retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLflow's default")
             return f"the tracking server {server} stopped answering ({why}; given up after {retries} retries)"
-        current = current.__cause__ or current.__context__
     return None
 
 
