@@ -11,9 +11,9 @@ when the section ends. The signal is also remembered (:func:`stop_signal`), beca
 asks the kernel for SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``), so a study killed even with
 SIGKILL takes its training with it instead of leaving it to finish as an orphan.
 
-**Owners.** :class:`ProcessIdentity` names a process across time (host, pid, start time, and the kernel's boot
-and pid-namespace ids, so that a reused pid or another container with the same host name is not mistaken for
-the owner). Runs carry it as tags; a RUNNING run whose owner is gone can then be reconciled.
+**Owners.** :class:`ProcessIdentity` names a process across time (host, pid, start time since boot, and the
+kernel's boot and pid-namespace ids, so that a reused pid or another container with the same host name is not
+mistaken for the owner). Runs carry it as tags; a RUNNING run whose owner is gone can then be reconciled.
 """
 
 from __future__ import annotations
@@ -41,8 +41,12 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Set by a parent for a child that must not outlive it; the value is the parent's pid.
 PARENT_PID_ENV = "THREAD_BENCH_PARENT_PID"
-#: Two start times of one process read in two processes differ by clock-tick rounding only.
-_START_TIME_TOLERANCE_S = 0.5
+#: Two readings of one process's start (clock ticks since boot) differ by float rounding only.
+_START_TIME_TOLERANCE_S = 0.005
+#: Start times above this (about 32 years of uptime) were recorded as wall-clock seconds since the epoch, before
+#: identities used the time since boot; such a reading moves with the clock, so it is compared loosely.
+_EPOCH_START_TIMES = 1e9
+_EPOCH_TOLERANCE_S = 2.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -237,7 +241,7 @@ class ProcessIdentity:
 
     host: str
     pid: int
-    #: Seconds since the epoch (psutil's ``create_time``).
+    #: Seconds from the kernel's boot to the process's start (:func:`start_since_boot`).
     start_time: float
     #: The kernel's boot id and pid namespace: pids are only comparable when both match.
     namespace: str
@@ -249,7 +253,7 @@ class ProcessIdentity:
     @classmethod
     def of(cls, pid: int) -> ProcessIdentity:
         """Process ``pid`` of this machine (``psutil.NoSuchProcess`` when there is none)."""
-        return cls(socket.gethostname(), pid, psutil.Process(pid).create_time(), _namespace())
+        return cls(socket.gethostname(), pid, start_since_boot(pid), _namespace())
 
     def on_this_machine(self) -> bool:
         """True when this process can tell whether the owner is alive (same host, boot and pid namespace)."""
@@ -261,12 +265,34 @@ class ProcessIdentity:
             process = psutil.Process(self.pid)
             if process.status() == psutil.STATUS_ZOMBIE:
                 return False
-            return abs(process.create_time() - self.start_time) < _START_TIME_TOLERANCE_S
+            if self.start_time > _EPOCH_START_TIMES:  # recorded by an older version, in wall-clock time
+                return abs(process.create_time() - self.start_time) < _EPOCH_TOLERANCE_S
+            return abs(start_since_boot(self.pid) - self.start_time) < _START_TIME_TOLERANCE_S
         except psutil.NoSuchProcess:
             return False
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}"
+
+
+def start_since_boot(pid: int) -> float:
+    """Seconds from the kernel's boot to process ``pid``'s start: ``starttime`` of ``/proc/<pid>/stat``, in clock
+    ticks, fixed for the process's life.
+
+    Not psutil's ``create_time``: that adds the boot time, which Linux recomputes from the current wall clock at
+    each read of ``/proc/stat`` (``btime``), so when NTP adjusts the clock two processes read one process's start a
+    second apart, and a live owner reads as gone (psutil issue 2526).
+
+    Raises:
+        psutil.NoSuchProcess: there is no process ``pid``.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        raise psutil.NoSuchProcess(pid) from None
+    # The command name (field 2) is in parentheses and may hold spaces or ')'; starttime is field 22.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def _namespace() -> str:

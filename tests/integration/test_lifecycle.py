@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -155,6 +157,42 @@ def test_process_identity_tells_a_reused_pid_apart() -> None:
     assert me.on_this_machine() and me.alive()
     assert not lifecycle.ProcessIdentity(me.host, me.pid, me.start_time - 60, me.namespace).alive()
     assert not lifecycle.ProcessIdentity("elsewhere", me.pid, me.start_time, me.namespace).on_this_machine()
+
+
+def test_a_live_owner_stays_alive_when_the_clock_is_adjusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux recomputes the boot time (``btime``) from the current wall clock at each read, so NTP moving the clock
+    moves every process's wall-clock start by a second between two readers; eight concurrent trainings then took
+    each other for gone, ended each other's runs and removed each other's staging folders (CI, stop 35). The
+    identity is the start since boot, which no clock moves; one recorded by an older version (wall clock, since
+    the epoch) is still recognised, loosely."""
+    me = lifecycle.ProcessIdentity.current()
+    wall_clock_start = psutil.Process().create_time()
+    boot = psutil.boot_time()
+    monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: boot + 1.0)  # the clock stepped by NTP, as read now
+    assert psutil.Process().create_time() == pytest.approx(wall_clock_start + 1.0), "the reading the fix avoids"
+    assert me.alive()
+    assert lifecycle.ProcessIdentity.current() == me
+    legacy = lifecycle.ProcessIdentity(me.host, me.pid, wall_clock_start, me.namespace)
+    assert legacy.alive()
+    assert not dataclasses.replace(legacy, start_time=wall_clock_start - 60).alive()
+
+
+def test_a_process_records_the_identity_another_process_reads_for_it() -> None:
+    """The owner writes its own identity (a run's tags, a staging folder's name); another process checks it."""
+    code = (
+        "import dataclasses, json, sys; from thread_bench import lifecycle; "
+        "print(json.dumps(dataclasses.asdict(lifecycle.ProcessIdentity.current())), flush=True); sys.stdin.read()"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdin is not None and child.stdout is not None
+        recorded = lifecycle.ProcessIdentity(**json.loads(child.stdout.readline()))
+        assert recorded == lifecycle.ProcessIdentity.of(child.pid)
+        assert recorded.alive()
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert not recorded.alive()
 
 
 def test_a_child_is_stopped_by_an_interrupt_raised_without_a_signal(tmp_path: Path) -> None:

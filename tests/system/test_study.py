@@ -491,7 +491,7 @@ def test_runs_of_a_killed_study_are_reconciled_not_refused(tracking_store: str) 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     identity = lifecycle.ProcessIdentity.current()
     identity = lifecycle.ProcessIdentity(
-        identity.host, gone.pid, psutil.Process(gone.pid).create_time(), identity.namespace
+        identity.host, gone.pid, lifecycle.start_since_boot(gone.pid), identity.namespace
     )
     gone.wait()
     runs = [_fake_run(experiment_id, role, "s", identity) for role in (tracking.ROLE_STUDY, tracking.ROLE_TRAIN)]

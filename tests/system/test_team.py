@@ -172,7 +172,11 @@ def test_eight_concurrent_trainings_lose_no_metric(team_store: str, team_data: P
         for seed in range(CONCURRENT)
     ]
     errors = [process.communicate(timeout=420)[1] for process in processes]
-    assert [process.returncode for process in processes] == [0] * CONCURRENT, [e[-2000:] for e in errors]
+    failed = [(seed, p.returncode, error) for seed, (p, error) in enumerate(zip(processes, errors, strict=True))]
+    # A str, not a list: pytest shows a str message whole, and cuts a list's repr to a few hundred characters.
+    assert all(code == 0 for _, code, _ in failed), "\n".join(
+        f"--- seed {seed}: exit {code}\n{error[-6000:]}" for seed, code, error in failed if code != 0
+    )
 
     runs = role(experiment_runs(team_store, "concurrent"), tracking.ROLE_TRAIN)
     assert len(runs) == CONCURRENT

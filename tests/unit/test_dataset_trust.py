@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from corpus_helpers import grid_config, read_index_rows, write_grid_corpus, write_index
+from thread_bench import lifecycle
 from thread_bench.data import prepared
 from thread_bench.data.prepared import MANIFEST, STAMP, DamagedDatasetError, load_prepared
 from thread_bench.workloads.thread_density import prepare
@@ -124,7 +125,7 @@ def test_reuse_reads_every_byte_only_when_a_file_changed(
 def test_stale_staging_directories_are_removed(grid_corpus: Path, built: prepare.PrepareResult) -> None:
     prepared_dir = built.dataset.path.parent
     me = psutil.Process()
-    start_ms = round(me.create_time() * 1000)
+    start_ms = round(lifecycle.start_since_boot(me.pid) * 1000)  # as the owner records it
     host = socket.gethostname()
     dead = prepared_dir / f".{built.dataset.path.name}.tmp-{host}-{os.getpid()}-{start_ms - 60_000}"
     live = prepared_dir / f".{built.dataset.path.name}.tmp-{host}-{os.getpid()}-{start_ms}"
