@@ -457,7 +457,44 @@ def verdicts(report: Report) -> list[str]:
     sentences = [] if not report.comparisons.empty else ["Only one group: nothing to compare."]
     for row in report.comparisons.itertuples(index=False):
         sentences += [str(row.loss_verdict), str(row.time_verdict), memory_verdict(report.per_run, row.a, row.b)]
-    return sentences + held_out_verdicts(report)
+    return sentences + variant_verdicts(report) + held_out_verdicts(report)
+
+
+def variant_verdicts(report: Report) -> list[str]:
+    """A sentence for each pair of frameworks whose speed verdicts point opposite ways in two variants (e.g.
+    Keras faster in ``default``, PyTorch in ``tuned``): on a processor where PyTorch's default NCHW layout falls
+    off a cliff, ``default`` measures that cliff, and a reader must not take it for a verdict on the framework.
+    Only decided verdicts count (:func:`stats.time_verdict`'s rule)."""
+    per_run, comparisons = report.per_run, report.comparisons
+    needed = {"group", "framework", tracking.PARAM_VARIANT}
+    if comparisons.empty or not needed <= set(per_run.columns):
+        return []
+    groups = per_run.drop_duplicates("group").set_index("group")
+    faster: dict[tuple[str, str], dict[str, str]] = {}
+    for row in comparisons.itertuples(index=False):
+        (engine_a, variant_a), (engine_b, variant_b) = (_engine_and_variant(groups.loc[g]) for g in (row.a, row.b))
+        if variant_a != variant_b or engine_a == engine_b or min(row.n_a, row.n_b) < stats.MIN_SEEDS_FOR_VERDICT:
+            continue
+        if row.time_ratio_high < 1.0 or row.time_ratio_low > 1.0:
+            pair = (min(engine_a, engine_b), max(engine_a, engine_b))
+            faster.setdefault(pair, {})[variant_a] = engine_a if row.time_ratio_high < 1.0 else engine_b
+    where = _distinct(per_run, "cpu") or "an unrecorded processor"
+    return [
+        f"steady epoch time: which of {a} and {b} is faster depends on the variant on {where} ("
+        + "; ".join(f"{winner} in `{variant}`" for variant, winner in sorted(winners.items()))
+        + "): that is how each framework's kernels run this model under the variant's settings (memory layout, "
+        "compilation, deterministic kernels) on this processor, not a verdict on the frameworks; compare them "
+        "within one variant, and name it."
+        for (a, b), winners in sorted(faster.items())
+        if len(set(winners.values())) > 1
+    ]
+
+
+def _engine_and_variant(group: pd.Series) -> tuple[str, str]:
+    """(``torch`` or ``keras (jax)``, the variant) of a group's first run."""
+    framework, backend = str(group["framework"]), group.get(tracking.PARAM_BACKEND)
+    engine = framework if pd.isna(backend) or backend == framework else f"{framework} ({backend})"
+    return engine, str(group[tracking.PARAM_VARIANT])
 
 
 def memory_verdict(per_run: pd.DataFrame, a: str, b: str) -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import mlflow
 import pandas as pd
 
 from analysis.report import markdown_table
-from machine_load import system_busy_cpu_s
+from machine_load import ChildrenLoad
 from thread_bench import cli, tracking
 from thread_bench.config import PRECISIONS, resolve, variant_names
 from thread_bench.workloads.thread_density import spec
@@ -74,15 +73,21 @@ def train(
     pipeline: str,
     store: str,
     repeat: int,
+    *,
+    extra: list[str] | None = None,
+    label: str | None = None,
 ) -> str | None:
-    """One training in a fresh process; its run id, or None when it failed (its stderr is shown)."""
-    name = f"{framework}-{precision}-{variant}-{pipeline}-{repeat}"
+    """One training in a fresh process; its run id, or None when it failed (its stderr is shown).
+
+    Args:
+        extra: more options of the entry point (``--backend jax``).
+        label: the run name's first part (default: ``framework``).
+    """
+    name = f"{label or framework}-{precision}-{variant}-{pipeline}-{repeat}"
     command = [sys.executable, "-m", f"thread_bench.{framework}_train", "--profile", args.profile]
     command += ["--dataset", str(dataset), "--epochs", str(args.epochs), "--threads", args.threads]
     command += ["--precision", precision, "--variant", variant, "--input_pipeline", pipeline]
-    command += ["--experiment", EXPERIMENT, "--run_name", name]
-    if framework == "keras":
-        command += ["--backend", args.backend]
+    command += ["--experiment", EXPERIMENT, "--run_name", name, *(extra or [])]
     environment = {**os.environ, "MLFLOW_TRACKING_URI": store}
     environment.pop("MLFLOW_RUN_ID", None)
     started = time.perf_counter()
@@ -154,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     data = resolve(DataConfig, args.profile, profiles=PROFILES)
     flops = spec.train_step_flops(resolve(ModelConfig, args.profile, profiles=PROFILES), batch=1)
     dataset = ensure_prepared(data, args.data_root).dataset.path
-    busy_before, children_before = system_busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall_started = time.perf_counter()
+    load = ChildrenLoad().start()
     settings = [
         (framework, precision, variant)
         for framework in args.frameworks.split(",")
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             for framework, precision, variant in settings:
                 for pipeline in ("auto", "staged"):
-                    run_id = train(framework, args, dataset, precision, variant, pipeline, store, repeat)
+                    backend = ["--backend", args.backend] if framework == "keras" else []
+                    run_id = train(framework, args, dataset, precision, variant, pipeline, store, repeat, extra=backend)
                     if run_id is not None:
                         made.setdefault((framework, precision, variant, pipeline), []).append(run_id)
         rows = [
@@ -181,12 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     table = add_ratios(pd.DataFrame(rows))
     print(f"\nprofile {args.profile}, {args.epochs} epochs per run, {flops / 1e9:.2f} GFLOP per training sample")
     print(markdown_table(table.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)))
-    busy_after, children_after = system_busy_cpu_s(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    if busy_before is not None and busy_after is not None:
-        own = (children_after.ru_utime + children_after.ru_stime) - (
-            children_before.ru_utime + children_before.ru_stime
-        )
-        foreign = max(0.0, (busy_after - busy_before) - own) / (time.perf_counter() - wall_started)
+    foreign = load.foreign_cores()
+    if foreign is not None:
         print(f"\nother processes used {foreign:.2f} cores on average meanwhile (0 = a quiet machine)")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import time
 
 
@@ -33,6 +34,29 @@ class ForeignLoad:
         if system is not None and self._system is not None:
             foreign_s = (system - self._system) - (time.process_time() - self._own)
             self.cores = max(0.0, foreign_s) / max(time.perf_counter() - self._wall, 1e-9)
+
+
+class ChildrenLoad:
+    """Cores used by processes other than this one's children (the benchmarked trainings) since :meth:`start`:
+    system busy time minus the children's CPU time, over the wall time."""
+
+    def start(self) -> ChildrenLoad:
+        self._system, self._wall = system_busy_cpu_s(), time.perf_counter()
+        self._children = self._children_cpu_s()
+        return self
+
+    def foreign_cores(self) -> float | None:
+        """Average cores others used so far; None where the system's busy time cannot be read."""
+        system = system_busy_cpu_s()
+        if system is None or self._system is None:
+            return None
+        own = self._children_cpu_s() - self._children
+        return max(0.0, (system - self._system) - own) / max(time.perf_counter() - self._wall, 1e-9)
+
+    @staticmethod
+    def _children_cpu_s() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
 
 
 def wait_until_quiet(timeout_s: float, threshold_cores: float = 0.1, sample_s: float = 1.0) -> float | None:

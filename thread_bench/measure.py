@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -244,6 +245,80 @@ def cpu_description(model: str | None = None, signature: str | None = None) -> s
     model = cpu_model() if model is None else model
     signature = cpu_signature() if signature is None else signature
     return f"{model} ({signature})" if signature else model
+
+
+@dataclass(frozen=True)
+class CpuPeak:
+    """What one core of this processor can compute at most, from its flags, vendor and family and the clock
+    ``/proc/cpuinfo`` reports: a paper figure to hold achieved FLOP/s against, not a measurement."""
+
+    #: ``AMD EPYC (AuthenticAMD 25/1/1)``.
+    description: str
+    #: ``avx512``, ``avx2``, ``sse41`` or ``native`` (:func:`cpu_isa.native_level`).
+    isa: str
+    ghz: float
+    #: float32 FLOP per cycle per core: FMA units x lanes x 2.
+    fp32_flop_per_cycle: int
+    #: bfloat16 FLOP per cycle per core where the processor has bfloat16 instructions (AMX, AVX512-BF16); None
+    #: where bf16 is converted in software (its speed is then at most float32's).
+    bf16_flop_per_cycle: int | None
+    #: How the figures were derived, in words.
+    basis: str
+
+    def fp32_gflops(self, cores: int) -> float:
+        return self.ghz * self.fp32_flop_per_cycle * cores
+
+    def bf16_gflops(self, cores: int) -> float | None:
+        return None if self.bf16_flop_per_cycle is None else self.ghz * self.bf16_flop_per_cycle * cores
+
+
+def cpu_peak(flags: frozenset[str] | None = None, signature: str | None = None, ghz: float | None = None) -> CpuPeak:
+    """This processor's peak per core (by default from ``/proc/cpuinfo``).
+
+    float32: two FMA pipes per core on every x86-64 server core since Haswell and Zen; 512-bit wide on Intel's
+    AVX-512 cores and AMD's Zen 5, 256-bit on AVX2 cores and on Zen 4, which runs AVX-512 as two 256-bit halves.
+    bfloat16: AMX's tile unit does 1,024 FLOP per cycle (16x16x32 products every 16 cycles, x2); AVX512-BF16's
+    dot product twice the float32 rate. The clock is the one the (virtual) machine reports, not the turbo.
+    """
+    flags = cpu_isa.processor_flags() if flags is None else flags
+    signature = cpu_signature() if signature is None else signature
+    vendor, _, numbers = signature.partition(" ")
+    family = int(numbers.split("/")[0]) if numbers.split("/")[0].isdigit() else 0
+    if ghz is None:
+        ghz = _cpu_mhz() / 1000
+    if {"avx512f"} <= flags and not (vendor == "AuthenticAMD" and family < 26):
+        lanes, width = 16, "2 x 512-bit FMA"
+    elif {"avx512f"} <= flags:
+        lanes, width = 8, "2 x 256-bit FMA (Zen 4 splits AVX-512 in two halves)"
+    elif {"avx2", "fma"} <= flags:
+        lanes, width = 8, "2 x 256-bit FMA"
+    else:
+        lanes, width = 4, "2 x 128-bit SSE mul+add"
+    fp32 = 2 * lanes * 2
+    if "amx_bf16" in flags:
+        bf16: int | None = 1024
+        bf16_basis = "bf16 on AMX tiles 1024 FLOP/cycle"
+    elif "avx512_bf16" in flags:
+        bf16 = 2 * fp32
+        bf16_basis = "bf16 on AVX512-BF16 at twice the float32 rate"
+    else:
+        bf16, bf16_basis = None, "no bfloat16 instructions: bf16 is converted in software"
+    return CpuPeak(
+        description=cpu_description(signature=signature),
+        isa=next((cap for cap in cpu_isa.CAPS if not cpu_isa.missing_flags(cap, flags)), cpu_isa.NATIVE),
+        ghz=ghz,
+        fp32_flop_per_cycle=fp32,
+        bf16_flop_per_cycle=bf16,
+        basis=f"{width} = {fp32} float32 FLOP/cycle at {ghz:.2f} GHz; {bf16_basis}",
+    )
+
+
+def _cpu_mhz() -> float:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1])
+    return float("nan")
 
 
 def kernel_libraries() -> dict[str, str]:

@@ -75,6 +75,14 @@ SCRIPTS = {
         ],
         "| torch (torch) | fp32",
     ),
+    "cpu_epoch": (
+        [
+            "benchmarks/cpu_epoch.py",
+            *("--profile", "smoke", "--epochs", "2", "--engines", "torch,torch-channels_last"),
+            *("--precisions", "fp32", "--variants", "default", "--data_root", "{tmp}/data", "--json", "{tmp}/c.json"),
+        ],
+        "| torch-channels_last | torch",
+    ),
     # Every inception case once, in PyTorch, then the ratio table (ratio_table.py) over the results.
     "run_inception_bench": (
         [

@@ -88,3 +88,30 @@ def test_a_cap_set_from_outside_counts(onednn: str, cap: str, monkeypatch: pytes
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn)
     assert cpu_isa.effective(cpu_isa.NATIVE) == cap
     assert cpu_isa.effective("avx2") == "avx2"  # a setting wins over the environment
+
+
+AVX512 = AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "signature", "fp32", "bf16", "isa"),
+    [
+        (AVX2_ONLY, "AuthenticAMD 25/1/1", 32, None, "avx2"),  # Zen 3
+        (AVX512 | {"avx512_bf16"}, "AuthenticAMD 25/17/1", 32, 64, "avx512"),  # Zen 4: AVX-512 in two halves
+        (AVX512 | {"avx512_bf16"}, "AuthenticAMD 26/2/0", 64, 128, "avx512"),  # Zen 5: full width
+        (AVX512 | {"avx512_bf16", "amx_bf16", "amx_tile"}, "GenuineIntel 6/143/8", 64, 1024, "avx512"),  # AMX
+        (frozenset({"sse4_1", "sse4_2"}), "GenuineIntel 6/23/10", 16, None, "sse41"),
+    ],
+)
+def test_the_peak_follows_the_processor(
+    flags: frozenset[str], signature: str, fp32: int, bf16: int | None, isa: str
+) -> None:
+    from thread_bench import measure
+
+    peak = measure.cpu_peak(flags, signature, ghz=2.0)
+    assert (peak.fp32_flop_per_cycle, peak.bf16_flop_per_cycle, peak.isa) == (fp32, bf16, isa)
+    assert peak.fp32_gflops(2) == pytest.approx(2.0 * fp32 * 2)
+    assert peak.bf16_gflops(2) == (None if bf16 is None else pytest.approx(2.0 * bf16 * 2))
+    assert signature in peak.description and f"{fp32} float32 FLOP/cycle at 2.00 GHz" in peak.basis
+    if bf16 is None:
+        assert "no bfloat16 instructions" in peak.basis

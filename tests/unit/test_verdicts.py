@@ -151,3 +151,39 @@ def test_held_out_verdicts_take_every_seed_and_the_best_run_under_its_group_name
     # torch-1 was not scored (its model did not load): the group has two seeds, too few to call.
     assert "too few seeds to call (torch has 2" in torch
     assert report.held_out_verdicts(a_report(runs)) == []
+
+
+def _variant_runs(seconds: dict[tuple[str, str], float]) -> pd.DataFrame:
+    """Three seeds per (framework, variant), each group's steady epoch near ``seconds``."""
+    rows = [
+        {"group": f"{framework} (variant={variant})", "framework": framework, tracking.PARAM_VARIANT: variant}
+        | {tracking.PARAM_BACKEND: "tensorflow" if framework == "keras" else "torch", "run_id": f"{framework}-{seed}"}
+        | {"seed": seed, tracking.BEST_VAL_LOSS: 0.05, tracking.MEDIAN_EPOCH_TIME_S: epoch * (1 + 0.01 * seed)}
+        | {"cpu": "Intel Xeon (GenuineIntel 6/143/8)", "device": "cpu", tracking.HOST_RSS_PEAK_BYTES: 2.0**30}
+        for (framework, variant), epoch in seconds.items()
+        for seed in (1, 2, 3)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a_speed_verdict_that_flips_between_variants_is_called_a_property_of_the_variant() -> None:
+    # The Xeon's layout cliff: PyTorch's NCHW default is slow, its channels_last tuned fast.
+    flipped = a_report(
+        _variant_runs(
+            {("torch", "default"): 45.0, ("keras", "default"): 20.0, ("torch", "tuned"): 9.0, ("keras", "tuned"): 18.0}
+        )
+    )
+    consistent = a_report(
+        _variant_runs(
+            {("torch", "default"): 22.0, ("keras", "default"): 25.0, ("torch", "tuned"): 9.0, ("keras", "tuned"): 18.0}
+        )
+    )
+
+    (said,) = report.variant_verdicts(flipped)
+    assert said.startswith(
+        "steady epoch time: which of keras (tensorflow) and torch is faster depends on the variant on Intel Xeon "
+        "(GenuineIntel 6/143/8) (keras (tensorflow) in `default`; torch in `tuned`): "
+    )
+    assert "not a verdict on the frameworks" in said and said in report.verdicts(flipped)
+    assert report.variant_verdicts(consistent) == []
+    assert report.variant_verdicts(a_report(per_run({"keras": KERAS, "torch": TORCH}))) == [], "no variant column"
