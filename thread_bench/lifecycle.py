@@ -283,12 +283,17 @@ def start_since_boot(pid: int) -> float:
     each read of ``/proc/stat`` (``btime``), so when NTP adjusts the clock two processes read one process's start a
     second apart, and a live owner reads as gone (psutil issue 2526).
 
+    Without ``/proc`` (macOS), psutil's wall-clock start, the only one there: it reads above
+    :data:`_EPOCH_START_TIMES` and is compared loosely, as an older version's record is.
+
     Raises:
         psutil.NoSuchProcess: there is no process ``pid``.
     """
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except FileNotFoundError:
+        if not Path("/proc/self/stat").exists():
+            return float(psutil.Process(pid).create_time())
         raise psutil.NoSuchProcess(pid) from None
     # The command name (field 2) is in parentheses and may hold spaces or ')'; starttime is field 22.
     fields = stat[stat.rindex(b")") + 2 :].split()

@@ -177,6 +177,23 @@ def test_a_live_owner_stays_alive_when_the_clock_is_adjusted(monkeypatch: pytest
     assert not dataclasses.replace(legacy, start_time=wall_clock_start - 60).alive()
 
 
+def test_without_proc_the_wall_clock_start_stands_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS has no /proc: the identity falls back to psutil's wall-clock start, compared loosely."""
+
+    class NoProc(type(Path())):  # type: ignore[misc]
+        def read_bytes(self) -> bytes:
+            raise FileNotFoundError(str(self))
+
+        def exists(self, *, follow_symlinks: bool = True) -> bool:
+            return False
+
+    monkeypatch.setattr(lifecycle, "Path", NoProc)
+    me = lifecycle.ProcessIdentity.current()
+    assert me.start_time == psutil.Process().create_time()
+    assert me.alive()
+    assert not dataclasses.replace(me, start_time=me.start_time - 60).alive()
+
+
 def test_a_process_records_the_identity_another_process_reads_for_it() -> None:
     """The owner writes its own identity (a run's tags, a staging folder's name); another process checks it."""
     code = (
