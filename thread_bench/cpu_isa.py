@@ -110,14 +110,15 @@ def missing_flags(cap: str, flags: frozenset[str] | None = None) -> list[str]:
     return [flag for flag in needed if flag not in have]
 
 
-def available_caps() -> list[str]:
-    """The caps this processor can run under, highest first: the ones it can emulate a smaller machine with."""
-    return [name for name in CAPS if not missing_flags(name)]
+def available_caps(flags: frozenset[str] | None = None) -> list[str]:
+    """The caps this processor (or one with ``flags``) can run under, highest first: the ones it can emulate a
+    smaller machine with."""
+    return [name for name in CAPS if not missing_flags(name, flags)]
 
 
-def native_level() -> str:
-    """The highest cap this processor has (``native`` off x86-64 or when it has none of them)."""
-    return next(iter(available_caps()), NATIVE)
+def native_level(flags: frozenset[str] | None = None) -> str:
+    """The highest cap this processor (or one with ``flags``) has (``native`` off x86-64 or when it has none)."""
+    return next(iter(available_caps(flags)), NATIVE)
 
 
 def check_available(cpu_isa: str) -> None:

@@ -212,13 +212,18 @@ def cpu_has_bf16() -> bool:
     return False
 
 
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+def _cpuinfo_value(key: str) -> str | None:
+    """The first ``key`` line's value in ``/proc/cpuinfo``; None where there is none."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
         for line in handle:
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    return _cpuinfo_value("model name") or platform.processor() or platform.machine()
 
 
 def cpu_signature() -> str:
@@ -285,7 +290,8 @@ def cpu_peak(flags: frozenset[str] | None = None, signature: str | None = None, 
     vendor, _, numbers = signature.partition(" ")
     family = int(numbers.split("/")[0]) if numbers.split("/")[0].isdigit() else 0
     if ghz is None:
-        ghz = _cpu_mhz() / 1000
+        mhz = _cpuinfo_value("cpu MHz")
+        ghz = float(mhz) / 1000 if mhz else float("nan")
     if {"avx512f"} <= flags and not (vendor == "AuthenticAMD" and family < 26):
         lanes, width = 16, "2 x 512-bit FMA"
     elif {"avx512f"} <= flags:
@@ -305,20 +311,12 @@ def cpu_peak(flags: frozenset[str] | None = None, signature: str | None = None, 
         bf16, bf16_basis = None, "no bfloat16 instructions: bf16 is converted in software"
     return CpuPeak(
         description=cpu_description(signature=signature),
-        isa=next((cap for cap in cpu_isa.CAPS if not cpu_isa.missing_flags(cap, flags)), cpu_isa.NATIVE),
+        isa=cpu_isa.native_level(flags),
         ghz=ghz,
         fp32_flop_per_cycle=fp32,
         bf16_flop_per_cycle=bf16,
         basis=f"{width} = {fp32} float32 FLOP/cycle at {ghz:.2f} GHz; {bf16_basis}",
     )
-
-
-def _cpu_mhz() -> float:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("cpu MHz"):
-                return float(line.split(":", 1)[1])
-    return float("nan")
 
 
 def kernel_libraries() -> dict[str, str]:
