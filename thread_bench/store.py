@@ -14,8 +14,9 @@ Two failure modes this exists for:
   runs new again, or drops the leftovers of one with runs and completes its migrations.
 - **A store that cannot be used.** Unreachable servers cost minutes of MLflow's own retries and then several
   chained tracebacks; a read-only database fails only at the first write. Here a quick probe (no retries, a
-  short timeout; a real write inside a transaction that is rolled back) says in one line which URI failed and
-  why, before any data is prepared or any model is built.
+  short wait for the connection; a real write inside a transaction that is rolled back) says in one line which
+  URI failed and why, before any data is prepared or any model is built. A server that accepts the connection
+  is given as long to answer as any call: busy is not absent.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ from thread_bench import diskspace, lifecycle
 
 log = logging.getLogger(__name__)
 
-#: Seconds a probe of an HTTP store or a busy SQLite file may take (connect and answer).
+#: Seconds a probe may wait for a connection to an HTTP store, or for a busy SQLite file's lock. A server that
+#: has accepted the connection is then given as long to answer as any other call (MLFLOW_HTTP_REQUEST_TIMEOUT,
+#: :func:`answer_timeout_s`): a server busy with a team's trainings starting at once is slow, not absent (eight
+#: trainings on two cores kept one waiting more than 5 s for its first answer).
 PROBE_TIMEOUT_S = 5.0
 _PROBE_TABLE = "thread_bench_write_probe"
 
@@ -133,6 +137,23 @@ def check_artifact_location(uri: str, location: str) -> None:
 # ---------------------------------------------------------------------------------------------- HTTP
 
 
+def answer_timeout_s() -> float:
+    """Seconds a call to the tracking server may wait for its answer once connected: MLflow's
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` (set from :data:`HTTP_RETRIES` unless the user set it)."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT
+
+    try:
+        return float(MLFLOW_HTTP_REQUEST_TIMEOUT.get())
+    except ValueError:
+        raw = os.environ.get(MLFLOW_HTTP_REQUEST_TIMEOUT.name)
+        raise StoreError(f"{MLFLOW_HTTP_REQUEST_TIMEOUT.name}={raw!r}: expected a whole number of seconds") from None
+
+
+def _probe_timeouts() -> tuple[float, float]:
+    """The probe's (connect, answer) timeouts, as ``requests`` takes them."""
+    return PROBE_TIMEOUT_S, answer_timeout_s()
+
+
 def _probe_http(uri: str) -> None:
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
@@ -144,7 +165,7 @@ def _probe_http(uri: str) -> None:
             endpoint,
             "GET",
             max_retries=0,
-            timeout=PROBE_TIMEOUT_S,
+            timeout=_probe_timeouts(),
             raise_on_status=False,
             params={"max_results": 1},
         )
@@ -180,7 +201,7 @@ def _check_server_version(uri: str) -> None:
             "/version",
             "GET",
             max_retries=0,
-            timeout=PROBE_TIMEOUT_S,
+            timeout=_probe_timeouts(),
             raise_on_status=False,
         )
         server = Version(response.text.strip()) if response.status_code == 200 else None
@@ -228,13 +249,23 @@ def unreachable(error: BaseException) -> str | None:
     return None
 
 
+_TIMED_OUT = re.compile(r"\((connect|read) timeout=([\d.]+)\)")
+
+
 def _root_cause(message: str) -> str:
-    """The operating system's words from a requests/urllib3 error chain (``[Errno 111] Connection refused``)."""
+    """The operating system's words from a requests/urllib3 error chain (``[Errno 111] Connection refused``), or
+    which wait ran out: the connection's, or the answer's on a connection the server accepted."""
     found = re.findall(r"\[Errno -?\d+\] [^'\")]+", message)
     if found:
         return found[-1].strip()
+    timed_out = _TIMED_OUT.search(message)
+    if timed_out:
+        phase, seconds = timed_out.group(1), float(timed_out.group(2))
+        if phase == "connect":
+            return f"no connection within {seconds:g} s"
+        return f"it accepted the connection but sent no answer within {seconds:g} s"
     if "timed out" in message.lower() or "timeout" in message.lower():
-        return f"no answer within {PROBE_TIMEOUT_S:.0f} s"
+        return "no answer in time"
     return " ".join(message.split())[:200]
 
 

@@ -46,7 +46,7 @@ def test_an_unreachable_server_is_named_within_seconds(probes: list[dict[str, ob
         "tracking store http://127.0.0.1:9 is unreachable ([Errno 111] Connection refused)"
     )
     assert "\n" not in str(raised.value)
-    assert [(call["max_retries"], call["timeout"]) for call in probes] == [(0, store.PROBE_TIMEOUT_S)]
+    assert [(call["max_retries"], call["timeout"]) for call in probes] == [(0, (store.PROBE_TIMEOUT_S, 30.0))]
 
 
 @pytest.fixture
@@ -74,13 +74,79 @@ def silent_server() -> Iterator[str]:
     listener.close()
 
 
-def test_a_server_that_never_answers_is_named_after_the_probe_timeout(
-    silent_server: str, probes: list[dict[str, object]]
+def test_a_server_that_never_answers_is_named_after_the_answer_timeout(
+    silent_server: str, probes: list[dict[str, object]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    timeout = f"{store.PROBE_TIMEOUT_S:g}"
-    with pytest.raises(store.StoreError, match=rf"{silent_server} is unreachable \(no answer within {timeout} s\)"):
+    """It accepted the connection, so it had as long to answer as any call (the user's MLFLOW_HTTP_REQUEST_TIMEOUT,
+    here 2 s), and the line says which wait ran out."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    expected = rf"{silent_server} is unreachable \(it accepted the connection but sent no answer within 2 s\)"
+    with pytest.raises(store.StoreError, match=expected):
         store.open_store(silent_server)
-    assert [(call["max_retries"], call["timeout"]) for call in probes] == [(0, store.PROBE_TIMEOUT_S)]
+    assert [(call["max_retries"], call["timeout"]) for call in probes] == [(0, (store.PROBE_TIMEOUT_S, 2.0))]
+
+
+def test_a_timeout_that_is_not_a_number_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1.5")
+    with pytest.raises(store.StoreError, match=r"^MLFLOW_HTTP_REQUEST_TIMEOUT='1.5': expected a whole number"):
+        store.open_store("http://127.0.0.1:9")
+
+
+@pytest.fixture
+def slow_server() -> Iterator[str]:
+    """A tracking server that answers every request correctly, but each only after 1.5 s (a server busy with a
+    team's trainings starting at once, on few cores)."""
+    import http.server
+    import json
+
+    import mlflow
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(1.5)
+            body = mlflow.__version__ if self.path == "/version" else json.dumps({"experiments": []})
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_a_busy_server_that_answers_after_the_connect_timeout_is_used(
+    slow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in CI: of eight trainings started at once against one server on two cores, four were
+    refused as "unreachable (no answer within 5 s)" by a server that was only busy. Answering later than the
+    connect timeout (here 0.5 s) is not being absent."""
+    monkeypatch.setattr(store, "PROBE_TIMEOUT_S", 0.5)
+    assert store.open_store(slow_server) == slow_server
+
+
+def test_an_error_after_mlflows_retries_says_which_wait_ran_out() -> None:
+    """The line for a server lost mid-run names the wait MLflow used, not the probe's."""
+    from mlflow.exceptions import MlflowException
+
+    read = MlflowException(
+        "API request to http://team:5000/api/2.0/mlflow/runs/log-batch failed with exception "
+        "HTTPConnectionPool(host='team', port=5000): Read timed out. (read timeout=30.0)"
+    )
+    connect = MlflowException(
+        "API request to http://team:5000/api/2.0/mlflow/runs/get failed with exception "
+        "ConnectTimeoutError(<urllib3.connection.HTTPConnection object>, "
+        "'Connection to team timed out. (connect timeout=30)')"
+    )
+    assert "it accepted the connection but sent no answer within 30 s" in str(store.unreachable(read))
+    assert "(no connection within 30 s;" in str(store.unreachable(connect))
 
 
 @pytest.fixture
