@@ -18,6 +18,12 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from thread_bench.backends import tensorflow_backend
+
+# The tests' own process computes as the suite's trainings and served models do, whichever test starts
+# TensorFlow first: with its oneDNN kernels on every processor.
+tensorflow_backend.prefer_onednn()
+
 
 @contextlib.contextmanager
 def private_store(directory: Path) -> Iterator[str]:

@@ -20,10 +20,12 @@ cap           ``ONEDNN_MAX_CPU_ISA``  ``ATEN_CPU_CAPABILITY``  ``MKL_CBWR``  ``-
 
 ``avx2`` is the portable setting: every x86-64-v3 processor (Intel since Haswell, AMD since Zen) has it.
 ``MKL_CBWR`` is MKL's conditional numerical reproducibility mode: it fixes the code path *and* the choices MKL
-would otherwise make from the cache sizes. What a cap cannot pin: TensorFlow's Eigen kernels (compiled for
-one instruction set already, but blocked by the cache sizes they detect), oneDNN's and XLA's blocking by cache
-size and thread count, and the thread count itself. So a cap promises equal numbers across processors with the
-same thread count, as far as README's drift table measured it, not bit-equality everywhere.
+would otherwise make from the cache sizes. TensorFlow's convolutions go through oneDNN on every processor (the
+suite turns its oneDNN kernels on: ``tensorflow_backend.startup_environment``), so the cap reaches them. What a
+cap cannot pin: TensorFlow's Eigen kernels for the rest (compiled for one instruction set already, but blocked by
+the cache sizes they detect), oneDNN's and XLA's blocking by cache size and thread count, and the thread count
+itself. So a cap promises equal numbers across processors with the same thread count, as far as README's drift
+table measured it, not bit-equality everywhere.
 
 Every library reads its variable once, when it starts; so a cap is put into the environment before the first
 framework import (the training entry points do it: ``startup_environment``), and refused in a process where a

@@ -103,6 +103,8 @@ PARAM_N_PARAMS = "n_params"
 # Framework-specific knobs.
 PARAM_JIT_COMPILE = "jit_compile"
 PARAM_TF_MEMORY_GROWTH = "tf_memory_growth"
+#: Whether TensorFlow ran its oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS``; on unless the user turned it off).
+PARAM_TF_ONEDNN = "tf_onednn"
 PARAM_XLA_PREALLOCATE = "xla_preallocate"
 PARAM_TORCH_COMPILE = "torch_compile"
 PARAM_CHANNELS_LAST = "channels_last"

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENTRY_POINTS = {"torch": torch_train, "keras": keras_train}
 KNOBS = {
     "torch": {"torch_compile", "compile_mode", "channels_last", "cudnn_benchmark", "torch_fp32_precision"},
-    "keras": {"jit_compile", "tf_memory_growth", "tf_tensor_float_32"},
+    "keras": {"jit_compile", "tf_memory_growth", "tf_onednn", "tf_tensor_float_32"},
 }
 #: The params of the other workloads' configs that thread-density runs do not have.
 OTHER_WORKLOAD_PARAMS = {

@@ -82,8 +82,8 @@ class Backend(Protocol):
         ...
 
     def prepare_memory(self) -> dict[str, Any]:
-        """Make GPU memory figures describe the model (no up-front reservation); returns the params to log.
-        Call before anything touches the GPU."""
+        """Make GPU memory figures describe the model (no up-front reservation); returns the params to log,
+        with the knobs the backend read at start-up (:attr:`KNOBS`). Call before anything touches the GPU."""
         ...
 
     def set_threads(self, threads: int) -> None:

@@ -58,6 +58,7 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 
 from thread_bench import backends, diskspace, quiet, tracking
+from thread_bench.backends import tensorflow_backend
 from thread_bench.models import inputs, serving
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ class WorkloadPyfunc(PythonModel):
                 architecture.get("backend"), settings.get(tracking.PARAM_MODEL_KERAS_BACKEND)
             )
         self.framework = framework
+        if self.backend == "tensorflow":
+            tensorflow_backend.prefer_onednn()
         self.device = resolve_device(framework, settings.get(tracking.PARAM_MODEL_DEVICE), self.backend)
         self.models = quiet.framework_import(architecture.get("models", _REGVGG_MODELS))
         module_name, class_name = architecture.get("config_class", _REGVGG_CONFIG).split(":")
@@ -211,6 +214,8 @@ def choose_keras_backend(recorded: str | None, requested: str | None) -> str:
             raise ValueError(f"Keras needs one of {list(KERAS_BACKENDS)} installed; none is")
         log.warning("the model was trained on %s, which is not installed here: running it on %s", chosen, available[0])
         chosen = available[0]
+    if chosen == "tensorflow":
+        tensorflow_backend.prefer_onednn()
     previous = os.environ.get("KERAS_BACKEND")
     os.environ["KERAS_BACKEND"] = chosen
     try:
