@@ -19,8 +19,10 @@ after the first; over repeats, their median and min-max), the first epoch, train
 GFLOP/s (``spec.train_step_flops``: convolutions and dense layers, forward and backward, analytic) and its share
 of the cores' peak (``measure.cpu_peak``: float32, or bfloat16 where the processor has it), the host RSS
 peak, and ``x torch``: this engine's steady epoch / PyTorch's in the same precision and variant (above 1:
-slower than PyTorch). The cores other processes used meanwhile are measured; above 0.1 the table is marked
-disturbed.
+slower than PyTorch), with whether TensorFlow ran its oneDNN kernels (the suite turns them on;
+``TF_ENABLE_ONEDNN_OPTS=0`` in the environment measures its Eigen kernels instead). The cores other processes
+used meanwhile are measured; above 0.1 the table is marked disturbed. ``--json`` is rewritten after every
+training (``"complete": false`` until the last), so a stopped grid keeps what it measured.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import platform
 import statistics
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", default=",".join(variant_names()))
     parser.add_argument("--threads", default="0", help="TrainConfig.threads (0: one per core, the default)")
     parser.add_argument("--data_root", default=None, help="where the prepared dataset is kept (default: ./data)")
-    parser.add_argument("--json", default=None, help="also write the table and the processor here")
+    parser.add_argument(
+        "--json", default=None, help="also write the table and the processor here (after each training: 'complete')"
+    )
     return parser
 
 
@@ -130,6 +134,7 @@ def row(
         "RSS peak GiB": statistics.median(m[tracking.HOST_RSS_PEAK_BYTES] for m in metrics) / 2**30,
         "bf16 hardware": params.get(tracking.PARAM_BF16_HARDWARE, "unused"),
         "channels_last": params.get(tracking.PARAM_CHANNELS_LAST, "-"),
+        "tf onednn": params.get(tracking.PARAM_TF_ONEDNN, "-"),
     }
 
 
@@ -145,8 +150,9 @@ def add_torch_ratio(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every setting; the result as written to ``--json``."""
+def run(args: argparse.Namespace, on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run every setting; the result as written to ``--json``. ``on_update`` gets the result so far after each
+    training (``complete`` false until the last): a grid of hours keeps what it measured when it is stopped."""
     if args.epochs < 2:
         raise ValueError("--epochs must be >= 2: the first epoch is warm-up, the steady state is the rest")
     chosen = settings(args)
@@ -157,6 +163,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dataset = ensure_prepared(data, args.data_root).dataset.path
     load = ChildrenLoad().start()
     made: dict[tuple[str, str, str], list[str]] = {}
+    tried: set[tuple[str, str, str]] = set()
+
+    def result(complete: bool) -> dict[str, Any]:
+        rows = [row(*setting, made[setting], flops, peak, cores) for setting in chosen if setting in made]
+        foreign = load.foreign_cores()
+        return {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "processor": {**dataclasses.asdict(peak), "cores": cores, "fp32_peak_gflops": peak.fp32_gflops(cores)},
+            "machine": platform.node(),
+            "profile": args.profile,
+            "epochs": args.epochs,
+            "gflop_per_sample": flops / 1e9,
+            "other_processes_cores": foreign,
+            "disturbed": foreign is not None and foreign > DISTURBED_CORES,
+            "complete": complete,
+            "failed": [list(setting) for setting in chosen if setting in tried and setting not in made],
+            "rows": add_torch_ratio(pd.DataFrame(rows)).to_dict(orient="records") if rows else [],
+        }
+
     with tempfile.TemporaryDirectory(prefix="cpu-epoch-") as directory:
         store = f"sqlite:///{Path(directory) / 'mlflow.db'}"
         mlflow.set_tracking_uri(store)
@@ -166,22 +191,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_id = train(
                     framework, args, dataset, precision, variant, "auto", store, repeat, extra=extra, label=engine
                 )
+                tried.add((engine, precision, variant))
                 if run_id is not None:
                     made.setdefault((engine, precision, variant), []).append(run_id)
-        rows = [row(*setting, made[setting], flops, peak, cores) for setting in chosen if setting in made]
-    foreign = load.foreign_cores()
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "processor": {**dataclasses.asdict(peak), "cores": cores, "fp32_peak_gflops": peak.fp32_gflops(cores)},
-        "machine": platform.node(),
-        "profile": args.profile,
-        "epochs": args.epochs,
-        "gflop_per_sample": flops / 1e9,
-        "other_processes_cores": foreign,
-        "disturbed": foreign is not None and foreign > DISTURBED_CORES,
-        "failed": [list(setting) for setting in chosen if setting not in made],
-        "rows": add_torch_ratio(pd.DataFrame(rows)).to_dict(orient="records") if rows else [],
-    }
+                if on_update is not None:
+                    on_update(result(complete=False))
+        return result(complete=True)
 
 
 def report(result: dict[str, Any]) -> str:
@@ -205,18 +220,26 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    """``result`` into ``path`` whole or not at all (written beside it, then renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    partial.replace(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    path = Path(args.json) if args.json else None
     try:
-        result = run(args)
+        result = run(args, on_update=(lambda so_far: write_json(path, so_far)) if path is not None else None)
     except ValueError as error:
         cli.fail(parser, error)
         return 2
     print("\n" + report(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if path is not None:
+        write_json(path, result)
     return 1 if result["failed"] else 0
 
 
