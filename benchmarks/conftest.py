@@ -8,6 +8,11 @@ from typing import Any
 
 import pytest
 
+from thread_bench.backends import tensorflow_backend
+
+# Keras on TensorFlow measured as the suite trains it: with TensorFlow's oneDNN kernels on every processor.
+tensorflow_backend.prefer_onednn()
+
 #: Frameworks of the model benchmarks. ``keras-<backend>`` runs only in a process whose Keras backend is that
 #: one (Keras fixes its backend at import); ``run_inception_bench.py`` starts one process per backend.
 FRAMEWORKS = ("torch-eager", "torch-channels_last", "keras-tensorflow", "keras-jax", "keras-torch")

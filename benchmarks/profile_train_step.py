@@ -36,6 +36,7 @@ import numpy as np
 
 from machine_load import ForeignLoad, wait_until_quiet
 from thread_bench import cli
+from thread_bench.backends import tensorflow_backend
 
 FRAMEWORKS = ("torch-eager", "torch-channels_last", "keras-tensorflow", "keras-torch")
 ONEDNN_MARKER = "=== thread_bench profiled steps ==="
@@ -197,6 +198,8 @@ def main() -> None:
         if os.environ.get("KERAS_BACKEND", backend) != backend:
             raise SystemExit(f"KERAS_BACKEND={os.environ['KERAS_BACKEND']} contradicts --framework {args.framework}")
         os.environ["KERAS_BACKEND"] = backend  # this is a script, not library code: it picks its own backend
+        if backend == "tensorflow":
+            tensorflow_backend.prefer_onednn()  # as the suite trains it (TF_ENABLE_ONEDNN_OPTS=0 measures Eigen)
     step = build_step(args.framework, args.base_filters, args.input_size, args.batch)
     for _ in range(2):
         step()
