@@ -10,6 +10,7 @@ concurrent processes on one store). Helper modules stay here, next to this file,
 from __future__ import annotations
 
 import contextlib
+import http.server
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -167,6 +168,22 @@ def make_fake_prepared(tmp_path: Path, n_train: int, n_val: int, n_test: int, si
 
 
 # ------------------------------------------------------------------ a team tracking server and a Ray cluster
+
+
+@contextlib.contextmanager
+def local_http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` answering on 127.0.0.1 from a thread of this process (a stand-in server); yields its URL."""
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import local_http_server
 from thread_bench import preprocessing, store, torch_train
 
 #: An unprivileged account for the read-only cases: root may write anywhere.
@@ -113,13 +114,8 @@ def slow_server() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with local_http_server(Slow) as url:
+        yield url
 
 
 def test_a_busy_server_that_answers_after_the_connect_timeout_is_used(

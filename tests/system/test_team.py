@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import RayCluster, TeamServer
+from conftest import RayCluster, TeamServer, local_http_server
 from thread_bench import executors, server, store, study, tracking
 
 pytestmark = pytest.mark.filterwarnings("ignore:vert. bool was deprecated:matplotlib.MatplotlibDeprecationWarning")
@@ -252,12 +251,8 @@ class _OldServer(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def old_server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OldServer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with local_http_server(_OldServer) as url:
+        yield url
 
 
 def test_a_server_of_an_older_mlflow_is_refused_with_the_upgrade_command(old_server: str) -> None:
