@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 #: TensorFlow's switch for its oneDNN kernels (convolutions, pooling, batch norm), read once at start-up.
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+#: :data:`ONEDNN_VARIABLE` unless the user set it: on.
+ONEDNN_DEFAULT = "1"
 
 
 def startup_environment(deterministic: bool, threads: int) -> dict[str, str]:
@@ -25,18 +27,14 @@ def startup_environment(deterministic: bool, threads: int) -> dict[str, str]:
     warnings). A value the user set wins for both.
 
     TensorFlow turns oneDNN on by itself only on processors with AVX512-VNNI, AVX512-BF16 or AMX; elsewhere (every
-    AMD EPYC, Intel before Cascade Lake) it runs its Eigen kernels, 4.6x slower on this model (a laptop epoch of
-    Keras on TensorFlow: 247 s against 54 s on an AMD EPYC Zen 3, README "CPU performance"). On also makes the
-    same code path run on both processor families, which a ``cpu_isa`` cap can then pin (Eigen ignores it).
+    AMD EPYC, Intel before Cascade Lake) it runs its Eigen kernels, 3.5-4.6x slower on this model (a laptop epoch
+    of Keras on TensorFlow: 247 s against 54-70 s on an AMD EPYC Zen 3, README "CPU performance"). On also makes
+    the same code path run on both processor families, which a ``cpu_isa`` cap can then pin (Eigen ignores it).
     """
     return {
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1"),
         ONEDNN_VARIABLE: os.environ.get(ONEDNN_VARIABLE, ONEDNN_DEFAULT),
     }
-
-
-#: :data:`ONEDNN_VARIABLE` unless the user set it: on.
-ONEDNN_DEFAULT = "1"
 
 
 def prefer_onednn() -> None:
@@ -129,7 +127,8 @@ def prepare_memory() -> dict[str, Any]:
     its memory figure would say nothing about the model (docs/DESIGN.md §7).
 
     Logged as ``tf_memory_growth``: ``true``, ``false`` (TensorFlow had started without it), ``no_gpu``; with it
-    ``tf_onednn``, whether the oneDNN kernels run (:func:`startup_environment`): a 4.6x difference in speed.
+    ``tf_onednn``, whether the oneDNN kernels run (:func:`startup_environment`): a 3.5-4.6x difference in speed
+    on an AMD EPYC Zen 3.
     """
     import tensorflow as tf
 
