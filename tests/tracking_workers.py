@@ -2,8 +2,9 @@
 
 Modes:
     run EXPERIMENT READY GO      import, create READY, wait for GO to exist, then a tracked run with 3 metric steps
-    fanout EXPERIMENT N          import once, fork N processes at the same instant, each a tracked run with 3 metric
-                                 steps; prints "<pid> <exit status> <run id> <experiment id>" per process
+    fanout EXPERIMENT N          import once, fork N processes at the same instant, each a tracked run that logs one
+                                 shared dataset as its input and 3 metric steps; prints "<pid> <exit status> <run id>
+                                 <experiment id>" per process
     hold EXPERIMENT STARTED      a tracked run that writes its id to STARTED and waits to be stopped
     vanish EXPERIMENT STARTED    a tracked run that writes its id to STARTED and SIGKILLs its own process
     parent EXPERIMENT STARTED    starts ``hold`` as a child that dies with it, and waits for it
@@ -26,6 +27,9 @@ import mlflow
 from thread_bench import lifecycle, tracking
 
 METRIC_STEPS = 3
+#: The dataset every ``fanout`` child logs as its input (the working folder), as trainings of one dataset do.
+DATASET_NAME = "shared-dataset"
+DATASET_DIGEST = "0123456789abcdef"
 
 
 def _run(experiment: str, ready: Path, go: Path) -> None:
@@ -55,6 +59,7 @@ def fan_out(experiment: str, processes: int) -> list[tuple[int, int, str, str]]:
             status = 1
             try:
                 with tracking.tracked_run(experiment, run_name=f"worker-{os.getpid()}") as run:
+                    tracking.log_dataset_input(os.getcwd(), DATASET_NAME, DATASET_DIGEST)
                     for step in range(METRIC_STEPS):
                         mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
                 os.write(write, f"{run.info.run_id} {run.info.experiment_id}".encode())

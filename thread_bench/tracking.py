@@ -13,12 +13,15 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
 import psutil
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import LifecycleStage, Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -387,6 +390,38 @@ def ensure_experiment(name: str) -> str:
             log.debug("experiment %r was created by another process meanwhile (attempt %d)", name, attempt + 1)
             time.sleep(0.05 * (attempt + 1))
     raise RuntimeError(f"experiment {name!r}: neither found nor created after {_EXPERIMENT_ATTEMPTS} attempts")
+
+
+#: How each SQL store words the race in :func:`log_dataset_input`: PostgreSQL ``duplicate key value violates unique
+#: constraint "dataset_pk"``, SQLite ``UNIQUE constraint failed: datasets.experiment_id, ...``, MySQL ``Duplicate
+#: entry ... for key 'datasets.PRIMARY'``.
+_DATASET_RACE = re.compile(r'"dataset_pk"|UNIQUE constraint failed: datasets\.|Duplicate entry .* for key \'datasets\.')
+_DATASET_ATTEMPTS = 3
+
+
+def log_dataset_input(source: str, name: str, digest: str, context: str = "training") -> None:
+    """Log the dataset in folder ``source`` as the active run's input (MLflow's Datasets panel); safe when many
+    runs of one experiment log the same dataset at once.
+
+    ``mlflow.log_input`` is not: MLflow's SQL store looks the dataset (experiment, name, digest) up and inserts it
+    when missing, in two steps, so the second of two runs that both found nothing fails on the first one's row
+    (on a team server: eight trainings of one dataset started at once). Its transaction is rolled back whole, and
+    a second attempt finds the row and only links it to the run.
+    """
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source for two URI schemes and warns that both match.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset_source = resolve_dataset_source(source)
+    dataset = MetaDataset(source=dataset_source, name=name, digest=digest)  # type: ignore[abstract]
+    for attempt in range(1, _DATASET_ATTEMPTS + 1):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as error:
+            if attempt == _DATASET_ATTEMPTS or not _DATASET_RACE.search(str(error)):
+                raise
+            log.debug("dataset %s was logged by another run meanwhile (attempt %d); linking it", name, attempt)
+            time.sleep(0.05 * attempt)
 
 
 def _set_experiment_kind(client: mlflow.MlflowClient, experiment_id: str) -> None:

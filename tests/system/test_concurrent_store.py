@@ -14,8 +14,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.dbmodels.models import SqlDataset
+from sqlalchemy.orm import Query
 
 from thread_bench import tracking
+from tracking_workers import DATASET_DIGEST, DATASET_NAME
 
 pytestmark = pytest.mark.fault
 
@@ -58,6 +62,8 @@ def test_processes_starting_at_once_on_a_fresh_store_all_finish_in_the_right_exp
     for run in runs:
         history = client.get_metric_history(run.info.run_id, "loss")
         assert sorted(m.step for m in history) == [0, 1, 2]
+        inputs = run.inputs.dataset_inputs
+        assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [(DATASET_NAME, DATASET_DIGEST)]
         owner = tracking.process_of(run)
         assert owner is not None and owner.on_this_machine() and not owner.alive()
 
@@ -88,3 +94,70 @@ def test_a_deleted_experiment_is_named(tracking_store: str) -> None:
     client.delete_experiment(client.create_experiment("gone"))
     with pytest.raises(ValueError, match=r"experiment 'gone' \(id \d+\) is deleted .*mlflow experiments restore"):
         tracking.ensure_experiment("gone")
+
+
+def test_runs_logging_one_dataset_at_once_all_link_it(
+    tracking_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's SQL store looks a dataset up, then inserts it: a run whose lookup came before another run's insert
+    fails on the other's row (seen on a team server, eight trainings of one dataset). Here the race is made
+    certain: the second run's first lookup finds nothing although the row exists."""
+    source = str(tmp_path)
+    real_all = Query.all
+    blinded = []
+
+    def lookup_before_the_other_insert(self: Query) -> list[object]:
+        rows = real_all(self)
+        if rows and isinstance(rows[0], SqlDataset) and not blinded:
+            blinded.append(rows)
+            return []
+        return rows
+
+    with mlflow.start_run() as first:
+        tracking.log_dataset_input(source, "raced-dataset", "0123456789abcdef")
+    with mlflow.start_run() as second, monkeypatch.context() as patched:
+        patched.setattr(Query, "all", lookup_before_the_other_insert)
+        tracking.log_dataset_input(source, "raced-dataset", "0123456789abcdef")
+
+    assert blinded, "the race was not staged: the second run's lookup never found the first run's dataset"
+    client = mlflow.MlflowClient()
+    for run in (first, second):
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("raced-dataset", "0123456789abcdef")]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        'BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"',
+        "(pymysql.err.IntegrityError) (1062, \"Duplicate entry '1-d-0123' for key 'datasets.PRIMARY'\")",
+    ],
+    ids=["postgresql-server", "mysql"],
+)
+def test_each_store_wording_of_the_race_is_retried(
+    tracking_store: str, monkeypatch: pytest.MonkeyPatch, message: str
+) -> None:
+    calls = []
+
+    def raced_once(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        if len(calls) == 1:
+            raise MlflowException(message)
+
+    monkeypatch.setattr(mlflow, "log_input", raced_once)
+    with mlflow.start_run():
+        tracking.log_dataset_input(str(Path.cwd()), "d", "0123")
+    assert len(calls) == 2
+
+
+def test_another_dataset_error_is_not_retried(tracking_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def failing_log_input(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        raise MlflowException("Dataset name exceeds the maximum length")
+
+    monkeypatch.setattr(mlflow, "log_input", failing_log_input)
+    with mlflow.start_run(), pytest.raises(MlflowException, match="maximum length"):
+        tracking.log_dataset_input(str(Path.cwd()), "d", "0123")
+    assert len(calls) == 1

@@ -29,15 +29,12 @@ import importlib
 import logging
 import sys
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.data.dataset_source_registry import resolve_dataset_source
-from mlflow.data.meta_dataset import MetaDataset
 
 from thread_bench import cli, cpu_isa, frameworks, lifecycle, measure, progress, quiet, store, tracking, workloads
 from thread_bench.config import DEFAULT_VARIANT, PREDICT_BATCH_SIZE, TrainConfig, resolve
@@ -339,7 +336,8 @@ def _log_setup(
             tracking.TAG_DATASET_DIGEST: dataset.digest,
         }
     )
-    _log_dataset_input(dataset, params[tracking.PARAM_DATASET_KEY])
+    # The prepared dataset as the run's input (MLflow's Datasets panel: name, digest, folder).
+    tracking.log_dataset_input(str(dataset.path.resolve()), params[tracking.PARAM_DATASET_KEY], dataset.digest[:16])
     config = {
         "framework": trainer.FRAMEWORK,
         "workload": request.workload,
@@ -356,18 +354,6 @@ def _log_setup(
         "versions": versions,
     }
     mlflow.log_dict(config, tracking.ARTIFACT_CONFIG)
-
-
-def _log_dataset_input(dataset: PreparedDataset, name: str) -> None:
-    """The prepared dataset as the run's input (MLflow's Datasets panel: name, digest, folder)."""
-    with warnings.catch_warnings():
-        # MLflow registers its local-file source for two URI schemes and warns that both match.
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        source = resolve_dataset_source(str(dataset.path.resolve()))
-    mlflow.log_input(
-        MetaDataset(source=source, name=name, digest=dataset.digest[:16]),  # type: ignore[abstract]
-        context="training",
-    )
 
 
 def _report_epoch(record: EpochRecord) -> None:
