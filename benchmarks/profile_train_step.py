@@ -2,7 +2,12 @@
 
     python benchmarks/profile_train_step.py --framework torch-eager
     python benchmarks/profile_train_step.py --framework keras-tensorflow --onednn
-    python benchmarks/profile_train_step.py --framework torch-channels_last --base-filters 8 --input-size 200 --batch 32
+    python benchmarks/profile_train_step.py --framework torch-channels_last --profile paper
+    python benchmarks/profile_train_step.py --framework torch-eager --base-filters 8 --input-size 200 --batch 32
+
+The model and batch are a training profile's (``--profile``, the suite's default: the laptop's base-2 model on
+72 px images, batch 32), so a step here is a step of the epoch ``cpu_epoch.py`` times; ``--base-filters``,
+``--input-size`` and ``--batch`` override one of them.
 
 PyTorch (eager, channels_last, and Keras on the torch backend) is profiled with ``torch.profiler`` (self CPU
 time per aten op); Keras on TensorFlow with the TF profiler (op events of the executor threads, read from
@@ -35,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from machine_load import ForeignLoad, wait_until_quiet
-from thread_bench import cli
+from thread_bench import cli, config
 from thread_bench.backends import tensorflow_backend
 
 FRAMEWORKS = ("torch-eager", "torch-channels_last", "keras-tensorflow", "keras-torch")
@@ -62,10 +67,19 @@ def classify(name: str) -> str:
     return "other elementwise / misc"
 
 
-def build_step(framework: str, base_filters: int, input_size: int, batch: int) -> Callable[[], Any]:
-    from thread_bench.workloads.thread_density.config import ModelConfig
+def shapes(profile: str, base_filters: int | None, input_size: int | None, batch: int | None) -> tuple[Any, int]:
+    """The profile's model config and batch size, with the options given instead of its values."""
+    from thread_bench.workloads.thread_density.config import PROFILES, ModelConfig
 
-    config = ModelConfig(base_filters=base_filters, input_size=input_size, dropout=0.0)
+    overrides = {"base_filters": base_filters, "input_size": input_size}
+    model = config.resolve(ModelConfig, profile, overrides, profiles=PROFILES)
+    train = config.resolve(config.TrainConfig, profile, {"batch_size": batch}, profiles=PROFILES)
+    return model, train.batch_size
+
+
+def build_step(framework: str, model_config: Any, batch: int) -> Callable[[], Any]:
+    """One training step (forward, loss, backward, Adam update) of ``model_config``'s model on a random batch."""
+    input_size = model_config.input_size
     rng = np.random.default_rng(0)
     images = rng.random((batch, input_size, input_size), np.float32)
     targets = rng.uniform(6.0, 23.0, batch).astype(np.float32)
@@ -74,7 +88,7 @@ def build_step(framework: str, base_filters: int, input_size: int, batch: int) -
 
         from thread_bench.workloads.thread_density import keras_model, keras_models
 
-        model = keras_model.build_model(config)
+        model = keras_model.build_model(model_config)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=1e-3, epsilon=1e-7),
             loss=lambda targets, predictions: keras_models.loss(predictions, targets),  # Keras' argument order
@@ -86,7 +100,7 @@ def build_step(framework: str, base_filters: int, input_size: int, batch: int) -
 
     from thread_bench.workloads.thread_density import torch_model, torch_models
 
-    net = torch_model.build_model(config)
+    net = torch_model.build_model(model_config)
     xt, yt = torch.from_numpy(images).unsqueeze(1), torch.from_numpy(targets)
     if framework == "torch-channels_last":
         net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -182,9 +196,12 @@ def _gated_steps(run: Callable[[], Any], steps: int, wait_quiet_s: float) -> tup
 def main() -> None:
     parser = cli.Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--framework", choices=FRAMEWORKS, default="torch-eager")
-    parser.add_argument("--base-filters", type=int, default=8)
-    parser.add_argument("--input-size", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--profile", choices=config.PROFILE_NAMES, default=config.DEFAULT_PROFILE, help="the model and batch size"
+    )
+    parser.add_argument("--base-filters", type=int, help="instead of the profile's")
+    parser.add_argument("--input-size", type=int, help="the images' side, instead of the profile's")
+    parser.add_argument("--batch", type=int, help="instead of the profile's batch size")
     parser.add_argument("--steps", type=int, default=3, help="timed and profiled steps (after 2 warm-up steps)")
     parser.add_argument("--onednn", action="store_true", help="also sum oneDNN primitives (ONEDNN_VERBOSE)")
     parser.add_argument(
@@ -200,7 +217,11 @@ def main() -> None:
         os.environ["KERAS_BACKEND"] = backend  # this is a script, not library code: it picks its own backend
         if backend == "tensorflow":
             tensorflow_backend.prefer_onednn()  # as the suite trains it (TF_ENABLE_ONEDNN_OPTS=0 measures Eigen)
-    step = build_step(args.framework, args.base_filters, args.input_size, args.batch)
+    try:
+        model_config, batch = shapes(args.profile, args.base_filters, args.input_size, args.batch)
+    except ValueError as error:
+        parser.error(str(error))
+    step = build_step(args.framework, model_config, batch)
     for _ in range(2):
         step()
 
@@ -229,8 +250,9 @@ def main() -> None:
         by_class[classify(name)] += ms
     busy = sum(by_class.values())
     wall_ms, profiled_wall_ms = statistics.median(walls_ms), statistics.median(profiled_walls_ms)
-    print(f"{args.framework}: base {args.base_filters}, input {args.input_size}, batch {args.batch}")
-    print(f"wall time {wall_ms:.0f} ms/step, median of {args.steps} ({args.batch / wall_ms * 1e3:.1f} samples/s); "
+    print(f"{args.framework}: profile {args.profile}, base {model_config.base_filters}, "
+          f"input {model_config.input_size}, batch {batch}")  # fmt: skip
+    print(f"wall time {wall_ms:.0f} ms/step, median of {args.steps} ({batch / wall_ms * 1e3:.1f} samples/s); "
           f"other processes used up to {_cores(foreign)} cores meanwhile")  # fmt: skip
     print(f"profiled: wall {profiled_wall_ms:.0f} ms/step, op time {busy:.0f} ms/step (ops / wall "
           f"{busy / profiled_wall_ms:.2f}); other processes used up to {_cores(foreign_profiled)} cores")  # fmt: skip

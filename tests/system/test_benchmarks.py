@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _profile_train_step(framework: str) -> list[str]:
-    """``profile_train_step.py`` at its smallest: a base-2 RegVGG on 32 px images, batch 4, one profiled step."""
-    sizes = ["--base-filters", "2", "--input-size", "32", "--batch", "4", "--steps", "1"]
+    """``profile_train_step.py`` at its smallest: the smoke profile's base-2 model on 32 px images, batch 4 (an
+    option over the profile's), one profiled step."""
+    sizes = ["--profile", "smoke", "--batch", "4", "--steps", "1"]
     return ["benchmarks/profile_train_step.py", "--framework", framework, *sizes]
 
 
@@ -33,8 +34,12 @@ SCRIPTS = {
     "bench_preprocessing": (["benchmarks/bench_preprocessing.py", "--profile", "smoke"], "peak RSS (process tree)"),
     "concurrent_store": (["benchmarks/concurrent_store.py", "--trials", "1", "--processes", "2"], "0 failed processes"),
     "profile_train_step torch": (_profile_train_step("torch-eager"), "aten::"),
-    # Which ops lead the profile varies with the machine's load: the timing line says the step ran and was measured.
-    "profile_train_step keras": (_profile_train_step("keras-tensorflow"), "ms/step, median of 1"),
+    # Which ops lead the profile varies with the machine's load: the header, printed once the steps were measured
+    # and profiled, says they ran, with the profile's shapes and the batch option over them.
+    "profile_train_step keras": (
+        _profile_train_step("keras-tensorflow"),
+        "keras-tensorflow: profile smoke, base 2, input 32, batch 4",
+    ),
     "inception model train step": (
         [
             "-m",
