@@ -413,3 +413,26 @@ def test_a_variant_sets_its_knobs_and_explicit_options_still_win() -> None:
     )
     assert request.variant == "tuned" and not request.train.deterministic
     assert request.options == TorchOptions(channels_last=True, compile=False)
+
+
+def test_batchnorm_statistics_scores_a_torch_run_three_ways_and_refuses_a_keras_run(
+    smoke_runs: dict[str, list[mlflow.entities.Run]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import batchnorm_statistics
+
+    run = smoke_runs["torch"][0]
+    assert batchnorm_statistics.main(["--run_id", run.info.run_id, "--windows", "8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith(("| as logged", "| recomputed"))]
+    assert len(rows) == 3
+    values = [[float(cell) for cell in row.strip(" |").split(" | ")[1:]] for row in rows]
+    assert all(len(row) == 4 and all(np.isfinite(row)) for row in values)
+    # The logged model is the best epoch's, scored on the same validation split as in training.
+    assert values[0][1] == pytest.approx(run.data.metrics[tracking.BEST_VAL_LOSS], rel=1e-4)
+    assert values[0][3] == values[1][3] == values[2][3]  # the FFT measures the same windows each time
+    assert values[1] != values[0]  # recomputing changed the statistics
+
+    with pytest.raises(SystemExit):
+        batchnorm_statistics.main(["--run_id", smoke_runs["keras"][0].info.run_id])
+    assert "a PyTorch run is needed, this one's framework is 'keras'" in capsys.readouterr().err
