@@ -113,9 +113,9 @@ def test_runs_logging_one_dataset_at_once_all_link_it(
             return []
         return rows
 
-    with mlflow.start_run() as first:
+    with tracking.tracked_run("raced", run_name="first") as first:
         tracking.log_dataset_input(source, "raced-dataset", "0123456789abcdef")
-    with mlflow.start_run() as second, monkeypatch.context() as patched:
+    with tracking.tracked_run("raced", run_name="second") as second, monkeypatch.context() as patched:
         patched.setattr(Query, "all", lookup_before_the_other_insert)
         tracking.log_dataset_input(source, "raced-dataset", "0123456789abcdef")
 
@@ -145,7 +145,7 @@ def test_each_store_wording_of_the_race_is_retried(
             raise MlflowException(message)
 
     monkeypatch.setattr(mlflow, "log_input", raced_once)
-    with mlflow.start_run():
+    with tracking.tracked_run("raced"):
         tracking.log_dataset_input(str(Path.cwd()), "d", "0123")
     assert len(calls) == 2
 
@@ -158,6 +158,6 @@ def test_another_dataset_error_is_not_retried(tracking_store: str, monkeypatch: 
         raise MlflowException("Dataset name exceeds the maximum length")
 
     monkeypatch.setattr(mlflow, "log_input", failing_log_input)
-    with mlflow.start_run(), pytest.raises(MlflowException, match="maximum length"):
+    with pytest.raises(MlflowException, match="maximum length"), tracking.tracked_run("raced"):
         tracking.log_dataset_input(str(Path.cwd()), "d", "0123")
     assert len(calls) == 1
