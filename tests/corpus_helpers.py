@@ -103,9 +103,15 @@ def raw_patch(seed: int = 0, *, bit_depth: int = 8, size_px: int = 300) -> np.nd
     return synthetic.generate_patch(rng, canvas, imaging=imaging, size_px=size_px).image
 
 
-def training_window(patch: np.ndarray, top: int, left: int, crop_px: int = 200, size: int = 64) -> np.ndarray:
-    """What the preparation makes of the unrotated, unflipped sub-patch at ``(top, left)``."""
+def training_window(
+    patch: np.ndarray, top: int, left: int, crop_px: int = 200, size: int = 64, *, equalisation: str = "window"
+) -> np.ndarray:
+    """What the preparation makes of the unrotated, unflipped sub-patch at ``(top, left)``, equalised on its own
+    (``window``, the default) or cut from the equalised patch (``patch``), written out here step by step."""
     half = (crop_px - 1) / 2
     augmentation = _Augmentation(centre_xy=(left + half, top + half), angle_deg=0.0, dihedral=0)
-    image = apply_augmentation(equalize_histogram(patch), augmentation, crop_px, nearest=False)
+    if equalisation == "window":
+        image = equalize_histogram(apply_augmentation(patch, augmentation, crop_px, nearest=False))
+    else:
+        image = apply_augmentation(equalize_histogram(patch), augmentation, crop_px, nearest=False)
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)

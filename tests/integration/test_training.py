@@ -436,3 +436,29 @@ def test_batchnorm_statistics_scores_a_torch_run_three_ways_and_refuses_a_keras_
     with pytest.raises(SystemExit):
         batchnorm_statistics.main(["--run_id", smoke_runs["keras"][0].info.run_id])
     assert "a PyTorch run is needed, this one's framework is 'keras'" in capsys.readouterr().err
+
+
+def test_serving_skew_shows_a_window_equalised_model_answers_requests_as_its_training_scored(
+    smoke_runs: dict[str, list[mlflow.entities.Run]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import serving_skew
+
+    run = smoke_runs["torch"][0]
+    assert serving_skew.main(["--run_id", run.info.run_id]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "trained with equalisation window, serves with window" in out[0]
+    table = [line.strip(" |").split(" | ") for line in out if line.startswith("| ")]
+    assert table[0] == ["inputs", "n", "nMAE", "median relative error"] and set(table[1]) == {"---"}
+    values = {cells[0]: [float(cell) for cell in cells[1:]] for cells in table[2:]}
+    assert len(values) == 4 and all(np.isfinite(row).all() for row in values.values())
+    stored = values["validation split as stored (rotations and flips included)"]
+    assert stored[1] == pytest.approx(run.data.metrics[tracking.BEST_VAL_LOSS], rel=1e-4)
+    # A request gets exactly the inputs of the training's own equalisation, and not the other one's.
+    served = values["windows as requests (the logged model's preprocessing)"]
+    assert served == values["windows equalised on their own (equalisation=window)"]
+    assert served != values["windows cut from the equalised patch (equalisation=patch)"]
+
+    with pytest.raises(SystemExit):
+        serving_skew.main(["--run_id", "0" * 32])
+    assert f"--run_id {'0' * 32}: not a training run" in capsys.readouterr().err

@@ -231,6 +231,7 @@ def test_the_preprocessing_is_part_of_the_model_metadata(products: Products) -> 
     )
     assert preprocessing["resolution_from"] in {"corpus index", "synthetic default"}
     assert "equalisation" in preprocessing and "density_h" in preprocessing
+    assert preprocessing["equalisation_scope"] == "window"  # the dataset's setting, as the manifest records it
     example = json.loads((artifacts / "input_example.json").read_text())
     assert example["columns"] == ["image", "px_per_cm"]
     assert [str(column) for column in info.signature.inputs.input_names()] == ["image", "px_per_cm"]

@@ -50,6 +50,8 @@ def test_unknown_profile_and_parameter() -> None:
         (DataConfig, {"n_patches": 0}, "n_patches must be a positive integer"),
         (DataConfig, {"n_paintings": 10, "n_patches": 5}, "n_patches=5 must be >= n_paintings=10"),
         (DataConfig, {"styles": "fancy"}, "styles must be one of"),
+        (DataConfig, {"scale_jitter": 1.5}, r"scale_jitter must be in \[0, 1\] .*got 1.5"),
+        (DataConfig, {"equalisation": "global"}, r"equalisation must be one of \('window', 'patch'\).*got 'global'"),
         (DataConfig, {"input_size": 300}, "input_size=300 must be <= crop_px=200"),
         (DataConfig, {"val_fraction": 0.6, "test_fraction": 0.5}, "must leave room for a training split"),
         (DataConfig, {"max_rotation_deg": 90.0}, r"max_rotation_deg must be in \[0, 45\]"),

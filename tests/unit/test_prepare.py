@@ -12,8 +12,9 @@ from corpus_helpers import grid_config, grid_patch, read_index_rows, write_grid_
 from thread_bench.data import build
 from thread_bench.data.prepared import MANIFEST, SPLITS, STAMP, load_prepared
 from thread_bench.workloads.thread_density import prepare
-from thread_bench.workloads.thread_density.config import DataConfig
-from thread_bench.workloads.thread_density.counting import count_threads
+from thread_bench.workloads.thread_density.config import EQUALISATIONS, DataConfig
+from thread_bench.workloads.thread_density.corpus import load_patch, read_index
+from thread_bench.workloads.thread_density.counting import ThreadDensity, count_threads
 from thread_bench.workloads.thread_density.prepare import (
     _Augmentation,
     apply_augmentation,
@@ -161,6 +162,80 @@ def test_small_rotation_keeps_the_crop_inside_the_patch() -> None:
     angles = np.array([abs(a.angle_deg) for a in draws])
     assert ((angles == 0) | ((angles >= 1) & (angles <= 6))).all() and (angles > 0).any() and (angles == 0).any()
     assert sorted(a.dihedral for a in draws) == sorted(list(range(8)) * 8)
+
+
+@pytest.mark.parametrize("equalisation", EQUALISATIONS)
+def test_each_sub_patch_is_equalised_as_configured(grid_corpus: Path, equalisation: str) -> None:
+    """``window``: each (rotated, flipped) cut of the raw patch equalised on its own, as a logged model treats a
+    window; ``patch``: the cut taken from the equalised patch (the reference study's). Rebuilt step by step from
+    the same draws, for an 8-bit and a 16-bit patch."""
+    config = _config(grid_corpus, equalisation=equalisation)
+    other = _config(grid_corpus, equalisation=next(e for e in EQUALISATIONS if e != equalisation))
+    for record in read_index(grid_corpus)[:2]:
+        made = prepare.prepare_patch((grid_corpus, record, config)).images
+        raw = load_patch(grid_corpus, record).image
+        rng = np.random.default_rng((config.seed, prepare._AUGMENT_STREAM, record.row))
+        draws = prepare.draw_augmentations(rng, raw.shape, config)
+        assert len(made) == len(draws) == config.subpatches_per_patch
+        for image, augmentation in zip(made, draws, strict=True):
+            if equalisation == "window":
+                cut = equalize_histogram(apply_augmentation(raw, augmentation, config.crop_px, nearest=False))
+            else:
+                cut = apply_augmentation(equalize_histogram(raw), augmentation, config.crop_px, nearest=False)
+            expected = cv2.resize(cut, (config.input_size,) * 2, interpolation=cv2.INTER_AREA)
+            assert np.array_equal(image, expected)
+        assert not np.array_equal(made, prepare.prepare_patch((grid_corpus, record, other)).images)
+
+
+def test_scale_jitter_cuts_sides_in_its_range_inside_the_patch() -> None:
+    config = DataConfig(subpatches_per_patch=400, crop_px=200, max_rotation_deg=6.0, scale_jitter=0.25)
+    draws = prepare.draw_augmentations(np.random.default_rng(0), (300, 320), config, max_zoom=1.1)
+    sides = np.array([a.side_px or 200 for a in draws])
+    assert sides.min() >= round(200 / 1.25) and sides.max() <= round(200 * 1.1)  # the zoom cap, not 1.25
+    assert len(set(sides.tolist())) > 50 and (sides < 200).mean() > 0.4  # a range, shrinking as often as not
+    ones = np.ones((300, 320), np.uint8)
+    for augmentation in draws:  # no padded corner: every cut lies inside the patch (a 0 border would show)
+        side = augmentation.side_px or 200
+        matrix = cv2.getRotationMatrix2D(augmentation.centre_xy, augmentation.angle_deg, 1.0)
+        matrix[:, 2] += (side - 1) / 2 - np.asarray(augmentation.centre_xy)
+        assert cv2.warpAffine(ones, matrix, (side, side), flags=cv2.INTER_NEAREST, borderValue=0).all()
+    unjittered = prepare.draw_augmentations(np.random.default_rng(0), (300, 320), DataConfig(subpatches_per_patch=8))
+    assert all(a.side_px is None for a in unjittered)
+
+
+def test_scale_jitter_labels_count_the_threads_per_stored_centimetre(grid_corpus: Path) -> None:
+    """A cut of side s x crop_px stored at input_size holds s times the threads of a crop_px cut: its labels are
+    the painting's density times s (painting p: vertical period 14 + 2p px, horizontal 18 + 2p, at 200 px/cm)."""
+    config = grid_config(grid_corpus, subpatches_per_patch=24, input_size=64, scale_jitter=0.25)
+    checked = 0
+    for record in read_index(grid_corpus):
+        output = prepare.prepare_patch((grid_corpus, record, config))
+        rng = np.random.default_rng((config.seed, prepare._AUGMENT_STREAM, record.row))
+        patch = load_patch(grid_corpus, record)
+        whole = count_threads(patch.h_mask, patch.v_mask, record.px_per_cm)
+        draws = prepare.draw_augmentations(rng, (300, 300), config, prepare.max_zoom(config, whole, record.px_per_cm))
+        assert len(output.labels) == len(draws)
+        painting = int(record.painting_id.removeprefix("painting"))
+        for augmentation, vertical, horizontal in zip(draws, output.labels, output.density_h, strict=True):
+            stretch = (augmentation.side_px or config.crop_px) / config.crop_px
+            # a quarter turn (odd dihedral) swaps the families
+            period_v, period_h = (14 + 2 * painting, 18 + 2 * painting)[:: 1 if augmentation.dihedral % 2 == 0 else -1]
+            assert vertical == pytest.approx(200 / period_v * stretch, rel=0.03)
+            assert horizontal == pytest.approx(200 / period_h * stretch, rel=0.03)
+            checked += augmentation.side_px is not None
+    assert checked > 100
+
+
+def test_scale_jitter_never_packs_threads_past_the_stored_resolution() -> None:
+    config = DataConfig(crop_px=200, input_size=72, scale_jitter=0.25)
+    sparse, dense = ThreadDensity(horizontal=10.0, vertical=12.0), ThreadDensity(horizontal=30.0, vertical=34.0)
+    assert prepare.max_zoom(config, sparse, 200.0) == pytest.approx(72 / (2.5 * 12))  # 2.4: the jitter's 1.25 rules
+    assert prepare.max_zoom(config, dense, 200.0) == 1.0  # already near 2 px a period: never enlarged
+
+
+def test_the_equalisation_is_part_of_the_dataset_key(grid_corpus: Path) -> None:
+    keys = {prepare.dataset_key(_config(grid_corpus, equalisation=e), "digest") for e in EQUALISATIONS}
+    assert len(keys) == len(EQUALISATIONS)
 
 
 def test_equalisation_is_the_same_for_8_and_16_bit() -> None:

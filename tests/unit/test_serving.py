@@ -14,9 +14,11 @@ from thread_bench.models import serving as generic
 from thread_bench.workloads.digits import serving as digits
 from thread_bench.workloads.thread_density import serving
 
-#: The laptop profile's preprocessing as ``serving.describe`` states it for the synthetic corpus: 1 cm windows
-#: of 200 px resized to 64 px.
-LAPTOP = {"input_size": 64, "model_px_per_cm": 64.0, "window_cm": 1.0}
+#: A 64 px model's preprocessing as ``serving.describe`` states it for the synthetic corpus: 1 cm windows of 200 px
+#: resized to 64 px, each equalised on its own.
+LAPTOP = {"input_size": 64, "model_px_per_cm": 64.0, "window_cm": 1.0, "equalisation_scope": "window"}
+#: The same as a model trained before December 2026 describes it: no scope, the whole patch equalised first.
+BEFORE = {key: value for key, value in LAPTOP.items() if key != "equalisation_scope"}
 
 
 class Recorder:
@@ -44,18 +46,33 @@ def test_a_one_window_patch_gets_exactly_the_training_preprocessing() -> None:
     assert answer.loc[0, "density_v"] == pytest.approx(float(network(expected[None])[0]), rel=1e-6)
 
 
-def test_a_larger_patch_is_tiled_evenly_and_averaged() -> None:
+@pytest.mark.parametrize(("description", "equalisation"), [(LAPTOP, "window"), (BEFORE, "patch")])
+def test_a_larger_patch_is_tiled_evenly_and_averaged(description: dict[str, object], equalisation: str) -> None:
     patch = raw_patch(2)  # 300 x 300 px: 1.5 cm, so windows at 0 and 100 px in each direction
     network = Recorder()
 
-    answer = serving.predict(network, {"image": patch, "px_per_cm": 200.0}, LAPTOP)
+    answer = serving.predict(network, {"image": patch, "px_per_cm": 200.0}, description)
 
     windows = network.calls[0]
     assert len(windows) == answer.loc[0, "windows"] == 4
-    # Equalised over the whole patch, as the training did, then cut: each window is the training's sub-patch.
+    # Each window is the sub-patch the model's training made there: equalised on its own, or (a model trained
+    # before the scope existed) cut from the equalised patch.
     for window, (top, left) in zip(windows, [(0, 0), (0, 100), (100, 0), (100, 100)], strict=True):
-        assert np.array_equal(window, training_window(patch, top, left))
+        assert np.array_equal(window, training_window(patch, top, left, equalisation=equalisation))
     assert answer.loc[0, "density_v"] == pytest.approx(float(np.mean(network(windows))), rel=1e-6)
+
+
+def test_a_window_s_answer_does_not_depend_on_the_patch_around_it() -> None:
+    """Equalised on its own, a window is the same network input whatever surrounds it: a 1 cm request and the
+    same centimetre inside a larger patch give the same input; equalised over the patch, they do not."""
+    patch = raw_patch(5)  # 300 x 300 px
+    patch[200:, 200:] = patch.max()  # a bright corner (lead white, a nail) outside the first window
+    alone, _ = serving.patch_windows(patch[:200, :200], 200.0, LAPTOP)
+    inside, _ = serving.patch_windows(patch, 200.0, LAPTOP)
+    assert np.array_equal(alone[0], inside[0])
+    before_alone, _ = serving.patch_windows(patch[:200, :200], 200.0, BEFORE)
+    before_inside, _ = serving.patch_windows(patch, 200.0, BEFORE)
+    assert not np.array_equal(before_alone[0], before_inside[0])
 
 
 def test_the_resolution_is_honoured_and_the_answer_stays_in_threads_per_cm() -> None:

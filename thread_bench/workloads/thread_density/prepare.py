@@ -1,9 +1,11 @@
 """Preprocessing of the thread-density workload (docs/DESIGN.md §2.3): raw corpus -> prepared dataset.
 
-Per patch: histogram equalisation; ``subpatches_per_patch`` augmented sub-patches (crop position, small
-rotation, one of the eight flips/90-degree rotations), the masks getting the identical geometric transform
-with nearest-neighbour interpolation; the label of each sub-patch is counted on its transformed masks by
-:func:`.counting.count_threads`. Paintings, not patches, are assigned to train/val/test. The dataset is
+Per patch: ``subpatches_per_patch`` augmented sub-patches (crop position, small rotation, one of the eight
+flips/90-degree rotations), the masks getting the identical geometric transform with nearest-neighbour
+interpolation; each sub-patch histogram-equalised on its own (``equalisation="window"``, what a logged model
+does with each window it is asked about) or cut from the equalised patch (``"patch"``, the reference study's);
+the label of each sub-patch is counted on its transformed masks by :func:`.counting.count_threads` (times the
+cut's scale, with ``scale_jitter``). Paintings, not patches, are assigned to train/val/test. The dataset is
 written, reused and trusted by the machinery every workload shares (:mod:`thread_bench.data.build`).
 
 Everything random is drawn from ``numpy.random.default_rng((seed, stream, row))``, so the result does not
@@ -65,12 +67,20 @@ DENSITY_TOLERANCE = 0.10
 _IMPLAUSIBLE_REASON = "implausible thread density"
 
 
+#: A sub-patch enlarged by the scale jitter keeps a thread period of at least this many stored pixels (the laptop
+#: profile's 72 px resolve 35 threads/cm at 2.06 px; a little more margin for what the jitter adds).
+_MIN_JITTERED_PERIOD_PX = 2.5
+
+
 @dataclass(frozen=True)
 class _Augmentation:
     centre_xy: tuple[float, float]
     angle_deg: float
     dihedral: int
     """0-3: number of 90-degree rotations; 4-7: the same after a left-right flip."""
+    side_px: int | None = None
+    """The cut's side in the patch's pixels, resized to the stored size like a ``crop_px`` cut (``None``:
+    ``crop_px``); the scale jitter draws it, and the labels scale by ``side_px / crop_px``."""
 
 
 @dataclass
@@ -196,61 +206,80 @@ def equalize_histogram(image: np.ndarray) -> np.ndarray:
     return equalized
 
 
-def draw_augmentations(rng: np.random.Generator, shape: tuple[int, int], config: DataConfig) -> list[_Augmentation]:
+def draw_augmentations(
+    rng: np.random.Generator, shape: tuple[int, int], config: DataConfig, max_zoom: float = 1.0
+) -> list[_Augmentation]:
     """Crop centres, small rotations (half of the sub-patches, 1 to max degrees) and the eight dihedral
-    transforms in equal shares. The crop stays inside the patch after rotation (no padded corners)."""
+    transforms in equal shares; with ``config.scale_jitter``, a side per sub-patch drawn log-uniformly within
+    that factor of ``crop_px`` and at most ``max_zoom`` times it (:func:`max_zoom`). The crop stays inside the
+    patch after rotation (no padded corners)."""
     height, width = shape
     draws = []
     for index in range(config.subpatches_per_patch):
+        side = config.crop_px
+        if config.scale_jitter > 0.0:
+            reach = math.log1p(config.scale_jitter)
+            zoom = min(math.exp(rng.uniform(-reach, reach)), max_zoom)
+            side = min(max(1, round(config.crop_px * zoom)), height, width)
         rotate = config.max_rotation_deg >= 1.0 and rng.random() < 0.5
         angle = float(rng.uniform(1.0, config.max_rotation_deg) * rng.choice((-1.0, 1.0))) if rotate else 0.0
         radians = math.radians(abs(angle))
-        half_extent = 0.5 * config.crop_px * (math.cos(radians) + math.sin(radians))
+        half_extent = 0.5 * side * (math.cos(radians) + math.sin(radians))
         low_x, high_x = half_extent, width - half_extent
         low_y, high_y = half_extent, height - half_extent
         if low_x > high_x or low_y > high_y:
             # Too small to rotate: fall back to an unrotated crop (checked to fit by the caller).
-            angle, low_x, high_x, low_y, high_y = (
-                0.0,
-                config.crop_px / 2,
-                width - config.crop_px / 2,
-                config.crop_px / 2,
-                height - config.crop_px / 2,
-            )
+            angle = 0.0
         if angle == 0.0:
             # Unrotated crops start on a whole pixel, so that cutting them is exact slicing (no resampling).
-            half = (config.crop_px - 1) / 2
+            half = (side - 1) / 2
             centre = (
-                float(rng.integers(0, width - config.crop_px + 1)) + half,
-                float(rng.integers(0, height - config.crop_px + 1)) + half,
+                float(rng.integers(0, width - side + 1)) + half,
+                float(rng.integers(0, height - side + 1)) + half,
             )
         else:
             centre = (float(rng.uniform(low_x, high_x)), float(rng.uniform(low_y, high_y)))
-        draws.append(_Augmentation(centre_xy=centre, angle_deg=angle, dihedral=index % 8))
+        draws.append(
+            _Augmentation(
+                centre_xy=centre,
+                angle_deg=angle,
+                dihedral=index % 8,
+                side_px=None if side == config.crop_px else side,
+            )
+        )
     return draws
 
 
+def max_zoom(config: DataConfig, density: ThreadDensity, px_per_cm: float) -> float:
+    """The largest side / ``crop_px`` the scale jitter may cut from a patch of ``density``: an enlarged cut
+    packs more threads into the stored image, and its densest threads must keep a period of at least
+    ``_MIN_JITTERED_PERIOD_PX`` stored pixels (never below 1: shrinking is always allowed)."""
+    densest = max(density.vertical, density.horizontal)
+    stored_px_per_cm = px_per_cm * config.input_size / config.crop_px
+    return max(1.0, stored_px_per_cm / (_MIN_JITTERED_PERIOD_PX * densest))
+
+
 def apply_augmentation(array: np.ndarray, augmentation: _Augmentation, crop_px: int, *, nearest: bool) -> np.ndarray:
-    """Rotate about the crop centre, cut ``crop_px`` x ``crop_px`` around it, then flip/rotate by 90 degrees.
+    """Rotate about the crop centre, cut ``side_px`` (default ``crop_px``) square around it, then flip/rotate by
+    90 degrees.
 
     ``nearest`` selects nearest-neighbour interpolation (masks) instead of bilinear (images).
     """
+    side = augmentation.side_px or crop_px
     source = array.view(np.uint8) if array.dtype == bool else array
     centre = np.asarray(augmentation.centre_xy, np.float64)
-    left, top = centre - (crop_px - 1) / 2
+    left, top = centre - (side - 1) / 2
     if augmentation.angle_deg == 0.0 and left.is_integer() and top.is_integer():
-        out = source[int(top) : int(top) + crop_px, int(left) : int(left) + crop_px]
+        out = source[int(top) : int(top) + side, int(left) : int(left) + side]
     else:
         matrix = np.asarray(cv2.getRotationMatrix2D(augmentation.centre_xy, augmentation.angle_deg, 1.0), np.float64)
-        # Move the crop centre onto the output's centre pixel ((crop_px - 1) / 2 in cv2's pixel coordinates).
-        matrix[:, 2] += (crop_px - 1) / 2 - centre
+        # Move the crop centre onto the output's centre pixel ((side - 1) / 2 in cv2's pixel coordinates).
+        matrix[:, 2] += (side - 1) / 2 - centre
         # The crop never leaves the patch (draw_augmentations); should it, a mask gets no mirrored threads.
         if nearest:
-            out = cv2.warpAffine(source, matrix, (crop_px, crop_px), flags=cv2.INTER_NEAREST, borderValue=0)
+            out = cv2.warpAffine(source, matrix, (side, side), flags=cv2.INTER_NEAREST, borderValue=0)
         else:
-            out = cv2.warpAffine(
-                source, matrix, (crop_px, crop_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-            )
+            out = cv2.warpAffine(source, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     if augmentation.dihedral >= 4:
         out = out[:, ::-1]
     out = np.rot90(out, augmentation.dihedral % 4)
@@ -280,25 +309,33 @@ def prepare_patch(task: tuple[Path, corpus.PatchRecord, DataConfig]) -> _PatchOu
     check_plausible(corpus_dir, record, whole)
     mismatches = density_mismatches(record, whole)
 
-    equalized = equalize_histogram(patch.image)
+    # Per window, the raw gray levels are cut (and rotated) and the cut is equalised; per patch, the cut is
+    # taken from the equalised patch.
+    source = patch.image if config.equalisation == "window" else equalize_histogram(patch.image)
     rng = np.random.default_rng((config.seed, _AUGMENT_STREAM, record.row))
     images, labels, density_h = [], [], []
     reasons: Counter[str] = Counter()
     # Both masks in one image (bit 0: horizontal, bit 1: vertical): one warp instead of two per sub-patch.
     masks = patch.h_mask.view(np.uint8) | (patch.v_mask.view(np.uint8) << 1)
-    for augmentation in draw_augmentations(rng, (height, width), config):
+    zoom = max_zoom(config, whole, record.px_per_cm)
+    for augmentation in draw_augmentations(rng, (height, width), config, zoom):
         warped = apply_augmentation(masks, augmentation, config.crop_px, nearest=True)
         h_mask, v_mask = (warped & 1).view(bool), (warped >> 1).view(bool)
         try:
-            density = count_threads(h_mask, v_mask, record.px_per_cm)
+            counted = count_threads(h_mask, v_mask, record.px_per_cm)
         except CountingError as error:
             reasons[_reason_kind(error)] += 1
             continue
+        # A cut of side_px stored as crop_px holds side_px / crop_px times the threads a crop_px cut would.
+        stretch = (augmentation.side_px or config.crop_px) / config.crop_px
+        density = ThreadDensity(horizontal=counted.horizontal * stretch, vertical=counted.vertical * stretch)
         if not (_plausible(density.vertical) and _plausible(density.horizontal)):
             reasons[_IMPLAUSIBLE_REASON] += 1
             continue
-        image = apply_augmentation(equalized, augmentation, config.crop_px, nearest=False)
-        if size != config.crop_px:
+        image = apply_augmentation(source, augmentation, config.crop_px, nearest=False)
+        if config.equalisation == "window":
+            image = equalize_histogram(image)
+        if image.shape[0] != size:
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
         images.append(image)
         labels.append(density.vertical)

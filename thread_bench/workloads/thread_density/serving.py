@@ -10,9 +10,11 @@ A request is a table with one patch per row:
     Its resolution, pixels per centimetre.
 
 The model applies the preprocessing its training applied (:mod:`.prepare`), described in its metadata
-(:func:`describe`): histogram equalisation of the whole patch to 8 bits, then windows of ``window_cm`` (in the
-patch's own pixels: ``window_cm * px_per_cm``), each resampled to the network's ``input_size`` pixels (area
-interpolation when shrinking, as the training did; linear when enlarging, which the training never saw). The
+(:func:`describe`): windows of ``window_cm`` (in the patch's own pixels: ``window_cm * px_per_cm``), each
+histogram-equalised to 8 bits on its own (``equalisation_scope`` ``window``, the default since December 2026;
+models trained before, whose metadata has no scope, equalise the whole patch first, as their training did) and
+resampled to the network's ``input_size`` pixels (area interpolation when shrinking, as the training did; linear
+when enlarging, which the training never saw). The
 windows tile the patch evenly (overlapping where the size is not a multiple of a window); the answer is their
 mean. ``density_v`` is what the network was trained on: the vertical threads' density. ``density_h`` is the same
 network on each window turned a quarter (``numpy.rot90``), which makes the horizontal threads vertical: exactly
@@ -34,6 +36,7 @@ import pandas as pd
 from mlflow.types.schema import ColSpec, DataType, Schema
 
 from thread_bench.models.serving import IMAGE, IMAGE_TYPE, PredictImages, gray_levels, request_frame
+from thread_bench.workloads.thread_density.config import EQUALISATIONS
 from thread_bench.workloads.thread_density.counting import check_px_per_cm
 from thread_bench.workloads.thread_density.prepare import equalize_histogram
 
@@ -43,6 +46,10 @@ DENSITY_H = "density_h"
 WINDOWS = "windows"
 
 REQUIREMENTS: tuple[str, ...] = ("opencv-python-headless",)
+
+#: ``equalisation_scope``: each window's own histogram, or the whole patch's (models whose metadata has no scope).
+WINDOW, PATCH = EQUALISATIONS
+_SCOPE_WORDS = {WINDOW: "each window on its own", PATCH: "the whole patch"}
 
 #: A window side this close to a whole number of pixels is taken as that number (no scaling).
 _WHOLE_PIXEL = 1e-6
@@ -59,6 +66,7 @@ def describe(dataset: Any, data_config: Any, data_root: Any) -> dict[str, Any]:
 
     settings = dataset.manifest.get("settings", {})
     size = int(dataset.input_size)
+    scope = settings.get("equalisation", PATCH)  # datasets prepared before the setting existed: the whole patch
     try:
         resolutions, source = stored_px_per_cm(dataset, dataset.train, corpus_dir(data_config, data_root))
     except (FileNotFoundError, ValueError) as error:
@@ -71,7 +79,8 @@ def describe(dataset: Any, data_config: Any, data_root: Any) -> dict[str, Any]:
         "window_cm": None,
         "resolution_from": source,
         "training_crop_px": settings.get("crop_px"),
-        "equalisation": "histogram equalisation of the whole patch, 8- or 16-bit gray levels -> 8 bits",
+        "equalisation": f"histogram equalisation of {_SCOPE_WORDS[scope]}, 8- or 16-bit gray levels -> 8 bits",
+        "equalisation_scope": scope,
         "resampling": "each window of window_cm * px_per_cm patch pixels resized to input_size pixels "
         "(cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging)",
         "windows": "tiling the patch evenly; the answer is their mean",
@@ -161,12 +170,15 @@ def patch_windows(image: np.ndarray, px_per_cm: float, description: Mapping[str,
             f"a {width}x{height} px patch at px_per_cm={px_per_cm:g} is smaller than one window "
             f"({description['window_cm']:g} cm = {side} px on each side)"
         )
-    equalized = equalize_histogram(image)
+    per_window = description.get("equalisation_scope", PATCH) == WINDOW
+    source = image if per_window else equalize_histogram(image)
     interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     windows = []
     for top in _starts(height, side):
         for left in _starts(width, side):
-            window = equalized[top : top + side, left : left + side]
+            window = source[top : top + side, left : left + side]
+            if per_window:
+                window = equalize_histogram(window)
             windows.append(window if side == size else cv2.resize(window, (size, size), interpolation=interpolation))
     return np.stack(windows), exact / side
 
