@@ -6,7 +6,7 @@ A model's validation score comes from the prepared dataset; a user's request goe
 preprocessing (:mod:`thread_bench.workloads.thread_density.serving`). Where the two differ, the validation score
 is not the model's score in use. This cuts the same unrotated windows of ``crop_px`` (1 cm) from the raw patches
 of the run's validation and test paintings, labels them by counting their masks, and scores the network on them
-made four ways: cut from the histogram-equalised patch (``equalisation=patch``, the reference study's
+made three ways: cut from the histogram-equalised patch (``equalisation=patch``, the reference study's
 preparation), equalised on their own (``equalisation=window``), and sent as requests to the logged model, which
 applies the preprocessing its metadata names; the validation split as stored is the first row. Normalised MAE
 (the training loss) and the median relative error, vertical threads (the network's output).
@@ -28,28 +28,25 @@ from thread_bench import cli, tracking
 from thread_bench.data.prepared import load_prepared
 from thread_bench.measure import cpu_description
 from thread_bench.models import pyfunc
-from thread_bench.workloads.thread_density import corpus
+from thread_bench.workloads.thread_density import baseline, corpus, serving
 from thread_bench.workloads.thread_density.config import DataConfig
 from thread_bench.workloads.thread_density.counting import CountingError, count_threads
-from thread_bench.workloads.thread_density.prepare import equalize_histogram, synthetic_corpus_dir
+from thread_bench.workloads.thread_density.prepare import equalize_histogram
 
 #: Windows cut from each raw patch of the validation and test paintings.
 WINDOWS_PER_PATCH = 4
 
 
 def corpus_of(run_config: dict[str, Any], manifest: dict[str, Any]) -> Path | None:
-    """The raw corpus a run's dataset was prepared from: the synthetic corpus's cache under the data root, or the
-    user's directory; ``None`` when a run trained on a dataset directory of a user's corpus (not recorded)."""
-    dataset_path = Path(run_config["dataset"]["path"])
+    """The raw corpus a run's dataset was prepared from, when it is on this machine (:func:`baseline.corpus_dir`);
+    a run trained on a dataset directory has no data settings, so a synthetic one's come from its manifest."""
     if run_config.get("data"):
         config = DataConfig(**run_config["data"])
-    elif manifest["source"]["kind"] == "synthetic":  # trained on a dataset directory: its manifest's settings
+    elif manifest["source"]["kind"] == "synthetic":
         config = DataConfig(**{"source": "synthetic", **manifest["settings"]})
     else:
-        return None
-    if config.source == "synthetic":
-        return synthetic_corpus_dir(config, dataset_path.parent.parent)
-    return Path(config.source)
+        return None  # a user's corpus, whose directory the dataset does not record
+    return baseline.corpus_dir(config, Path(run_config["dataset"]["path"]).parent.parent)
 
 
 def raw_windows(
@@ -130,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     }
     params = run.data.params
-    trained = settings.get("equalisation", "patch")
-    served = model.preprocessing.get("equalisation_scope", "patch (no scope in its metadata)")
+    trained = settings.get("equalisation", serving.PATCH)
+    served = model.preprocessing.get("equalisation_scope", f"{serving.PATCH} (no scope in its metadata)")
     print(f"run {args.run_id} ({params.get(tracking.PARAM_FRAMEWORK)}, seed {params.get(tracking.PARAM_SEED)}, "
           f"profile {params.get(tracking.PARAM_PROFILE)}, trained with equalisation {trained}, serves with {served}); "
           f"{len(labels)} windows of {len(paintings)} paintings; {cpu_description()}")  # fmt: skip

@@ -311,7 +311,8 @@ def prepare_patch(task: tuple[Path, corpus.PatchRecord, DataConfig]) -> _PatchOu
 
     # Per window, the raw gray levels are cut (and rotated) and the cut is equalised; per patch, the cut is
     # taken from the equalised patch.
-    source = patch.image if config.equalisation == "window" else equalize_histogram(patch.image)
+    per_window = config.equalisation == "window"
+    source = patch.image if per_window else equalize_histogram(patch.image)
     rng = np.random.default_rng((config.seed, _AUGMENT_STREAM, record.row))
     images, labels, density_h = [], [], []
     reasons: Counter[str] = Counter()
@@ -333,7 +334,7 @@ def prepare_patch(task: tuple[Path, corpus.PatchRecord, DataConfig]) -> _PatchOu
             reasons[_IMPLAUSIBLE_REASON] += 1
             continue
         image = apply_augmentation(source, augmentation, config.crop_px, nearest=False)
-        if config.equalisation == "window":
+        if per_window:
             image = equalize_histogram(image)
         if image.shape[0] != size:
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
